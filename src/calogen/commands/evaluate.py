@@ -1,0 +1,59 @@
+"""``calogen evaluate REFERENCE GENERATED --geometry G --out DIR``: CaloChallenge metrics and an HTML report."""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "evaluate"
+HELP = "compare generated showers with reference showers (CaloChallenge metrics, metrics.json, report.html)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare the command's options."""
+    parser.add_argument("reference", help="reference CaloChallenge HDF5 file")
+    parser.add_argument("generated", nargs="+", help="generated CaloChallenge HDF5 file(s); NAME=PATH to label one")
+    parser.add_argument("--geometry", required=True, help="built-in geometry (ds1-photons, ds1-pions, ds2, ds3, tiny) or a binning XML")
+    parser.add_argument("--out", required=True, help="output directory for metrics.json and report.html")
+    parser.add_argument("--metrics", default=None, help="comma-separated subset of hist,cls-low,cls-high,cnn,fpd,kpd,prdc, or 'all' (default: all but cnn)")
+    parser.add_argument("--threshold", type=float, default=None, help="per-voxel threshold in MeV (default: the geometry's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of classifier splits and FPD/KPD resampling")
+    parser.add_argument("--official-classifier", action="store_true", help="use the CaloChallenge classifier settings (3x2048 DNN, 50 epochs; slow)")
+    parser.add_argument("--max-showers", type=int, default=50_000, help="showers per file loaded for the classifiers")
+    parser.add_argument("--chunk-size", type=int, default=5_000, help="showers per chunk while streaming")
+    parser.add_argument("--reference-name", default="reference", help="label of the reference in the report")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluate and print the summary table."""
+    from pathlib import Path
+
+    from calogen.errors import CalogenError
+    from calogen.eval.evaluate import DEFAULT_METRICS, EvaluationSettings, evaluate, format_table, parse_metrics, summary_rows
+    from calogen.geometry import Geometry
+
+    geometry = Geometry.resolve(args.geometry)
+    generated: dict[str, str] = {}
+    for item in args.generated:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = Path(item).stem, item
+        if name in generated:
+            raise CalogenError(f"two generated samples are called {name!r}; label them NAME=PATH")
+        generated[name] = path
+    if args.max_showers < 10 or args.chunk_size < 1:
+        raise CalogenError("--max-showers must be >= 10 and --chunk-size >= 1")
+    settings = EvaluationSettings(
+        metrics=parse_metrics(args.metrics) if args.metrics else DEFAULT_METRICS,
+        threshold=args.threshold,
+        chunk_size=args.chunk_size,
+        seed=args.seed,
+        official_classifier=args.official_classifier,
+        max_showers_per_side=args.max_showers,
+    )
+    record = evaluate(
+        args.reference, generated, geometry, args.out, settings=settings, reference_name=args.reference_name, progress=not args.quiet
+    )
+    print(format_table(summary_rows(record)))
+    print(f"\nwrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'report.html'}")
+    return 0

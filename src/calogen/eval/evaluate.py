@@ -1,0 +1,370 @@
+"""The evaluation suite: compare generated showers with a reference the way the CaloChallenge does.
+
+``evaluate`` streams each file once for the high-level features (so DS3-size files never sit in memory),
+fills every CaloChallenge histogram with its separation power and Wasserstein distance, runs the
+classifier two-sample tests on the first ``max_showers_per_side`` showers of each file, FPD/KPD and
+precision/recall/density/coverage on the high-level feature vectors, and writes ``metrics.json`` and
+``report.html`` into an output directory (each atomically).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field, replace
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calogen.errors import CalogenError
+from calogen.features import ShowerFeatures, features_from_file, high_level_vector
+from calogen.geometry import Geometry
+from calogen.io import ShowerFile, atomic_path, file_sha256
+
+__all__ = ["ALL_METRICS", "DEFAULT_METRICS", "EvaluationSettings", "SampleEvaluation", "evaluate", "parse_metrics"]
+
+log = logging.getLogger(__name__)
+
+ALL_METRICS: tuple[str, ...] = ("hist", "cls-low", "cls-high", "cnn", "fpd", "kpd", "prdc")
+DEFAULT_METRICS: tuple[str, ...] = ("hist", "cls-low", "cls-high", "fpd", "kpd", "prdc")
+_PACKAGES = ("calogen", "numpy", "scipy", "h5py", "torch", "scikit-learn", "numba")
+
+
+def parse_metrics(text: str) -> tuple[str, ...]:
+    """Parse ``hist,cls-low,...`` (or ``all``) into a tuple of metric names."""
+    names = ALL_METRICS if text.strip() == "all" else tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in names if m not in ALL_METRICS]
+    if unknown or not names:
+        raise CalogenError(f"unknown metric(s) {unknown or text!r}; choose from {', '.join(ALL_METRICS)} or 'all'")
+    return names
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """What to compute.
+
+    Attributes:
+        metrics: subset of :data:`ALL_METRICS`.
+        threshold: per-voxel threshold in MeV (default: the geometry's).
+        chunk_size: showers read per chunk while streaming.
+        seed: seed of every random choice (classifier splits and inits, FPD/KPD resampling).
+        official_classifier: use the CaloChallenge's published classifier settings (slow).
+        max_showers_per_side: showers per file loaded for the classifiers.
+    """
+
+    metrics: tuple[str, ...] = DEFAULT_METRICS
+    threshold: float | None = None
+    chunk_size: int = 5_000
+    seed: int = 0
+    official_classifier: bool = False
+    max_showers_per_side: int = 50_000
+
+    def classifier_settings(self) -> Any:
+        """The :class:`~calogen.eval.classifier.ClassifierSettings` these settings imply."""
+        from calogen.eval.classifier import ClassifierSettings
+
+        base = ClassifierSettings.official() if self.official_classifier else ClassifierSettings()
+        return replace(base, seed=self.seed, max_showers_per_side=self.max_showers_per_side)
+
+
+@dataclass
+class SampleEvaluation:
+    """All figures for one generated sample against the reference."""
+
+    name: str
+    path: str
+    features: ShowerFeatures
+    histograms: list[Any] = field(default_factory=list)
+    classifiers: list[Any] = field(default_factory=list)
+    distances: dict[str, Any] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict)
+
+    def scalars(self) -> dict[str, tuple[float, float | None]]:
+        """FPD, KPD and PRDC figures as name -> (value, error)."""
+        out: dict[str, tuple[float, float | None]] = {}
+        for key in ("fpd", "kpd"):
+            if key in self.distances:
+                d = self.distances[key]
+                out[key.upper()] = (d.value, d.error)
+        if "prdc" in self.distances:
+            for key, value in self.distances["prdc"].to_dict().items():
+                if isinstance(value, (int, float)) and key in ("precision", "recall", "density", "coverage"):
+                    out[key] = (float(value), None)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record of every number and its settings."""
+        return {
+            "name": self.name,
+            "path": self.path,
+            "n_showers": self.features.n_showers,
+            "histograms": [
+                {
+                    "name": h.name,
+                    "group": h.group,
+                    "layer": h.layer,
+                    "label": h.label,
+                    "n_bins": len(h.bins) - 1,
+                    "range": [float(h.bins[0]), float(h.bins[-1])],
+                    "log_bins": bool(h.log_x),
+                    "separation_power": float(h.separation),
+                    "wasserstein": None if h.wasserstein is None else float(h.wasserstein),
+                }
+                for h in self.histograms
+            ],
+            "separation_power_summary": _separation_summary(self.histograms),
+            "classifiers": [c.to_dict() for c in self.classifiers],
+            "distances": {k: v.to_dict() for k, v in self.distances.items()},
+            "timing_ms_per_shower": self.timing,
+        }
+
+
+def _separation_summary(histograms: list[Any]) -> dict[str, Any]:
+    if not histograms:
+        return {}
+    by_group: dict[str, list[float]] = {}
+    for h in histograms:
+        by_group.setdefault(h.group, []).append(float(h.separation))
+    values = np.array([float(h.separation) for h in histograms])
+    worst = histograms[int(np.argmax(values))]
+    return {
+        "mean": float(values.mean()),
+        "median": float(np.median(values)),
+        "max": float(values.max()),
+        "max_histogram": worst.name,
+        "mean_by_group": {g: float(np.mean(v)) for g, v in by_group.items()},
+    }
+
+
+def _load_for_classifier(path: Path, geometry: Geometry, n: int) -> tuple[np.ndarray, np.ndarray]:
+    with ShowerFile(path, geometry) as f:
+        data = f.read(0, n)
+    return data.energies, data.showers
+
+
+def _run_classifiers(
+    metrics: tuple[str, ...],
+    reference: tuple[Path, ShowerFeatures],
+    generated: tuple[Path, ShowerFeatures],
+    geometry: Geometry,
+    settings: EvaluationSettings,
+    progress: bool,
+) -> list[Any]:
+    from calogen.eval.classifier import low_level_inputs, run_classifier
+
+    kinds = [m for m in ("cls-low", "cls-high", "cnn") if m in metrics]
+    if not kinds:
+        return []
+    cls_settings = settings.classifier_settings()
+    n = settings.max_showers_per_side
+    results = []
+    raw: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if "cls-low" in kinds or "cnn" in kinds:
+        raw = {
+            "ref": _load_for_classifier(reference[0], geometry, n),
+            "gen": _load_for_classifier(generated[0], geometry, n),
+        }
+    for kind in kinds:
+        if kind == "cnn" and not geometry.is_regular:
+            log.warning("the 3-D CNN classifier needs a regular geometry; %s is irregular, skipping it", geometry.name)
+            continue
+        if kind == "cls-high":
+            ref_in = high_level_vector(reference[1])[:n]
+            gen_in = high_level_vector(generated[1])[:n]
+        elif kind == "cls-low":
+            ref_in, gen_in = low_level_inputs(*raw["ref"]), low_level_inputs(*raw["gen"])
+        else:
+            ref_in, gen_in = raw["ref"], raw["gen"]
+        log.info("classifier %s: %d vs %d showers", kind, len(ref_in[0]) if kind == "cnn" else len(ref_in), len(gen_in[0]) if kind == "cnn" else len(gen_in))
+        results.append(run_classifier(kind, ref_in, gen_in, cls_settings, geometry=geometry, progress=progress))
+    return results
+
+
+def _run_distances(metrics: tuple[str, ...], reference: ShowerFeatures, generated: ShowerFeatures, seed: int) -> dict[str, Any]:
+    wanted = [m for m in ("fpd", "kpd", "prdc") if m in metrics]
+    if not wanted:
+        return {}
+    from calogen.eval import distances
+
+    ref, gen = distances.scale_by_reference(high_level_vector(reference), high_level_vector(generated))
+    out: dict[str, Any] = {}
+    if "fpd" in wanted:
+        out["fpd"] = distances.fpd(ref, gen, seed=seed, scaled=True)
+    if "kpd" in wanted:
+        out["kpd"] = distances.kpd(ref, gen, seed=seed, scaled=True)
+    if "prdc" in wanted:
+        out["prdc"] = distances.prdc(ref, gen, seed=seed)
+    return out
+
+
+def _environment() -> dict[str, Any]:
+    versions: dict[str, str | None] = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"python": platform.python_version(), "platform": platform.platform(), "packages": versions}
+
+
+def evaluate(
+    reference: str | os.PathLike[str],
+    generated: dict[str, str | os.PathLike[str]],
+    geometry: Geometry,
+    out_dir: str | os.PathLike[str],
+    *,
+    settings: EvaluationSettings = EvaluationSettings(),
+    reference_name: str = "reference",
+    timing: dict[str, dict[str, float]] | None = None,
+    title: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate generated files against a reference and write ``metrics.json`` and ``report.html``.
+
+    Args:
+        reference: reference CaloChallenge file (e.g. Geant4 or the detailed MC).
+        generated: sample name -> generated file, compared one by one with the reference.
+        geometry: readout of all files.
+        out_dir: output directory (created if missing).
+        settings: metrics and their settings.
+        reference_name: label of the reference in the report.
+        timing: sample name -> {"batch 1": ms/shower, ...}, shown in the summary if given.
+        title: report title.
+        progress: show progress bars.
+
+    Returns:
+        The metrics record also written to ``metrics.json``.
+    """
+    from calogen.eval.histograms import compare_features
+    from calogen.eval.report import SampleReport, render_report
+
+    started = time.perf_counter()
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CalogenError(f"cannot create output directory {out}: {exc.strerror}") from None
+    threshold = geometry.threshold if settings.threshold is None else settings.threshold
+    ref_path = Path(reference)
+    gen_paths = {name: Path(p) for name, p in generated.items()}
+    for path in [ref_path, *gen_paths.values()]:
+        ShowerFile(path, geometry).close()  # structural validation of every input before any long work
+
+    def features(path: Path, label: str) -> ShowerFeatures:
+        log.info("features of %s (%s)", label, path)
+        return features_from_file(path, geometry, threshold=threshold, chunk_size=settings.chunk_size, progress=progress)
+
+    ref_features = features(ref_path, reference_name)
+    samples: list[SampleEvaluation] = []
+    for name, path in gen_paths.items():
+        sample = SampleEvaluation(name=name, path=str(path), features=features(path, name))
+        if "hist" in settings.metrics:
+            sample.histograms = compare_features(ref_features, sample.features)
+        sample.classifiers = _run_classifiers(settings.metrics, (ref_path, ref_features), (path, sample.features), geometry, settings, progress)
+        sample.distances = _run_distances(settings.metrics, ref_features, sample.features, settings.seed)
+        sample.timing = dict((timing or {}).get(name, {}))
+        samples.append(sample)
+
+    record = {
+        "calogen_evaluation": 1,
+        "geometry": {"name": geometry.name, "n_voxels": geometry.n_voxels, "particle": geometry.particle},
+        "threshold_mev": threshold,
+        "settings": {**asdict(settings), "classifier": _settings_dict(settings) if _uses_classifier(settings) else None},
+        "inputs": {
+            reference_name: _describe(ref_path, ref_features),
+            **{s.name: _describe(Path(s.path), s.features) for s in samples},
+        },
+        "samples": [s.to_dict() for s in samples],
+        "environment": _environment(),
+        "wall_seconds": round(time.perf_counter() - started, 2),
+    }
+    with atomic_path(out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=1, allow_nan=False, default=_json_default), encoding="utf-8")
+    render_report(
+        out / "report.html",
+        title=title or f"calogen evaluation — {geometry.name}",
+        geometry=geometry,
+        reference_name=reference_name,
+        reference_mean_shower=ref_features.mean_shower,
+        samples=[
+            SampleReport(s.name, s.histograms, s.features.mean_shower, s.classifiers, s.scalars(), s.timing) for s in samples
+        ],
+        metadata={"inputs": record["inputs"], "settings": record["settings"], "environment": record["environment"]},
+    )
+    return record
+
+
+def _uses_classifier(settings: EvaluationSettings) -> bool:
+    return any(m in settings.metrics for m in ("cls-low", "cls-high", "cnn"))
+
+
+def _settings_dict(settings: EvaluationSettings) -> dict[str, Any]:
+    return asdict(settings.classifier_settings())
+
+
+def _describe(path: Path, features: ShowerFeatures) -> dict[str, Any]:
+    return {"path": str(path), "sha256": file_sha256(path), "n_showers": features.n_showers}
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def summary_rows(record: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The summary table as rows of strings (header first), from a metrics record."""
+    header = ("metric", *(s["name"] for s in record["samples"]))
+    rows: list[tuple[str, ...]] = [header]
+
+    def row(label: str, cells: list[str]) -> None:
+        rows.append((label, *cells))
+
+    samples = record["samples"]
+    if any(s["separation_power_summary"] for s in samples):
+        row("separation power, mean", [_f(s["separation_power_summary"].get("mean")) for s in samples])
+        row("separation power, max", [f"{_f(s['separation_power_summary'].get('max'))} ({s['separation_power_summary'].get('max_histogram', '')})" for s in samples])
+        groups = sorted({g for s in samples for g in s["separation_power_summary"].get("mean_by_group", {})})
+        for g in groups:
+            row(f"  S {g}", [_f(s["separation_power_summary"]["mean_by_group"].get(g)) for s in samples])
+    kinds = sorted({c["kind"] for s in samples for c in s["classifiers"]})
+    for kind in kinds:
+        cells = []
+        for s in samples:
+            c = next((c for c in s["classifiers"] if c["kind"] == kind), None)
+            cells.append(f"{c['auc_mean']:.4f} ± {c['auc_std']:.4f}" if c else "–")
+        row(f"AUC {kind}", cells)
+    for key in ("fpd", "kpd"):
+        if any(key in s["distances"] for s in samples):
+            row(key.upper(), [f"{_f(s['distances'][key]['value'])} ± {_f(s['distances'][key]['error'])}" if key in s["distances"] else "–" for s in samples])
+    if any("prdc" in s["distances"] for s in samples):
+        for key in ("precision", "recall", "density", "coverage"):
+            row(key, [_f(s["distances"]["prdc"].get(key)) if "prdc" in s["distances"] else "–" for s in samples])
+    timing_keys = sorted({k for s in samples for k in s["timing_ms_per_shower"]})
+    for key in timing_keys:
+        row(f"ms/shower {key}", [_f(s["timing_ms_per_shower"].get(key)) for s in samples])
+    return rows
+
+
+def _f(value: Any) -> str:
+    if value is None:
+        return "–"
+    value = float(value)
+    return f"{value:.3e}" if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5) else f"{value:.4g}"
+
+
+def format_table(rows: list[tuple[str, ...]]) -> str:
+    """Render rows as an aligned plain-text table."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,160 @@
+"""A self-contained HTML report comparing one reference sample with one or more generated samples.
+
+The page embeds its data as JSON and draws every plot in the browser as SVG (no network, no external
+scripts): a summary table, every CaloChallenge histogram with reference vs generated and a ratio panel
+(sorted so the worst separation powers come first), classifier score distributions, and the average
+shower per layer drawn in its true cylindrical (r, alpha) binning, side by side per sample.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calogen.geometry import Geometry
+from calogen.io import atomic_path
+
+__all__ = ["SampleReport", "render_report"]
+
+_TEMPLATE = Path(__file__).with_name("report_template.html")
+
+
+@dataclass
+class SampleReport:
+    """Everything the report shows about one generated sample.
+
+    Attributes:
+        name: label of the sample (e.g. ``model``, ``GFLASH``).
+        histograms: the :class:`~calogen.eval.histograms.HistogramComparison` list against the reference.
+        mean_shower: average shower, ``(voxels,)`` MeV.
+        classifiers: classifier results (objects with ``kind``, ``auc_mean``, ``auc_std``, ``jsd_mean``,
+            ``ref_scores``, ``gen_scores``).
+        scalars: further figures for the summary table, name -> (value, error or None).
+        timing: ms per shower by batch size, if measured.
+    """
+
+    name: str
+    histograms: list[Any]
+    mean_shower: np.ndarray
+    classifiers: list[Any] = field(default_factory=list)
+    scalars: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+def _rounded(values: Any, digits: int = 5) -> list[float | None]:
+    """Floats with ``digits`` significant digits for compact JSON; NaN/inf become null."""
+    out: list[float | None] = []
+    for v in np.asarray(values, dtype=float).ravel():
+        out.append(float(f"{v:.{digits}g}") if math.isfinite(v) else None)
+    return out
+
+
+def _score_histogram(scores: np.ndarray, bins: np.ndarray) -> list[float | None]:
+    counts, _ = np.histogram(np.asarray(scores, dtype=float), bins=bins, density=True)
+    return _rounded(counts)
+
+
+def _payload(
+    title: str,
+    geometry: Geometry,
+    reference_name: str,
+    reference_mean_shower: np.ndarray,
+    samples: list[SampleReport],
+    metadata: dict[str, Any],
+) -> dict[str, Any]:
+    histograms: dict[str, dict[str, Any]] = {}
+    for sample in samples:
+        for h in sample.histograms:
+            entry = histograms.setdefault(
+                h.name,
+                {
+                    "name": h.name,
+                    "group": h.group,
+                    "layer": h.layer,
+                    "label": h.label,
+                    "log_x": bool(h.log_x),
+                    "bins": _rounded(h.bins, 7),
+                    "reference": _rounded(h.reference),
+                    "samples": {},
+                },
+            )
+            entry["samples"][sample.name] = {
+                "density": _rounded(h.generated),
+                "counts": _rounded(h.generated_counts),
+                "separation": float(h.separation),
+                "wasserstein": None if h.wasserstein is None else float(h.wasserstein),
+            }
+    score_bins = np.linspace(0.0, 1.0, 41)
+    layers = [
+        {"index": i, "r_edges": list(geometry.layers[i].r_edges), "n_alpha": geometry.layers[i].n_alpha}
+        for i in geometry.nonempty_layers
+    ]
+    shower_per_layer = {
+        reference_name: [_rounded(reference_mean_shower[geometry.layer_slice(i)], 4) for i in geometry.nonempty_layers]
+    }
+    for sample in samples:
+        shower_per_layer[sample.name] = [_rounded(sample.mean_shower[geometry.layer_slice(i)], 4) for i in geometry.nonempty_layers]
+    return {
+        "title": title,
+        "reference": reference_name,
+        "geometry": {"name": geometry.name, "n_voxels": geometry.n_voxels, "layers": layers},
+        "samples": [
+            {
+                "name": s.name,
+                "scalars": {k: [float(v[0]), None if v[1] is None else float(v[1])] for k, v in s.scalars.items()},
+                "timing": s.timing,
+                "classifiers": [
+                    {
+                        "kind": c.kind,
+                        "auc_mean": float(c.auc_mean),
+                        "auc_std": float(c.auc_std),
+                        "jsd_mean": float(c.jsd_mean),
+                        "bins": _rounded(score_bins),
+                        "reference": _score_histogram(c.ref_scores, score_bins),
+                        "generated": _score_histogram(c.gen_scores, score_bins),
+                    }
+                    for c in s.classifiers
+                ],
+            }
+            for s in samples
+        ],
+        "histograms": list(histograms.values()),
+        "mean_shower": shower_per_layer,
+        "metadata": metadata,
+    }
+
+
+def render_report(
+    path: str | os.PathLike[str],
+    *,
+    title: str,
+    geometry: Geometry,
+    reference_name: str,
+    reference_mean_shower: np.ndarray,
+    samples: list[SampleReport],
+    metadata: dict[str, Any] | None = None,
+) -> None:
+    """Write the report to ``path`` atomically.
+
+    Args:
+        path: output HTML file.
+        title: page title.
+        geometry: the readout all samples use.
+        reference_name: label of the reference sample.
+        reference_mean_shower: average reference shower, ``(voxels,)``.
+        samples: one :class:`SampleReport` per generated sample.
+        metadata: free-form provenance shown at the bottom of the page (inputs, versions, settings).
+    """
+    data = _payload(title, geometry, reference_name, reference_mean_shower, samples, metadata or {})
+    blob = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    page = _TEMPLATE.read_text(encoding="utf-8")
+    page = page.replace("__TITLE__", html.escape(title)).replace("__DATA__", blob)
+    with atomic_path(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
