@@ -200,6 +200,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise ShowerFileError(f"{path}: cannot write there ({exc.strerror})") from None
     os.close(fd)
     tmp = Path(tmp_name)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the final file the usual permissions
     try:
         yield tmp
         os.replace(tmp, path)

@@ -155,11 +155,11 @@ def _run_classifiers(
     settings: EvaluationSettings,
     progress: bool,
 ) -> list[Any]:
-    from calogen.eval.classifier import low_level_inputs, run_classifier
-
     kinds = [m for m in ("cls-low", "cls-high", "cnn") if m in metrics]
     if not kinds:
         return []
+    from calogen.eval.classifier import low_level_inputs, run_classifier
+
     cls_settings = settings.classifier_settings()
     n = settings.max_showers_per_side
     results = []
@@ -198,7 +198,7 @@ def _run_distances(metrics: tuple[str, ...], reference: ShowerFeatures, generate
     if "kpd" in wanted:
         out["kpd"] = distances.kpd(ref, gen, seed=seed, scaled=True)
     if "prdc" in wanted:
-        out["prdc"] = distances.prdc(ref, gen, seed=seed)
+        out["prdc"] = distances.prdc(ref, gen, seed=seed, scaled=True)
     return out
 
 
@@ -222,6 +222,7 @@ def evaluate(
     reference_name: str = "reference",
     timing: dict[str, dict[str, float]] | None = None,
     title: str | None = None,
+    extra: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate generated files against a reference and write ``metrics.json`` and ``report.html``.
@@ -233,8 +234,9 @@ def evaluate(
         out_dir: output directory (created if missing).
         settings: metrics and their settings.
         reference_name: label of the reference in the report.
-        timing: sample name -> {"batch 1": ms/shower, ...}, shown in the summary if given.
+        timing: sample name -> {"ms/shower b1": value, ...}, shown in the summary if given.
         title: report title.
+        extra: further JSON-ready entries for ``metrics.json`` and the report's provenance.
         progress: show progress bars.
 
     Returns:
@@ -244,16 +246,16 @@ def evaluate(
     from calogen.eval.report import SampleReport, render_report
 
     started = time.perf_counter()
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CalogenError(f"cannot create output directory {out}: {exc.strerror}") from None
     threshold = geometry.threshold if settings.threshold is None else settings.threshold
     ref_path = Path(reference)
     gen_paths = {name: Path(p) for name, p in generated.items()}
     for path in [ref_path, *gen_paths.values()]:
         ShowerFile(path, geometry).close()  # structural validation of every input before any long work
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CalogenError(f"cannot create output directory {out}: {exc.strerror}") from None
 
     def features(path: Path, label: str) -> ShowerFeatures:
         log.info("features of %s (%s)", label, path)
@@ -281,6 +283,7 @@ def evaluate(
         },
         "samples": [s.to_dict() for s in samples],
         "environment": _environment(),
+        **(extra or {}),
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
     with atomic_path(out / "metrics.json") as tmp:
@@ -294,7 +297,7 @@ def evaluate(
         samples=[
             SampleReport(s.name, s.histograms, s.features.mean_shower, s.classifiers, s.scalars(), s.timing) for s in samples
         ],
-        metadata={"inputs": record["inputs"], "settings": record["settings"], "environment": record["environment"]},
+        metadata={"inputs": record["inputs"], "settings": record["settings"], "environment": record["environment"], **(extra or {})},
     )
     return record
 
@@ -351,7 +354,7 @@ def summary_rows(record: dict[str, Any]) -> list[tuple[str, ...]]:
             row(key, [_f(s["distances"]["prdc"].get(key)) if "prdc" in s["distances"] else "–" for s in samples])
     timing_keys = sorted({k for s in samples for k in s["timing_ms_per_shower"]})
     for key in timing_keys:
-        row(f"ms/shower {key}", [_f(s["timing_ms_per_shower"].get(key)) for s in samples])
+        row(key, [_f(s["timing_ms_per_shower"].get(key)) for s in samples])
     return rows
 
 

@@ -1,0 +1,153 @@
+"""The main job: detailed MC vs the shipped model vs GFLASH, evaluated, timed and reported on one page.
+
+Steps: simulate ``n`` held-out DS2 electron showers with the detailed Monte Carlo (the reference);
+generate the same incident energies with the pretrained flow-matching model shipped in the package (when
+present) and with calibrated GFLASH; time all three generators; evaluate both fast generators against the
+MC; write ``metrics.json`` and one ``report.html`` with the speed-ups.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calogen.energies import EnergySpec
+from calogen.errors import CalogenError
+from calogen.generator import Generator, generate_to_file
+from calogen.geometry import Geometry
+
+__all__ = ["DemoSettings", "PRETRAINED_DIR", "run_demo"]
+
+log = logging.getLogger(__name__)
+
+PRETRAINED_DIR = Path(__file__).with_name("data") / "pretrained" / "cpu-small-ds2"
+"""The model trained on detailed-MC DS2 showers that ships with calogen."""
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Size of the demo.
+
+    Attributes:
+        n: held-out MC showers (and generated showers per fast generator).
+        energies: incident-energy specification.
+        seed: run seed; MC, model and GFLASH use derived seeds.
+        nfe: network evaluations of the model's sampler (None: the model's default).
+        timing_batch_sizes: batch sizes of the timing harness.
+        timing_seconds: wall-time budget per generator and batch size.
+        metrics: evaluation metrics.
+    """
+
+    n: int = 2000
+    energies: str = "loguniform:1GeV:100GeV"
+    seed: int = 2026
+    nfe: int | None = None
+    timing_batch_sizes: tuple[int, ...] = (1, 100, 1000)
+    timing_seconds: float = 8.0
+    metrics: tuple[str, ...] = ("hist", "cls-low", "cls-high", "fpd", "kpd", "prdc")
+
+
+def _fast_generators(geometry: Geometry, nfe: int | None) -> dict[str, Generator]:
+    from calogen.sim.engines import make_engine
+
+    generators: dict[str, Generator] = {}
+    if (PRETRAINED_DIR / "config.json").is_file():
+        from calogen.models import load
+
+        model = load(PRETRAINED_DIR)
+        if nfe is not None:
+            model = model.with_nfe(nfe)
+        generators["model"] = model
+    else:
+        log.warning("no pretrained model at %s; the demo compares GFLASH only", PRETRAINED_DIR)
+    generators["GFLASH"] = make_engine("gflash", geometry, "e-")
+    return generators
+
+
+def _timing(generator: Generator, spec: str, settings: DemoSettings) -> dict[int, float]:
+    from calogen.eval.timing import time_generator
+
+    result = time_generator(
+        generator,
+        energies=spec,
+        batch_sizes=settings.timing_batch_sizes,
+        min_showers=settings.timing_batch_sizes[-1],
+        min_seconds=1.0,
+        max_seconds=settings.timing_seconds,
+        seed=settings.seed,
+    )
+    return {b.batch_size: b.ms_per_shower_median for b in result.batches}
+
+
+def run_demo(out_dir: str | os.PathLike[str], settings: DemoSettings = DemoSettings(), *, progress: bool = True) -> dict[str, Any]:
+    """Run the demo into ``out_dir`` and return the metrics record (see the module docstring)."""
+    from calogen.eval.evaluate import EvaluationSettings, evaluate
+    from calogen.sim.engines import configure_numba_cache, engine_spec, make_engine
+    from calogen.sim.run import simulate_to_file
+
+    if settings.n < 50:
+        raise CalogenError(f"the demo needs at least 50 showers, got {settings.n}")
+    configure_numba_cache()
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CalogenError(f"cannot create {out}: {exc.strerror}") from None
+    geometry = Geometry.builtin("ds2")
+    spec = EnergySpec.parse(settings.energies)
+    energies = spec.sample(settings.n, seed=settings.seed)
+
+    log.info("simulating %d detailed-MC showers (%s)", settings.n, settings.energies)
+    started = time.perf_counter()
+    mc_path = out / "mc.h5"
+    simulate_to_file(engine_spec("full", geometry, "e-"), energies, None, settings.seed, mc_path, progress=progress)
+    mc_seconds = time.perf_counter() - started
+
+    generators = _fast_generators(geometry, settings.nfe)
+    generated: dict[str, Path] = {}
+    for k, (name, generator) in enumerate(generators.items(), start=1):
+        path = out / f"{name.lower()}.h5"
+        log.info("generating %d showers with %s", settings.n, name)
+        generate_to_file(generator, energies, path, seed=settings.seed + k, batch_size=1000, progress=progress)
+        generated[name] = path
+
+    log.info("timing the generators")
+    timings = {"detailed MC": _timing(make_engine("full", geometry, "e-"), settings.energies, settings)}
+    for name, generator in generators.items():
+        timings[name] = _timing(generator, settings.energies, settings)
+    mc_ms = timings["detailed MC"]
+    sample_timing: dict[str, dict[str, float]] = {}
+    for name in generators:
+        row = {f"ms/shower b{b}": ms for b, ms in timings[name].items()}
+        largest = max(b for b in timings[name] if b in mc_ms)
+        row[f"speed-up vs MC (b{largest})"] = mc_ms[largest] / timings[name][largest]
+        sample_timing[name] = row
+    mc_line = ", ".join(f"b{b}: {ms:.2f}" for b, ms in mc_ms.items())
+    record = evaluate(
+        mc_path,
+        {name: str(path) for name, path in generated.items()},
+        geometry,
+        out,
+        settings=EvaluationSettings(metrics=settings.metrics, seed=settings.seed, max_showers_per_side=settings.n),
+        reference_name="detailed MC",
+        timing=sample_timing,
+        title=f"calogen demo — {' and '.join(generators)} vs the detailed MC, DS2 electrons {settings.energies}",
+        extra={
+            "demo": {
+                "settings": {**settings.__dict__, "timing_batch_sizes": list(settings.timing_batch_sizes), "metrics": list(settings.metrics)},
+                "detailed_mc_ms_per_shower": {str(b): ms for b, ms in mc_ms.items()},
+                "detailed_mc_simulation_seconds": round(mc_seconds, 2),
+                "timings_ms_per_shower": {n: {str(b): ms for b, ms in t.items()} for n, t in timings.items()},
+                "note": f"detailed MC ms/shower {mc_line}",
+                "mean_incident_energy_mev": float(np.mean(energies)),
+            }
+        },
+        progress=progress,
+    )
+    return record
