@@ -1,0 +1,56 @@
+"""``calogen calibrate-gflash``: fit GFLASH parameters to reference showers and save them as JSON.
+
+Example:
+    calogen simulate --engine full --geometry ds2 --energy list:10GeV,100GeV --n 400 -o mc.h5
+    calogen calibrate-gflash mc.h5 --geometry ds2 -o gflash_ds2.json
+    calogen simulate --engine gflash --gflash-params gflash_ds2.json --energy 50GeV --n 1000 -o g.h5
+"""
+
+from __future__ import annotations
+
+import argparse
+
+NAME = "calibrate-gflash"
+HELP = "fit GFLASH parameters to reference showers (e.g. the full simulation) and save them as JSON"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``calogen calibrate-gflash``."""
+    parser.add_argument("reference", metavar="REFERENCE.h5", help="CaloChallenge file of reference showers")
+    parser.add_argument("--geometry", default="ds2", help="geometry of the reference: built-in name or binning XML (default: ds2)")
+    parser.add_argument("--particle", default="e-", help="particle of the reference showers: e- or e+ (default: e-)")
+    parser.add_argument("-o", "--output", required=True, metavar="PARAMS.json", help="where to write the fitted parameters")
+    parser.add_argument("--start", metavar="JSON", help="parameters to start from (medium, settings); default: published values")
+    parser.add_argument("--n-model", type=int, default=256, help="GFLASH showers per energy group for the profiles (default: 256)")
+    parser.add_argument("--n-hits", type=int, default=200, help="GFLASH showers per energy group for the hit-count fit (default: 200)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the model showers (default: 0)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Fit, save and summarise the parameters; returns 0 on success."""
+    from calogen.sim.engines import canonical_particle, configure_numba_cache
+
+    configure_numba_cache()
+    from calogen.errors import CalogenError
+    from calogen.geometry import Geometry
+    from calogen.sim.calibrate import calibrate_gflash
+    from calogen.sim.gflash import GflashParameters
+    from calogen.sim.run import check_output_path
+
+    if args.seed < 0:
+        raise CalogenError(f"--seed must be >= 0, got {args.seed}")
+    check_output_path(args.output)
+    geometry = Geometry.resolve(args.geometry)
+    start = None if args.start is None else GflashParameters.load(args.start)
+    params = calibrate_gflash(
+        args.reference,
+        geometry,
+        particle=canonical_particle(args.particle),
+        start=start,
+        n_model=args.n_model,
+        n_hits=args.n_hits,
+        seed=args.seed,
+    )
+    params.save(args.output)
+    print(f"wrote GFLASH parameters fitted to {args.reference} to {args.output}")
+    return 0

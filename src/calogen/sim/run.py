@@ -1,0 +1,375 @@
+"""Run an engine over many showers into one CaloChallenge file: chunked, parallel and resumable.
+
+The run is a pure function of (engine spec, energies, n, seed, chunk size): incident energies are
+drawn with ``EnergySpec.sample(n, seed=seed)`` and rounded to float32 (the values stored are the
+values simulated); chunk ``k`` covers showers ``[k * chunk_size, (k + 1) * chunk_size)`` and is
+simulated with ``first_index = k * chunk_size``, so shower ``i`` is seeded from
+``derive_seed(seed, i)`` whichever process simulates it. Chunks are written in order, so the output
+file is identical byte for byte for any number of workers and across interruptions.
+
+While running, everything lives in a work directory ``OUT.partial/`` beside the output:
+
+- ``manifest.json``: the run's parameters and the number of completed chunks;
+- ``chunk-000000.npz``, ...: each completed chunk, sparse (flat indices and values), written
+  atomically before the manifest counts it;
+- the HDF5 file being streamed (gzip), moved onto ``OUT`` only when the last chunk is in.
+
+An interruption (Ctrl-C, an engine error, a killed process) leaves ``OUT`` untouched; the work
+directory stays for resumption unless no chunk was complete. ``resume=True`` checks that the manifest
+describes the same run, rebuilds the HDF5 file from the saved chunks and carries on; the work
+directory is deleted once ``OUT`` is in place.
+
+Example:
+    >>> from calogen.sim.engines import engine_spec
+    >>> simulate_to_file(engine_spec("gflash", "ds2", "e-"), "loguniform:1GeV:1TeV", 10_000, 7,
+    ...                  "ds2.h5", chunk_size=500, workers=4, progress=True)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import hashlib
+import importlib.metadata
+import itertools
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import threading
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calogen.energies import EnergySpec, EnergySpecError
+from calogen.errors import CalogenError
+from calogen.io import ShowerWriter
+from calogen.sim.engines import EngineSpec
+
+__all__ = ["RunError", "check_output_path", "simulate_to_file", "work_dir"]
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FORMAT = "calogen-simulate-partial/1"
+
+
+class RunError(CalogenError):
+    """A simulation run cannot start or resume: bad settings, unwritable output, mismatched work files."""
+
+
+def work_dir(path: str | os.PathLike[str]) -> Path:
+    """The work directory of a run writing to ``path``: ``path`` with ``.partial`` appended."""
+    path = Path(path)
+    return path.with_name(path.name + ".partial")
+
+
+def _calogen_version() -> str:
+    try:
+        return importlib.metadata.version("calogen")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _spec_text(spec: EnergySpec) -> str:
+    """``spec`` as a string :meth:`EnergySpec.parse` reads back exactly (energies in MeV)."""
+    values = [f"{v!r}MeV" for v in spec.values]
+    if spec.kind == "fixed":
+        return values[0]
+    if spec.kind == "list":
+        return "list:" + ",".join(values)
+    return f"{spec.kind}:" + ":".join(values)
+
+
+def _draw_energies(energies: EnergySpec | str | np.ndarray, n: int | None, seed: int) -> tuple[np.ndarray, str]:
+    """The run's incident energies, float32 ``(n,)`` MeV, and a text that identifies them."""
+    if isinstance(energies, (str, EnergySpec)):
+        spec = EnergySpec.parse(energies) if isinstance(energies, str) else energies
+        if n is None or n < 1:
+            raise RunError(f"number of showers must be >= 1, got {n}")
+        return spec.sample(n, seed=seed).astype(np.float32), _spec_text(spec)
+    values = np.asarray(energies, dtype=np.float32).reshape(-1)
+    if n is not None and n != values.size:
+        raise RunError(f"n={n} but {values.size} energies were given; pass n=None or the matching count")
+    if values.size == 0:
+        raise RunError("no incident energies given; pass at least one")
+    bad = ~(np.isfinite(values) & (values > 0))
+    if bad.any():
+        raise EnergySpecError(f"incident energies must be finite and > 0 MeV; entry {int(np.argmax(bad))} is {values[bad][0]}")
+    return values, "array:sha256=" + hashlib.sha256(values.tobytes()).hexdigest()
+
+
+def _check_settings(seed: int, chunk_size: int, workers: int) -> None:
+    if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+        raise RunError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    if chunk_size < 1:
+        raise RunError(f"chunk size must be >= 1, got {chunk_size}")
+    if workers < 1:
+        raise RunError(f"workers must be >= 1, got {workers}")
+
+
+def check_output_path(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`RunError` unless a file can be created at ``path`` (call before any long computation)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise RunError(f"{path}: directory {path.parent} does not exist; create it first")
+    if path.is_dir():
+        raise RunError(f"{path} is a directory; give a file name such as {path / 'showers.h5'}")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise RunError(f"{path}: directory {path.parent} is not writable; choose another output path")
+
+
+# --- the work directory ------------------------------------------------------------------------
+def _write_atomic(path: Path, write: Any) -> None:
+    """Call ``write(file object)`` on a temporary file, fsync it and rename it onto ``path``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _save_manifest(work: Path, run: dict[str, Any], completed: int) -> None:
+    text = json.dumps({"format": MANIFEST_FORMAT, "run": run, "completed_chunks": completed}, indent=1, sort_keys=True)
+    _write_atomic(work / "manifest.json", lambda fh: fh.write(text.encode()))
+
+
+def _chunk_path(work: Path, k: int) -> Path:
+    return work / f"chunk-{k:06d}.npz"
+
+
+def _save_chunk(work: Path, k: int, showers: np.ndarray) -> None:
+    """Store a chunk sparsely (flat indices of non-zero voxels and their values)."""
+    flat = showers.reshape(-1)
+    index = np.flatnonzero(flat)
+    shape = np.asarray(showers.shape, dtype=np.int64)
+    _write_atomic(_chunk_path(work, k), lambda fh: np.savez(fh, shape=shape, index=index, values=flat[index]))
+
+
+def _load_chunk(work: Path, k: int) -> np.ndarray:
+    try:
+        with np.load(_chunk_path(work, k), allow_pickle=False) as data:
+            showers = np.zeros(tuple(int(s) for s in data["shape"]), dtype=np.float32)
+            showers.reshape(-1)[data["index"]] = data["values"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise RunError(f"{_chunk_path(work, k)} cannot be read ({exc}); delete {work} and start the run again") from None
+    return showers
+
+
+def _open_work_dir(work: Path, run: dict[str, Any], resume: bool) -> int:
+    """Create or check the work directory; returns the number of chunks already completed."""
+    manifest_path = work / "manifest.json"
+    if work.exists() and not resume:
+        raise RunError(f"{work} holds an unfinished run; pass --resume (resume=True) to continue it, or delete it")
+    if not work.exists():
+        if resume:
+            log.info("no unfinished run at %s; starting a new one", work)
+        try:
+            work.mkdir()
+        except OSError as exc:
+            raise RunError(f"cannot create {work}: {exc.strerror}; choose a writable output path") from None
+        _save_manifest(work, run, 0)
+        return 0
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        old_run, completed = manifest["run"], int(manifest["completed_chunks"])
+        if manifest["format"] != MANIFEST_FORMAT:
+            raise ValueError(f"format {manifest['format']!r}")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RunError(f"{manifest_path} is missing or unreadable ({exc}); delete {work} and start the run again") from None
+    if old_run != run:
+        diff = ", ".join(
+            f"{key}: {old_run.get(key)!r} there, {run.get(key)!r} now" for key in sorted(set(old_run) | set(run))
+            if old_run.get(key) != run.get(key)
+        )
+        raise RunError(f"{work} belongs to a different run ({diff}); rerun with its settings or delete it")
+    return completed
+
+
+# --- simulating chunks -------------------------------------------------------------------------
+def _as_showers(result: Any, n: int, n_voxels: int) -> np.ndarray:
+    """The float32 ``(n, n_voxels)`` showers of an engine's ``simulate`` result."""
+    showers = np.asarray(getattr(result, "showers", result), dtype=np.float32)
+    if showers.shape != (n, n_voxels):
+        raise RuntimeError(f"engine returned showers of shape {showers.shape}; expected {(n, n_voxels)}")
+    return showers
+
+
+def _simulate(engine: Any, energies: np.ndarray, seed: int, first_index: int, n_voxels: int) -> np.ndarray:
+    """Chunk ``energies`` (showers ``first_index, ...``) from ``engine``, checked and float32."""
+    return _as_showers(engine.simulate(energies, seed=seed, first_index=first_index), energies.size, n_voxels)
+
+
+_worker_spec: EngineSpec | None = None
+_worker_engine: Any = None
+
+
+def _init_worker(spec: EngineSpec) -> None:
+    """Remember the engine recipe; Ctrl-C is left to the parent, which terminates the pool."""
+    global _worker_spec
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker_spec = spec
+
+
+def _worker_chunk(energies: np.ndarray, seed: int, first_index: int, n_voxels: int) -> np.ndarray:
+    """Simulate one chunk in a worker, building its engine on first use (so build errors reach the parent)."""
+    global _worker_engine
+    if _worker_engine is None:
+        assert _worker_spec is not None, "worker started without _init_worker"
+        _worker_engine = _worker_spec.build()
+    return _simulate(_worker_engine, energies, seed, first_index, n_voxels)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT inside the block (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _chunk_results(
+    spec: EngineSpec, energies: np.ndarray, seed: int, chunk_size: int, first_chunk: int, workers: int
+) -> Generator[np.ndarray, None, None]:
+    """Showers of chunks ``first_chunk, first_chunk + 1, ...`` in order, from ``workers`` processes.
+
+    At most ``2 * workers`` chunks are in flight, so memory stays bounded when writing is the slower side.
+    """
+    n_voxels = spec.geometry.n_voxels
+    starts = range(first_chunk * chunk_size, energies.size, chunk_size)
+    tasks = ((energies[s : s + chunk_size], seed, s, n_voxels) for s in starts)
+    if not starts:
+        return
+    if workers == 1 or len(starts) == 1:
+        engine = spec.build()
+        for task in tasks:
+            yield _simulate(engine, *task)
+        return
+    with _sigint_ignored():  # inherited by the new processes: Ctrl-C during their start-up is the parent's
+        pool = multiprocessing.get_context("spawn").Pool(min(workers, len(starts)), _init_worker, (spec,))
+    try:
+        pending = collections.deque(pool.apply_async(_worker_chunk, t) for t in itertools.islice(tasks, 2 * workers))
+        while pending:
+            showers = pending.popleft().get()
+            pending.extend(pool.apply_async(_worker_chunk, t) for t in itertools.islice(tasks, 1))
+            yield showers
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int, done: int, desc: str) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, initial=done, unit="shower", desc=desc, dynamic_ncols=True) as bar:
+        yield bar
+
+
+def _metadata(engine: EngineSpec, energy_text: str, n: int, seed: int, chunk_size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's identity (compared on resume) and the HDF5 attributes of its output file."""
+    version = _calogen_version()
+    run = {**engine.describe(), "energy": energy_text, "n": n, "seed": seed, "chunk_size": chunk_size, "calogen_version": version}
+    attrs = {
+        "engine": engine.name,
+        "engine_options": engine.options_json(),
+        "geometry": engine.geometry.name,
+        "particle": engine.particle,
+        "energy": energy_text,
+        "seed": np.int64(seed),
+        "calogen_version": version,
+    }
+    return run, attrs
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Give ``tmp`` the permissions of a newly created file (umask applied) and rename it onto ``path``."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
+# --- the driver --------------------------------------------------------------------------------
+def simulate_to_file(
+    engine: EngineSpec,
+    spec_or_energies: EnergySpec | str | np.ndarray,
+    n: int | None,
+    seed: int,
+    path: str | os.PathLike[str],
+    *,
+    chunk_size: int = 1000,
+    workers: int = 1,
+    progress: bool = False,
+    resume: bool = False,
+) -> Path:
+    """Simulate ``n`` showers into the CaloChallenge file ``path`` (see the module docstring).
+
+    Args:
+        engine: the engine recipe (:func:`calogen.sim.engines.engine_spec`); each worker builds its own.
+        spec_or_energies: an energy specification (``EnergySpec`` or its text, drawn with ``seed``),
+            or explicit incident energies ``(n,)`` in MeV.
+        n: number of showers (``None`` with explicit energies).
+        seed: run seed in ``[0, 2**63)``; shower ``i`` uses ``derive_seed(seed, i)``.
+        path: output HDF5 file; written only when complete.
+        chunk_size: showers per chunk, the unit of work, of checkpointing and of resumption.
+        workers: number of processes; the output does not depend on it.
+        progress: show a progress bar (showers/s) on stderr.
+        resume: continue the unfinished run in ``work_dir(path)`` when its settings match.
+
+    Returns:
+        ``path``. Raises :class:`RunError` (a CalogenError) for bad settings before simulating anything.
+    """
+    path = Path(path)
+    _check_settings(seed, chunk_size, workers)
+    energies, energy_text = _draw_energies(spec_or_energies, n, seed)
+    check_output_path(path)
+    n_showers, n_chunks = energies.size, -(-energies.size // chunk_size)
+    run, attrs = _metadata(engine, energy_text, n_showers, int(seed), chunk_size)
+    work = work_dir(path)
+    completed = _open_work_dir(work, run, resume)
+    writer = ShowerWriter(work / "showers.h5", engine.geometry, attrs=attrs)
+    try:
+        for k in range(completed):
+            writer.append(energies[k * chunk_size : (k + 1) * chunk_size], _load_chunk(work, k))
+        with (
+            _progress(progress, n_showers, completed * chunk_size, f"simulate {engine.name}") as bar,
+            contextlib.closing(_chunk_results(engine, energies, int(seed), chunk_size, completed, workers)) as results,
+        ):
+            for k, showers in enumerate(results, start=completed):
+                _save_chunk(work, k, showers)
+                _save_manifest(work, run, k + 1)
+                completed = k + 1
+                writer.append(energies[k * chunk_size : (k + 1) * chunk_size], showers)
+                if bar is not None:
+                    bar.update(showers.shape[0])
+    except BaseException as exc:
+        writer.__exit__(type(exc), exc, exc.__traceback__)
+        if completed == 0:  # nothing worth keeping
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        log.warning(
+            "run stopped after %d of %d chunks; %s keeps them: rerun the same command with --resume to continue",
+            completed, n_chunks, work,
+        )  # fmt: skip
+        raise
+    writer.close()
+    _publish(work / "showers.h5", path)
+    shutil.rmtree(work)
+    return path
