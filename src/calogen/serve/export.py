@@ -1,0 +1,105 @@
+"""Export a trained generator as one ONNX graph with a dynamic batch dimension.
+
+The graph is the model's ``export_module(nfe, sampler)``: incident energies and standard-normal
+noise in, showers out, the sampler unrolled over its ``nfe`` network evaluations and no randomness
+inside. Inputs ``INCIDENT_ENERGY (B, 1)`` MeV, one ``NOISE_<KEY> (B, *shape)`` per entry of the model's
+``noise_shapes()`` (in order), output ``SHOWERS (B, voxels)`` MeV; all float32. Export uses the
+TorchScript-based ``torch.onnx.export(..., dynamo=False)``, which needs no extra package.
+
+Example:
+    >>> model = calogen.models.load("runs/tiny")                       # doctest: +SKIP
+    >>> export_onnx(model.export_module(4), model.noise_shapes(), "tiny.onnx")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from calogen.errors import CalogenError
+from calogen.io import atomic_path
+from calogen.serve.protocol import ENERGY_INPUT, SHOWER_OUTPUT
+
+__all__ = ["OnnxCheck", "check_onnx", "export_onnx", "noise_input_name"]
+
+DEFAULT_OPSET = 17
+
+
+def noise_input_name(key: str) -> str:
+    """The graph input name of noise ``key`` (``noise_shape`` -> ``NOISE_SHAPE``)."""
+    name = key.upper()
+    return name if name.startswith("NOISE_") else f"NOISE_{name}"
+
+
+def export_onnx(module, noise_shapes: Mapping[str, tuple[int, ...]], path: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET) -> Path:  # type: ignore[no-untyped-def]
+    """Trace ``module(energies (B, 1), *noise)`` into an ONNX file at ``path`` (written atomically).
+
+    Args:
+        module: a ``torch.nn.Module`` following the export contract (see the module docstring).
+        noise_shapes: per-shower shape of every noise input, in ``forward`` order.
+        path: the ``.onnx`` file to write.
+        opset: ONNX operator set.
+    """
+    import torch
+
+    names = [ENERGY_INPUT, *(noise_input_name(k) for k in noise_shapes)]
+    generator = torch.Generator().manual_seed(0)
+    example = (torch.full((2, 1), 1e4), *(torch.randn((2, *shape), generator=generator) for shape in noise_shapes.values()))
+    dynamic = {name: {0: "batch"} for name in [*names, SHOWER_OUTPUT]}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # the TorchScript exporter is deprecated, still supported
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        torch.onnx.export(
+            module.eval(), example, str(tmp), input_names=names, output_names=[SHOWER_OUTPUT],
+            dynamic_axes=dynamic, opset_version=opset, dynamo=False,
+        )  # fmt: skip
+    return path
+
+
+@dataclass(frozen=True)
+class OnnxCheck:
+    """How an ONNX graph compares with PyTorch on the same inputs.
+
+    Attributes:
+        batch: showers compared.
+        max_abs_diff: largest ``|onnx - torch|`` in MeV.
+        max_rel_diff: ``max_abs_diff / max |torch|``.
+    """
+
+    batch: int
+    max_abs_diff: float
+    max_rel_diff: float
+
+
+def check_onnx(path: str | os.PathLike[str], module, noise_shapes: Mapping[str, tuple[int, ...]], energies: np.ndarray, *, seed: int = 0) -> OnnxCheck:  # type: ignore[no-untyped-def]
+    """Run the ONNX file in onnxruntime and ``module`` in PyTorch on the same energies and noise.
+
+    Args:
+        path: the exported graph.
+        module: the module it was exported from.
+        noise_shapes: per-shower noise shapes, in ``forward`` order.
+        energies: ``(B,)`` incident energies in MeV.
+        seed: seed of the standard-normal noise.
+    """
+    import onnxruntime as ort
+    import torch
+
+    e = np.asarray(energies, dtype=np.float32).reshape(-1, 1)
+    rng = np.random.default_rng(seed)
+    noise = [rng.standard_normal((e.shape[0], *shape)).astype(np.float32) for shape in noise_shapes.values()]
+    names = [ENERGY_INPUT, *(noise_input_name(k) for k in noise_shapes)]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run([SHOWER_OUTPUT], dict(zip(names, [e, *noise])))[0]
+    with torch.no_grad():
+        want = module(*(torch.from_numpy(a) for a in [e, *noise])).numpy()
+    if got.shape != want.shape:
+        raise CalogenError(f"ONNX output shape {got.shape} differs from PyTorch's {want.shape}")
+    diff = float(np.abs(got - want).max())
+    return OnnxCheck(e.shape[0], diff, diff / max(float(np.abs(want).max()), np.finfo(np.float32).tiny))

@@ -1,0 +1,241 @@
+"""The KServe v2 / Triton view of a calogen Generator, shared by the HTTP and gRPC front ends.
+
+A served model takes ``INCIDENT_ENERGY`` (FP32, ``[B, 1]``, MeV) and an optional ``SEED`` (INT64, one
+element; the request parameter ``seed`` does the same) and returns ``SHOWERS`` (FP32,
+``[B, voxels]``, MeV). The transports only decode bytes into ``(name, datatype, shape, array)``
+tensors; validation, the metadata and the model configuration live here, so both speak alike.
+
+Reference: KServe open inference protocol v2, https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/
+and Triton's model configuration, ``model_config.proto``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from calogen.errors import CalogenError
+
+__all__ = [
+    "ENERGY_INPUT",
+    "SEED_INPUT",
+    "SHOWER_OUTPUT",
+    "InferenceError",
+    "InputTensor",
+    "ModelNotFound",
+    "ModelSpec",
+    "RequestTimeout",
+    "ServerBusy",
+    "ServerUnavailable",
+    "decode_tensor",
+    "parse_inputs",
+]
+
+ENERGY_INPUT = "INCIDENT_ENERGY"
+SEED_INPUT = "SEED"
+SHOWER_OUTPUT = "SHOWERS"
+
+NUMPY_TYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+}
+"""KServe datatype names of the fixed-size types and their little-endian numpy dtypes."""
+
+
+class InferenceError(CalogenError):
+    """A request the server refuses; ``http_status`` and ``grpc_code`` say how each transport reports it."""
+
+    http_status = 400
+    grpc_code = "INVALID_ARGUMENT"
+
+
+class ModelNotFound(InferenceError):
+    """The request names a model or version this server does not serve."""
+
+    http_status = 404
+    grpc_code = "NOT_FOUND"
+
+
+class ServerBusy(InferenceError):
+    """The request queue is full; the client should retry later or slow down."""
+
+    http_status = 503
+    grpc_code = "RESOURCE_EXHAUSTED"
+
+
+class ServerUnavailable(InferenceError):
+    """The server is shutting down and takes no new requests."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+
+
+class RequestTimeout(InferenceError):
+    """The request waited longer than its timeout before it could be run."""
+
+    http_status = 504
+    grpc_code = "DEADLINE_EXCEEDED"
+
+
+@dataclass(frozen=True)
+class InputTensor:
+    """One decoded input: its name, KServe datatype, shape and values (``None`` when the datatype is unknown)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a served Generator looks like from the outside.
+
+    Args:
+        name: model name in URLs and requests.
+        n_voxels: voxels per shower (the width of ``SHOWERS``).
+        max_batch_size: the most showers one request may ask for.
+        version: the one version served.
+        parameters: free-form facts shown in the config (geometry, engine, NFE of a few-step sampler).
+        max_queue_delay_us: the dynamic batcher's wait for more requests, for the config.
+        preferred_batch_size: the batch the dynamic batcher aims at, for the config.
+    """
+
+    name: str
+    n_voxels: int
+    max_batch_size: int
+    version: str = "1"
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    max_queue_delay_us: int = 0
+    preferred_batch_size: int = 0
+
+    def check(self, name: str, version: str = "") -> None:
+        """Raise :class:`ModelNotFound` unless ``name`` (and ``version`` when given) is this model."""
+        if name != self.name:
+            raise ModelNotFound(f"unknown model {name!r}; this server serves {self.name!r}")
+        if version and version != self.version:
+            raise ModelNotFound(f"unknown version {version!r} of model {name!r}; the served version is {self.version!r}")
+
+    def metadata(self) -> dict[str, object]:
+        """The KServe v2 model metadata (same fields over HTTP JSON and gRPC)."""
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": "calogen",
+            "inputs": [
+                {"name": ENERGY_INPUT, "datatype": "FP32", "shape": [-1, 1]},
+                {"name": SEED_INPUT, "datatype": "INT64", "shape": [1]},
+            ],
+            "outputs": [{"name": SHOWER_OUTPUT, "datatype": "FP32", "shape": [-1, self.n_voxels]}],
+        }
+
+    def config(self):  # type: ignore[no-untyped-def]
+        """The Triton ``ModelConfig`` protobuf describing this model (inputs without the batch dimension)."""
+        from tritonclient.grpc import model_config_pb2 as mc
+
+        config = mc.ModelConfig(name=self.name, platform="calogen", backend="calogen", max_batch_size=self.max_batch_size)
+        config.input.add(name=ENERGY_INPUT, data_type=mc.TYPE_FP32, dims=[1])
+        config.input.add(name=SEED_INPUT, data_type=mc.TYPE_INT64, dims=[1], optional=True)
+        config.output.add(name=SHOWER_OUTPUT, data_type=mc.TYPE_FP32, dims=[self.n_voxels])
+        config.dynamic_batching.max_queue_delay_microseconds = self.max_queue_delay_us
+        if self.preferred_batch_size:
+            config.dynamic_batching.preferred_batch_size.append(self.preferred_batch_size)
+        config.version_policy.specific.versions.append(int(self.version))
+        for key, value in self.parameters.items():
+            config.parameters[key].string_value = str(value)
+        return config
+
+
+def decode_tensor(name: str, datatype: str, shape: Sequence[int], raw: bytes) -> InputTensor:
+    """An :class:`InputTensor` from little-endian raw bytes, checking the byte count against the shape."""
+    shape = tuple(int(s) for s in shape)
+    dtype = NUMPY_TYPES.get(datatype)
+    if dtype is None:
+        return InputTensor(name, datatype, shape, None)
+    if any(s < 0 for s in shape):
+        raise InferenceError(f"input {name!r} has a negative dimension in shape {list(shape)}")
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(raw) != expected:
+        raise InferenceError(f"input {name!r}: {len(raw)} bytes do not match shape {list(shape)} of {datatype} ({expected} bytes)")
+    return InputTensor(name, datatype, shape, np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape))
+
+
+def parse_inputs(
+    spec: ModelSpec, inputs: Sequence[InputTensor], parameters: Mapping[str, object], outputs: Sequence[str] = ()
+) -> tuple[np.ndarray, int | None]:
+    """Validate a request's tensors and return ``(energies (B,) float32 MeV, seed or None)``.
+
+    Args:
+        spec: the model the request is for.
+        inputs: the decoded input tensors.
+        parameters: the request's parameters (``seed`` may be one).
+        outputs: names of the requested outputs (empty means all).
+    """
+    by_name: dict[str, InputTensor] = {}
+    for tensor in inputs:
+        if tensor.name not in (ENERGY_INPUT, SEED_INPUT):
+            raise InferenceError(f"unexpected input {tensor.name!r}; model {spec.name!r} takes {ENERGY_INPUT!r} and optionally {SEED_INPUT!r}")
+        if tensor.name in by_name:
+            raise InferenceError(f"input {tensor.name!r} given twice")
+        by_name[tensor.name] = tensor
+    for name in outputs:
+        if name != SHOWER_OUTPUT:
+            raise InferenceError(f"unknown output {name!r}; model {spec.name!r} returns {SHOWER_OUTPUT!r}")
+    if ENERGY_INPUT not in by_name:
+        raise InferenceError(f"missing input {ENERGY_INPUT!r} (FP32, shape [batch, 1], MeV)")
+    energies = _energies(spec, by_name[ENERGY_INPUT])
+    seed = _seed(by_name.get(SEED_INPUT), parameters.get("seed"), energies.size)
+    return energies, seed
+
+
+def _energies(spec: ModelSpec, tensor: InputTensor) -> np.ndarray:
+    """The incident energies of a request, validated."""
+    if tensor.datatype != "FP32":
+        raise InferenceError(f"input {ENERGY_INPUT!r} must be FP32, got {tensor.datatype}")
+    if len(tensor.shape) != 2 or tensor.shape[1] != 1 or tensor.shape[0] < 1:
+        raise InferenceError(f"input {ENERGY_INPUT!r} must have shape [batch, 1] with batch >= 1, got {list(tensor.shape)}")
+    if tensor.shape[0] > spec.max_batch_size:
+        raise InferenceError(
+            f"batch of {tensor.shape[0]} showers exceeds max_batch_size {spec.max_batch_size} of model {spec.name!r}; split the request"
+        )
+    energies = np.array(tensor.data, dtype=np.float32).reshape(-1)  # a writable copy of the request buffer
+    if not np.all(np.isfinite(energies)) or np.any(energies <= 0):
+        raise InferenceError(f"input {ENERGY_INPUT!r} must hold finite positive energies in MeV")
+    return energies
+
+
+def _seed(tensor: InputTensor | None, parameter: object, batch: int) -> int | None:
+    """The request's seed from the ``SEED`` input or the ``seed`` parameter; ``None`` when neither is given.
+
+    ``SEED`` holds one value, or one per shower (``[batch, 1]``, as batching clients such as SONIC
+    send it) that must then all be equal.
+    """
+    if tensor is not None and parameter is not None:
+        raise InferenceError(f"give the seed either as input {SEED_INPUT!r} or as parameter 'seed', not both")
+    if tensor is not None:
+        if tensor.datatype != "INT64":
+            raise InferenceError(f"input {SEED_INPUT!r} must be INT64, got {tensor.datatype}")
+        if tensor.data is None or tensor.data.size not in (1, batch) or np.any(tensor.data != tensor.data.reshape(-1)[0]):
+            raise InferenceError(f"input {SEED_INPUT!r} must hold one value, or the same value for each of the {batch} showers; got shape {list(tensor.shape)}")
+        value = int(tensor.data.reshape(-1)[0])
+    elif parameter is not None:
+        if isinstance(parameter, bool) or not isinstance(parameter, int):
+            raise InferenceError(f"parameter 'seed' must be an integer, got {parameter!r}")
+        value = parameter
+    else:
+        return None
+    if value < 0:
+        raise InferenceError(f"seed must be non-negative, got {value}")
+    return value

@@ -1,0 +1,151 @@
+"""One served Generator: its KServe description, its dynamic batcher and default seeds.
+
+The HTTP and gRPC front ends both call :meth:`InferenceService.submit` with decoded tensors; the
+service validates them (:mod:`calogen.serve.protocol`), picks the seed and queues the request.
+
+Example:
+    >>> import numpy as np
+    >>> from calogen.geometry import Geometry
+    >>> class Flat:
+    ...     geometry = Geometry.builtin("tiny")
+    ...     def sample(self, energies, *, seed, batch_size=None):
+    ...         return np.repeat(np.asarray(energies, np.float32).reshape(-1, 1) / 120, 120, axis=1)
+    >>> from calogen.serve.protocol import InputTensor
+    >>> with InferenceService(Flat(), name="flat") as service:
+    ...     future, seed = service.submit("flat", "", [InputTensor("INCIDENT_ENERGY", "FP32", (2, 1), np.ones((2, 1), np.float32))], {"seed": 3})
+    ...     future.result().shape, seed
+    ((2, 120), 3)
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from calogen.errors import CalogenError
+from calogen.generator import Generator, derive_seed
+from calogen.serve.batching import BatchingConfig, DynamicBatcher, SampleMany, batched_sampler
+from calogen.serve.protocol import InferenceError, InputTensor, ModelSpec, parse_inputs
+
+__all__ = ["InferenceService"]
+
+
+class InferenceService:
+    """A Generator behind a dynamic batcher, described as a KServe v2 model.
+
+    Args:
+        generator: the Generator to serve.
+        name: the model name clients use.
+        batching: dynamic-batching settings.
+        parameters: facts shown in the model config (engine, geometry, NFE, ...).
+        seed: server seed; a request without a seed gets ``derive_seed(seed, request_number)``
+            and the response reports it.
+        sample_many: overrides :func:`~calogen.serve.batching.batched_sampler` of ``generator``.
+    """
+
+    def __init__(
+        self,
+        generator: Generator,
+        *,
+        name: str = "calogen",
+        batching: BatchingConfig | None = None,
+        parameters: Mapping[str, str] | None = None,
+        seed: int = 0,
+        sample_many: SampleMany | None = None,
+    ) -> None:
+        self.generator = generator
+        batching = batching or BatchingConfig()
+        params = {"geometry": generator.geometry.name, **(parameters or {})}
+        self.spec = ModelSpec(
+            name=name,
+            n_voxels=generator.geometry.n_voxels,
+            max_batch_size=batching.max_batch_size,
+            parameters=params,
+            max_queue_delay_us=round(batching.max_queue_delay_ms * 1e3),
+            preferred_batch_size=batching.max_batch_size,
+        )
+        self.batcher = DynamicBatcher(sample_many or batched_sampler(generator), batching)
+        self._seed = int(seed)
+        self._counter = itertools.count()
+        self._counter_lock = threading.Lock()
+
+    @classmethod
+    def from_source(
+        cls,
+        model_dir: str | os.PathLike[str] | None = None,
+        *,
+        engine: str | None = None,
+        geometry: str | None = None,
+        particle: str = "e-",
+        nfe: int | None = None,
+        exact: bool = False,
+        name: str | None = None,
+        batching: BatchingConfig | None = None,
+        seed: int = 0,
+    ) -> InferenceService:
+        """Serve a trained model directory, or a simulation ``engine`` (``gflash``, ``full``) for ``geometry``.
+
+        ``nfe`` sets a model's network evaluations per sample and is shown as the config parameter
+        ``nfe``; ``exact`` runs a model once per request instead of merging requests into one network
+        pass (see :func:`~calogen.serve.batching.batched_sampler`).
+        """
+        if (model_dir is None) == (engine is None):
+            raise CalogenError("give either a model directory or --engine (with --geometry), not both or neither")
+        if engine is not None:
+            if geometry is None:
+                raise CalogenError(f"--engine {engine} needs --geometry (a built-in name such as ds2, or a binning XML)")
+            from calogen.sim.engines import make_engine
+
+            generator = make_engine(engine, geometry, particle)
+            params = {"engine": engine, "particle": particle}
+            return cls(generator, name=name or engine, batching=batching, parameters=params, seed=seed)
+        from calogen.models import load
+
+        model = load(model_dir)
+        params = {"engine": "model", "nfe": str(nfe or model.config.nfe), "sampler": model.config.sampler, "exact": str(exact).lower()}
+        model_name = name or Path(str(model_dir)).resolve().name
+        many = batched_sampler(model, nfe=nfe, merge=not exact)
+        return cls(model, name=model_name, batching=batching, parameters=params, seed=seed, sample_many=many)
+
+    def __enter__(self) -> InferenceService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def ready(self) -> bool:
+        """True while the service takes requests."""
+        return self.batcher.accepting
+
+    def submit(
+        self,
+        model: str,
+        version: str,
+        inputs: Sequence[InputTensor],
+        parameters: Mapping[str, object],
+        outputs: Sequence[str] = (),
+        *,
+        timeout_s: float | None = None,
+    ) -> tuple[concurrent.futures.Future[np.ndarray], int]:
+        """Validate and queue one inference request; returns the future of its showers and its seed."""
+        try:
+            self.spec.check(model, version)
+            energies, seed = parse_inputs(self.spec, inputs, parameters, outputs)
+        except InferenceError:
+            self.batcher.stats.record_request("invalid")
+            raise
+        if seed is None:
+            with self._counter_lock:
+                seed = derive_seed(self._seed, next(self._counter))
+        return self.batcher.submit(energies, seed, timeout_s=timeout_s), seed
+
+    def close(self, *, drain: bool = True) -> None:
+        """Stop taking requests and (with ``drain``) finish the queued ones."""
+        self.batcher.close(drain=drain)

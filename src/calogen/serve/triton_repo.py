@@ -1,0 +1,146 @@
+"""Write and check a Triton model repository holding an exported generator.
+
+Layout (https://github.com/triton-inference-server/server/blob/main/docs/user_guide/model_repository.md)::
+
+    OUT/<name>/config.pbtxt        platform onnxruntime_onnx, max_batch_size, dynamic batching, instances
+    OUT/<name>/1/model.onnx        the graph of calogen.serve.export
+
+The configuration is built as Triton's own ``ModelConfig`` protobuf (``tritonclient.grpc.model_config_pb2``)
+and written in protobuf text format, so Triton parses exactly what we checked. Dimensions exclude the
+batch dimension, which Triton adds when ``max_batch_size > 0``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from calogen.errors import CalogenError
+from calogen.io import atomic_path
+from calogen.serve.export import export_onnx, noise_input_name
+from calogen.serve.protocol import ENERGY_INPUT, SHOWER_OUTPUT
+
+__all__ = ["RepositoryError", "TritonSettings", "check_repository", "model_config", "write_repository"]
+
+
+class RepositoryError(CalogenError):
+    """A Triton repository or its configuration is invalid or disagrees with its ONNX graph."""
+
+
+@dataclass(frozen=True)
+class TritonSettings:
+    """Serving settings written into ``config.pbtxt``.
+
+    Args:
+        max_batch_size: the most showers in one request or batch.
+        preferred_batch_size: the batch the dynamic batcher aims for (0: none).
+        max_queue_delay_us: how long a request may wait for others to join its batch.
+        instances: model instances (parallel copies).
+        kind: ``cpu`` or ``gpu``.
+    """
+
+    max_batch_size: int = 256
+    preferred_batch_size: int = 64
+    max_queue_delay_us: int = 2000
+    instances: int = 1
+    kind: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1 or self.instances < 1 or self.max_queue_delay_us < 0:
+            raise RepositoryError(f"max_batch_size and instances must be >= 1 and max_queue_delay_us >= 0, got {self}")
+        if not 0 <= self.preferred_batch_size <= self.max_batch_size:
+            raise RepositoryError(f"preferred_batch_size {self.preferred_batch_size} must lie in [0, max_batch_size={self.max_batch_size}]")
+        if self.kind not in ("cpu", "gpu"):
+            raise RepositoryError(f"instance kind must be 'cpu' or 'gpu', got {self.kind!r}")
+
+
+def model_config(name: str, noise_shapes: Mapping[str, tuple[int, ...]], n_voxels: int, settings: TritonSettings, parameters: Mapping[str, str] | None = None):  # type: ignore[no-untyped-def]
+    """The Triton ``ModelConfig`` of an exported generator named ``name``."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    config = mc.ModelConfig(name=name, platform="onnxruntime_onnx", backend="onnxruntime", max_batch_size=settings.max_batch_size)
+    config.input.add(name=ENERGY_INPUT, data_type=mc.TYPE_FP32, dims=[1])
+    for key, shape in noise_shapes.items():
+        config.input.add(name=noise_input_name(key), data_type=mc.TYPE_FP32, dims=list(shape))
+    config.output.add(name=SHOWER_OUTPUT, data_type=mc.TYPE_FP32, dims=[n_voxels])
+    config.dynamic_batching.max_queue_delay_microseconds = settings.max_queue_delay_us
+    if settings.preferred_batch_size:
+        config.dynamic_batching.preferred_batch_size.append(settings.preferred_batch_size)
+    kind = mc.ModelInstanceGroup.KIND_GPU if settings.kind == "gpu" else mc.ModelInstanceGroup.KIND_CPU
+    config.instance_group.add(count=settings.instances, kind=kind)
+    for key, value in (parameters or {}).items():
+        config.parameters[key].string_value = str(value)
+    return config
+
+
+def write_repository(
+    module,  # type: ignore[no-untyped-def]
+    noise_shapes: Mapping[str, tuple[int, ...]],
+    n_voxels: int,
+    out: str | os.PathLike[str],
+    *,
+    name: str,
+    settings: TritonSettings | None = None,
+    parameters: Mapping[str, str] | None = None,
+) -> Path:
+    """Export ``module`` to ``OUT/<name>/1/model.onnx`` and write ``OUT/<name>/config.pbtxt``; returns the model folder.
+
+    Args:
+        module: the export module ``(energies (B, 1), *noise) -> (B, n_voxels)``.
+        noise_shapes: per-shower noise shapes, in ``forward`` order.
+        n_voxels: voxels per shower.
+        out: the repository root (created if missing).
+        name: the model's name in the repository.
+        settings: batching and instance settings.
+        parameters: free-form facts stored in the config (geometry, sampler, NFE).
+    """
+    from google.protobuf import text_format
+
+    folder = Path(out) / name
+    (folder / "1").mkdir(parents=True, exist_ok=True)
+    export_onnx(module, noise_shapes, folder / "1" / "model.onnx")
+    config = model_config(name, noise_shapes, n_voxels, settings or TritonSettings(), parameters)
+    with atomic_path(folder / "config.pbtxt") as tmp:
+        tmp.write_text(text_format.MessageToString(config))
+    check_repository(folder)
+    return folder
+
+
+def check_repository(folder: str | os.PathLike[str]):  # type: ignore[no-untyped-def]
+    """Parse ``folder/config.pbtxt`` with Triton's schema and check it against ``folder/1/model.onnx``.
+
+    Names, element types and per-shower shapes of every input and output must agree, and the graph's
+    first dimension must be dynamic when ``max_batch_size > 0``. Returns the parsed ``ModelConfig``.
+    """
+    import onnx
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    folder = Path(folder)
+    try:
+        config = text_format.Parse((folder / "config.pbtxt").read_text(), mc.ModelConfig())
+    except text_format.ParseError as exc:
+        raise RepositoryError(f"{folder}/config.pbtxt does not parse as a Triton ModelConfig: {exc}") from None
+    graph = onnx.load(str(folder / "1" / "model.onnx"), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    onnx_io = {"input": [v for v in graph.input if v.name not in initializers], "output": list(graph.output)}
+    onnx_to_triton = {onnx.TensorProto.FLOAT: mc.TYPE_FP32, onnx.TensorProto.INT64: mc.TYPE_INT64}
+    for kind, values in onnx_io.items():
+        declared = {t.name: t for t in getattr(config, kind)}
+        if set(declared) != {v.name for v in values}:
+            raise RepositoryError(f"config {kind}s {sorted(declared)} differ from the ONNX graph's {sorted(v.name for v in values)}")
+        for value in values:
+            tensor = value.type.tensor_type
+            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
+            if config.max_batch_size > 0:
+                if not dims or dims[0] != -1:
+                    raise RepositoryError(f"ONNX {kind} {value.name!r} has no dynamic batch dimension (shape {dims})")
+                dims = dims[1:]
+            if dims != list(declared[value.name].dims) or onnx_to_triton.get(tensor.elem_type) != declared[value.name].data_type:
+                raise RepositoryError(
+                    f"{kind} {value.name!r}: config says {mc.DataType.Name(declared[value.name].data_type)} {list(declared[value.name].dims)}, "
+                    f"the ONNX graph has element type {tensor.elem_type} and shape {dims}"
+                )
+    return config
