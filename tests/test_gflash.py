@@ -1,0 +1,189 @@
+"""Tests of the GFLASH parametrised simulation and its calibration."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from calogen.errors import CalogenError
+from calogen.generator import Generator
+from calogen.geometry import Geometry
+from calogen.io import ShowerData
+from calogen.sim.calibrate import CalibrationError, calibrate_gflash, profile_agreement, radial_energies
+from calogen.sim.gflash import GflashParameterError, GflashParameters, GflashSimulation, mean_log_shape, n_spots
+
+DS2 = Geometry.builtin("ds2")
+
+
+# --- parameters ------------------------------------------------------------------------------------
+def test_parameters_round_trip_json(tmp_path):
+    params = GflashParameters.default().with_(depth_offset=0.7, spot_scale=1.3, provenance="test")
+    params.save(tmp_path / "p.json")
+    assert GflashParameters.load(tmp_path / "p.json") == params
+    assert GflashParameters.from_dict(json.loads((tmp_path / "p.json").read_text())) == params
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"depth_ofset": 0.5}, r"unknown GFLASH parameter\(s\) \['depth_ofset'\]"),
+        ({"spot_scale": -1.0}, "spot_scale must be > 0, got -1.0"),
+        ({"x0_mm": float("nan")}, "x0_mm must be a finite number"),
+        ({"energy_scale": "1"}, "energy_scale must be a finite number, got '1'"),
+        ({"e_hat": 1.5}, r"e_hat must lie in \(0, 1\]"),
+    ],
+)
+def test_parameters_reject_bad_values(data, match):
+    with pytest.raises(GflashParameterError, match=match):
+        GflashParameters.from_dict(data)
+
+
+def test_parameter_files_errors(tmp_path):
+    with pytest.raises(GflashParameterError, match="no such GFLASH parameter file"):
+        GflashParameters.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(GflashParameterError, match="not valid JSON"):
+        GflashParameters.load(tmp_path / "bad.json")
+    with pytest.raises(GflashParameterError, match="choose one of"):
+        GflashParameters.packaged("ds9-muon")
+
+
+def test_packaged_parameters_are_calibrated():
+    params = GflashParameters.packaged("ds2-electron")
+    assert params != GflashParameters.default()
+    assert "calibrate_gflash" in params.provenance
+
+
+# --- the simulation -------------------------------------------------------------------------------
+def test_sample_shape_determinism_and_work_split():
+    sim = GflashSimulation(DS2)
+    assert isinstance(sim, Generator)
+    energies = np.array([2000.0, 20_000.0, 5000.0, 1000.0])
+    whole = sim.sample(energies, seed=11)
+    assert whole.shape == (4, DS2.n_voxels) and whole.dtype == np.float32
+    np.testing.assert_array_equal(whole, sim.sample(energies.reshape(-1, 1), seed=11, batch_size=3))
+    parts = [sim.simulate(energies[:1], seed=11), sim.simulate(energies[1:], seed=11, first_index=1)]
+    np.testing.assert_array_equal(whole, np.concatenate(parts))
+    assert not np.array_equal(whole, sim.sample(energies, seed=12))
+
+
+def test_spot_energies_sum_to_the_deposited_energy():
+    sim = GflashSimulation(DS2)
+    rng = np.random.default_rng(3)
+    for energy in (1000.0, 30_000.0):
+        spots = sim.spots(energy, rng)
+        assert spots.e.size == n_spots(energy, sim.params)
+        assert np.all(spots.e > 0) and np.all(spots.z >= 0)
+        assert spots.e.sum() == pytest.approx(spots.deposited, rel=1e-12)
+
+
+def test_response_resolution_and_threshold():
+    params = GflashParameters.default().with_(energy_scale=0.95, sampling_term=0.1)
+    showers = GflashSimulation(DS2, params=params).sample(np.full(150, 20_000.0), seed=5)
+    ratio = showers.sum(axis=1, dtype=np.float64) / 20_000.0
+    # 1-2% radial leakage below the 0.95 scale; spread close to c / sqrt(20)
+    assert 0.92 < ratio.mean() < 0.95
+    assert 0.6 * 0.1 / math.sqrt(20) < ratio.std() < 1.4 * 0.1 / math.sqrt(20)
+    assert np.all((showers == 0) | (showers >= DS2.threshold))
+
+
+def test_longitudinal_physics():
+    """Mean depth grows by about ln(10) X0 per decade; moving T by 1 X0 moves <t> = alpha T / (alpha - 1) by alpha / (alpha - 1)."""
+    z = np.array([np.mean(layer.z_range) for layer in DS2.layers]) / 4.22
+
+    def mean_depth(energy: float, params: GflashParameters) -> float:
+        layers = DS2.layer_energies(GflashSimulation(DS2, params=params).sample(np.full(60, energy), seed=2))
+        return float((layers.sum(0) * z).sum() / layers.sum())
+
+    base = GflashParameters.default()
+    low, high = mean_depth(5000.0, base), mean_depth(50_000.0, base)
+    assert high - low == pytest.approx(math.log(10), abs=0.35)
+    alpha = math.exp(float(mean_log_shape(np.array([5000.0]), base)[1][0]))
+    assert mean_depth(5000.0, base.with_(depth_offset=1.0)) - low == pytest.approx(alpha / (alpha - 1), abs=0.2)
+
+
+@pytest.mark.parametrize(
+    ("name", "particle", "contained"), [("ds1-photons", "photon", 0.7), ("tiny", "e+", 0.35), ("ds3", "e-", 0.9)]
+)
+def test_any_geometry(name, particle, contained):
+    """tiny is only 8 X0 deep and 3 R_M wide, so it contains about half of a 10 GeV shower."""
+    geometry = Geometry.builtin(name)
+    showers = GflashSimulation(geometry, particle).sample([8000.0, 16_000.0], seed=1)
+    assert showers.shape == (2, geometry.n_voxels)
+    assert np.all(np.isfinite(showers)) and np.all(showers >= 0)
+    assert contained < showers.sum() / 24_000.0 < 1.01
+
+
+def test_photons_start_deeper_than_electrons():
+    energies = np.full(80, 10_000.0)
+    depth = {}
+    for particle in ("e-", "gamma"):
+        layers = DS2.layer_energies(GflashSimulation(DS2, particle).sample(energies, seed=4))
+        depth[particle] = (layers.sum(0) * np.arange(45)).sum() / layers.sum()
+    assert depth["gamma"] - depth["e-"] == pytest.approx(9 / 7 * 4.22 / 3.4, abs=0.4)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda s: s.sample([1000.0, -5.0], seed=1), r"entry 1 is -5.0"),
+        (lambda s: s.sample([float("nan")], seed=1), "finite and > 0"),
+        (lambda s: s.sample(np.ones((2, 2)), seed=1), r"shape \(N,\) or \(N, 1\)"),
+        (lambda s: s.sample([1000.0], seed=1, batch_size=0), "batch_size must be >= 1"),
+        (lambda s: GflashSimulation(DS2, "pi+"), "particle 'pi\\+' is not one of"),
+    ],
+)
+def test_bad_input(call, match):
+    with pytest.raises(GflashParameterError, match=match) as info:
+        call(GflashSimulation(DS2))
+    assert isinstance(info.value, CalogenError)
+
+
+# --- calibration ------------------------------------------------------------------------------------
+def test_calibration_recovers_known_offsets():
+    truth = GflashParameters.default().with_(
+        depth_offset=0.8, shape_offset=-0.4, core_radius_scale=1.25, tail_radius_scale=0.85,
+        spot_scale=1.6, energy_scale=0.96, sampling_term=0.10,
+    )  # fmt: skip
+    energies = np.repeat([3000.0, 20_000.0], 150).reshape(-1, 1)
+    reference = ShowerData(energies.astype(np.float32), GflashSimulation(DS2, params=truth).sample(energies, seed=1))
+    fit = calibrate_gflash(reference, DS2, n_model=64, n_hits=40)
+    assert fit.depth_offset == pytest.approx(0.8, abs=0.2)
+    assert fit.shape_offset == pytest.approx(-0.4, abs=0.2)
+    assert fit.energy_scale == pytest.approx(0.96, rel=0.01)
+    assert fit.sampling_term == pytest.approx(0.10, rel=0.15)
+    for energy in (3000.0, 20_000.0):  # spot counts, not the (correlated) scale and sampling term
+        assert n_spots(energy, fit) == pytest.approx(n_spots(energy, truth), rel=0.12)
+    # radial shape: R_C, R_T and p trade off, so check the profile they produce
+    for energy in (3000.0, 20_000.0):
+        rows = energies[:, 0] == energy
+        agreement = profile_agreement(reference.showers[rows], GflashSimulation(DS2, params=fit).sample(energies[rows], seed=9), DS2)
+        assert agreement.within(profile=0.12, hits=0.06), agreement
+    assert "calibrate_gflash on 300 e- showers" in fit.provenance
+
+
+def test_calibration_input_errors():
+    energies = np.full((20, 1), 5000.0, dtype=np.float32)
+    showers = GflashSimulation(DS2).sample(energies, seed=1)
+    with pytest.raises(CalibrationError, match="different radial bins"):
+        photons = Geometry.builtin("ds1-photons")
+        calibrate_gflash(ShowerData(energies, np.zeros((20, photons.n_voxels), np.float32)), photons)
+    with pytest.raises(CalibrationError, match="supports e- and e\\+ references, not 'gamma'"):
+        calibrate_gflash(ShowerData(energies, showers), DS2, particle="gamma")
+    with pytest.raises(CalibrationError, match="at least 10 reference showers"):
+        calibrate_gflash(ShowerData(energies[:3], showers[:3]), DS2)
+    with pytest.raises(CalibrationError, match="6480"):
+        calibrate_gflash(ShowerData(energies, showers[:, :100]), DS2)
+
+
+def test_profile_agreement_and_radial_energies():
+    showers = GflashSimulation(DS2).sample(np.full(30, 4000.0), seed=3)
+    same = profile_agreement(showers, showers, DS2)
+    assert same.within(profile=0.0, hits=0.0) and same.response == 0.0
+    radial = radial_energies(showers, DS2)
+    np.testing.assert_allclose(radial.sum(axis=1), showers.sum(axis=1, dtype=np.float64), rtol=1e-6)
+    wider = GflashSimulation(DS2, params=GflashParameters.default().with_(core_radius_scale=1.5)).sample(np.full(30, 4000.0), seed=3)
+    assert profile_agreement(showers, wider, DS2).radial > 0.05
