@@ -1,0 +1,161 @@
+"""calogen.features: hand-computed features, threshold, streaming, the official arithmetic, the HLF vector."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from calogen.features import (
+    FeatureAccumulator,
+    FeatureError,
+    VoxelSpectrum,
+    compute_features,
+    features_from_file,
+    high_level_vector,
+)
+from calogen.geometry import Geometry
+from calogen.io import write_showers
+
+
+def _tiny_toy() -> tuple[Geometry, np.ndarray, np.ndarray]:
+    """Two tiny showers (layers of 6 alpha x 4 r bins of 8 mm) with hand-placed deposits."""
+    g = Geometry.builtin("tiny")
+    showers = np.zeros((2, g.n_voxels), np.float32)
+    showers[0, g.voxel_index(0, 0, 0)] = 3.0  # r = 4 mm, alpha = -5 pi / 6
+    showers[0, g.voxel_index(0, 3, 1)] = 1.0  # r = 12 mm, alpha = pi / 6
+    showers[0, g.voxel_index(2, 1, 3)] = 2.0  # r = 28 mm, alpha = -pi / 2
+    showers[0, g.voxel_index(4, 2, 0)] = 1e-3  # below the 15.15 keV threshold: removed
+    showers[1, g.voxel_index(1, 5, 2)] = 5.0  # r = 20 mm, alpha = 5 pi / 6
+    return g, np.array([10.0, 8.0], np.float32), showers
+
+
+def test_tiny_hand_computed() -> None:
+    g, e_inc, showers = _tiny_toy()
+    f = compute_features(e_inc, showers, g)
+    assert f.n_showers == 2 and f.threshold == pytest.approx(0.5e-3 / 0.033)
+    np.testing.assert_allclose(f.e_total, [6.0, 5.0])
+    np.testing.assert_allclose(f.e_ratio, [0.6, 0.625])
+    np.testing.assert_allclose(f.e_layer[0], [4.0, 0.0, 2.0, 0.0, 0.0])
+    c, s = math.cos(math.pi / 6), math.sin(math.pi / 6)
+    eta = np.array([-4 * c, 12 * c])  # layer 0 of shower 0, weights 3 and 1
+    phi = np.array([-4 * s, 12 * s])
+    w = np.array([3.0, 1.0])
+    eta_c, phi_c = (eta * w).sum() / 4, (phi * w).sum() / 4
+    assert f.eta_centre[0, 0] == pytest.approx(eta_c)
+    assert f.phi_centre[0, 0] == pytest.approx(phi_c)
+    assert f.eta_width[0, 0] == pytest.approx(math.sqrt((eta**2 * w).sum() / 4 - eta_c**2))
+    assert f.phi_width[0, 0] == pytest.approx(math.sqrt((phi**2 * w).sum() / 4 - phi_c**2))
+    assert f.r_centre[0, 0] == pytest.approx((4 * 3 + 12 * 1) / 4)
+    assert f.r_width[0, 0] == pytest.approx(math.sqrt((16 * 3 + 144) / 4 - 36))
+    # one voxel: centre at the voxel, zero width; layers without energy: centre 0 and width 0
+    assert f.eta_centre[0, 2] == pytest.approx(0.0, abs=1e-12) and f.phi_centre[0, 2] == pytest.approx(-28.0)
+    assert f.eta_width[0, 2] == 0.0 and f.r_centre[1, 1] == pytest.approx(20.0)
+    assert f.eta_centre[0, 4] == 0.0 and f.eta_width[0, 4] == 0.0 and f.r_centre[0, 4] == 0.0
+    np.testing.assert_allclose(f.sparsity[0], [22 / 24, 1.0, 23 / 24, 1.0, 1.0])
+    assert f.voxel_spectrum.n_values == 4 and f.voxel_spectrum.max_value == np.float32(5.0)
+    expected_mean = np.where(showers < g.threshold, 0, showers).mean(axis=0)
+    np.testing.assert_allclose(f.mean_shower, expected_mean)
+
+
+def test_threshold_is_configurable() -> None:
+    g, e_inc, showers = _tiny_toy()
+    f = compute_features(e_inc, showers, g, threshold=1.5)  # removes the 1 MeV and 1 keV deposits
+    np.testing.assert_allclose(f.e_layer[0], [3.0, 0.0, 2.0, 0.0, 0.0])
+    assert f.r_centre[0, 0] == pytest.approx(4.0) and f.r_width[0, 0] == 0.0
+    zero = compute_features(e_inc, showers, g, threshold=0.0)
+    assert zero.e_layer[0, 4] == pytest.approx(1e-3)
+    with pytest.raises(FeatureError, match="threshold"):
+        compute_features(e_inc, showers, g, threshold=-1.0)
+
+
+def test_ds1_geometry_hand_computed() -> None:
+    g = Geometry.builtin("ds1-photons")  # layers 0, 1, 2, 3, 12; alpha-binned: 1 and 2
+    showers = np.zeros((1, g.n_voxels), np.float32)
+    showers[0, g.voxel_index(0, 0, 1)] = 0.5  # below the 1 MeV DS1 threshold
+    showers[0, g.voxel_index(1, 2, 0)] = 10.0  # r = 1 mm
+    showers[0, g.voxel_index(12, 0, 2)] = 40.0  # r = 300 mm, no alpha binning
+    f = compute_features([1024.0], showers, g)
+    assert f.threshold == 1.0
+    np.testing.assert_allclose(f.e_total, [50.0])
+    assert f.e_layer[0, 0] == 0.0 and f.e_layer[0, 12] == 40.0 and f.e_layer[0, 5] == 0.0
+    alpha = -math.pi + 2.5 * 2 * math.pi / 10
+    assert f.eta_centre[0, 1] == pytest.approx(math.cos(alpha)) and f.phi_centre[0, 1] == pytest.approx(math.sin(alpha))
+    assert np.isnan(f.eta_centre[0, 12]) and np.isnan(f.phi_width[0, 0])  # not alpha-binned
+    assert np.isnan(f.r_centre[0, 5]) and np.isnan(f.sparsity[0, 5])  # empty layer
+    assert f.r_centre[0, 12] == pytest.approx(300.0)
+    assert f.sparsity[0, 12] == pytest.approx(4 / 5)
+    vec = high_level_vector(f)
+    n_layers, n_binned = len(g.nonempty_layers), len(g.alpha_binned_layers)
+    assert vec.shape == (1, 1 + n_layers + 4 * n_binned) and vec.dtype == np.float32
+    assert vec[0, 0] == pytest.approx(math.log10(1024.0))
+    assert vec[0, 1] == pytest.approx(-8.0)  # log10(0 + 1e-8) for layer 0
+    assert vec[0, 1 + n_layers] == pytest.approx(math.cos(alpha) / 100)  # eta centre of layer 1
+
+
+def test_shapes_and_sizes_are_checked() -> None:
+    g = Geometry.builtin("tiny")
+    with pytest.raises(FeatureError, match="120"):
+        compute_features(np.ones(2), np.ones((2, 100), np.float32), g)
+    with pytest.raises(FeatureError, match="incident energies"):
+        compute_features(np.ones(3), np.ones((2, 120), np.float32), g)
+    with pytest.raises(FeatureError, match="no showers"):
+        FeatureAccumulator(g).result()
+
+
+def _random_showers(g: Geometry, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    showers = (rng.exponential(2.0, (n, g.n_voxels)) * (rng.random((n, g.n_voxels)) < 0.3)).astype(np.float32)
+    return rng.uniform(1e3, 1e4, n).astype(np.float32), showers
+
+
+@pytest.mark.parametrize("name", ["tiny", "ds1-pions", "ds2"])
+def test_matches_official_numpy_arithmetic_bit_for_bit(name: str) -> None:
+    """The compiled sums replay numpy's pairwise order: equal to the official expressions exactly."""
+    g = Geometry.builtin(name)
+    e_inc, showers = _random_showers(g, 64, 1)
+    data = np.where(showers < g.threshold, np.float32(0), showers)
+    f = compute_features(e_inc, showers, g)
+    assert np.array_equal(f.e_total, data.sum(axis=-1))
+    for i in g.nonempty_layers:
+        d = data[:, g.layer_slice(i)]
+        assert np.array_equal(f.e_layer[:, i], d.sum(axis=-1))
+        assert np.array_equal(f.sparsity[:, i], 1.0 - (d > 0).mean(axis=-1))
+        if i in g.alpha_binned_layers:
+            x = g.voxel_eta[g.layer_slice(i)]
+            centre = (x * d).sum(axis=-1) / (d.sum(axis=-1) + 1e-16)
+            width = np.sqrt(((x * x * d).sum(axis=-1) / (d.sum(axis=-1) + 1e-16) - centre**2).clip(min=0.0))
+            assert np.array_equal(f.eta_centre[:, i], centre) and np.array_equal(f.eta_width[:, i], width)
+
+
+def test_accumulator_over_chunks_equals_one_shot(tmp_path) -> None:
+    g = Geometry.builtin("ds1-pions")
+    e_inc, showers = _random_showers(g, 37, 2)
+    whole = compute_features(e_inc, showers, g)
+    acc = FeatureAccumulator(g)
+    for start in range(0, 37, 10):
+        acc.update(e_inc[start : start + 10, None], showers[start : start + 10])
+    parts = acc.result()
+    path = tmp_path / "s.h5"
+    write_showers(path, e_inc[:, None], showers)
+    streamed = features_from_file(path, g, chunk_size=8)
+    for other in (parts, streamed):
+        for name in ("e_inc", "e_total", "e_layer", "eta_centre", "phi_width", "r_centre", "r_width", "sparsity"):
+            np.testing.assert_array_equal(getattr(other, name), getattr(whole, name))
+        np.testing.assert_allclose(other.mean_shower, whole.mean_shower, rtol=1e-6)
+        edges = np.logspace(0, 1.5, 30)
+        np.testing.assert_array_equal(other.voxel_spectrum.histogram(edges), whole.voxel_spectrum.histogram(edges))
+        assert other.voxel_spectrum.max_value == whole.voxel_spectrum.max_value
+
+
+def test_voxel_spectrum_grid_is_nearly_exact(monkeypatch) -> None:
+    values = np.random.default_rng(3).lognormal(0.0, 1.0, 20000).astype(np.float32)
+    edges = np.logspace(-1, np.log10(values.max()), 50)
+    exact = VoxelSpectrum.from_values(values)
+    assert exact.exact
+    np.testing.assert_array_equal(exact.histogram(edges), np.histogram(values, edges)[0])
+    monkeypatch.setattr("calogen.features.SPECTRUM_EXACT_VALUES", 1000)
+    grid = VoxelSpectrum.from_values(values[:10000]).merge(VoxelSpectrum.from_values(values[10000:]))
+    assert not grid.exact and grid.n_values == values.size and grid.max_value == values.max()
+    assert np.abs(grid.histogram(edges) - np.histogram(values, edges)[0]).sum() <= 2
