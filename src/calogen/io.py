@@ -65,6 +65,12 @@ class ShowerData:
 
 def _check_values(path: Path, start: int, energies: np.ndarray, showers: np.ndarray) -> None:
     """Raise :class:`ShowerFileError` naming the first bad row of a chunk that starts at row ``start``."""
+    # Fast path: min and max propagate NaN and expose inf, so two reductions (no temporaries) clear good data.
+    if all(
+        arr.size == 0 or (np.isfinite(lo := arr.min()) and np.isfinite(arr.max()) and lo >= floor)
+        for arr, floor in ((energies, np.finfo(np.float32).tiny), (showers, 0.0))
+    ):
+        return
     for key, arr in ((ENERGY_KEY, energies), (SHOWER_KEY, showers)):
         finite = np.isfinite(arr)
         if not finite.all():
