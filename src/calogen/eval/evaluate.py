@@ -31,7 +31,7 @@ __all__ = ["ALL_METRICS", "DEFAULT_METRICS", "EvaluationSettings", "SampleEvalua
 log = logging.getLogger(__name__)
 
 ALL_METRICS: tuple[str, ...] = ("hist", "cls-low", "cls-high", "cnn", "fpd", "kpd", "prdc")
-DEFAULT_METRICS: tuple[str, ...] = ("hist", "cls-low", "cls-high", "fpd", "kpd", "prdc")
+DEFAULT_METRICS: tuple[str, ...] = ALL_METRICS
 _PACKAGES = ("calogen", "numpy", "scipy", "h5py", "torch", "scikit-learn", "numba")
 
 
@@ -62,7 +62,7 @@ class EvaluationSettings:
     chunk_size: int = 5_000
     seed: int = 0
     official_classifier: bool = False
-    max_showers_per_side: int = 50_000
+    max_showers_per_side: int = 10_000
 
     def classifier_settings(self) -> Any:
         """The :class:`~calogen.eval.classifier.ClassifierSettings` these settings imply."""
@@ -176,11 +176,9 @@ def _run_classifiers(
         if kind == "cls-high":
             ref_in = high_level_vector(reference[1])[:n]
             gen_in = high_level_vector(generated[1])[:n]
-        elif kind == "cls-low":
+        else:  # cls-low and the CNN both read the low-level vector [log10 E_inc, 100 * voxels / E_inc]
             ref_in, gen_in = low_level_inputs(*raw["ref"]), low_level_inputs(*raw["gen"])
-        else:
-            ref_in, gen_in = raw["ref"], raw["gen"]
-        log.info("classifier %s: %d vs %d showers", kind, len(ref_in[0]) if kind == "cnn" else len(ref_in), len(gen_in[0]) if kind == "cnn" else len(gen_in))
+        log.info("classifier %s: %d vs %d showers", kind, len(ref_in), len(gen_in))
         results.append(run_classifier(kind, ref_in, gen_in, cls_settings, geometry=geometry, progress=progress))
     return results
 
