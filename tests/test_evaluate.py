@@ -73,3 +73,17 @@ def test_bad_input_exits_2_and_writes_nothing(files, capsys, args, message):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_classifiers_run_through_evaluate(files):
+    out = files / "cls-out"
+    argv = ["evaluate", str(files / "ref.h5"), str(files / "scaled.h5"), "--geometry", "tiny", "--out", str(out),
+            "--metrics", "cls-low,cls-high,cnn", "--quiet"]
+    assert main(argv) == 0
+    record = json.loads((out / "metrics.json").read_text())
+    classifiers = {c["kind"]: c for c in record["samples"][0]["classifiers"]}
+    assert set(classifiers) == {"cls-low", "cls-high", "cnn"}
+    assert all(0.0 <= c["auc_mean"] <= 1.0 for c in classifiers.values())
+    assert record["settings"]["classifier"]["max_showers_per_side"] == 10_000
+    page = (out / "report.html").read_text()
+    assert '"kind":"cnn"' in page
