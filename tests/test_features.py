@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from calogen.features import (
+    SPECTRUM_DROPPED_BITS,
     FeatureAccumulator,
     FeatureError,
     VoxelSpectrum,
@@ -102,6 +103,10 @@ def test_shapes_and_sizes_are_checked() -> None:
         compute_features(np.ones(3), np.ones((2, 120), np.float32), g)
     with pytest.raises(FeatureError, match="no showers"):
         FeatureAccumulator(g).result()
+    showers = np.ones((2, 120), np.float32)
+    showers[1, 7] = np.nan
+    with pytest.raises(FeatureError, match="1 NaN"):
+        compute_features(np.ones(2), showers, g)
 
 
 def _random_showers(g: Geometry, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -158,4 +163,20 @@ def test_voxel_spectrum_grid_is_nearly_exact(monkeypatch) -> None:
     monkeypatch.setattr("calogen.features.SPECTRUM_EXACT_VALUES", 1000)
     grid = VoxelSpectrum.from_values(values[:10000]).merge(VoxelSpectrum.from_values(values[10000:]))
     assert not grid.exact and grid.n_values == values.size and grid.max_value == values.max()
-    assert np.abs(grid.histogram(edges) - np.histogram(values, edges)[0]).sum() <= 2
+    # past the budget a voxel counts at the lowest value of its cell (2^-15 relative wide)
+    width = 2.0 ** (SPECTRUM_DROPPED_BITS - 23)
+    cell_lows = (values.view(np.uint32) >> SPECTRUM_DROPPED_BITS << SPECTRUM_DROPPED_BITS).view(np.float32)
+    assert np.all((cell_lows <= values) & (values - cell_lows < width * values))
+    on_grid = np.histogram(cell_lows, edges)[0]
+    np.testing.assert_array_equal(grid.histogram(edges), on_grid)
+    assert 0 < np.abs(on_grid - np.histogram(values, edges)[0]).sum() <= 10  # a few voxels next to an edge
+
+
+def test_exact_spectrum_histogram_at_float32_edges() -> None:
+    """Edges equal to a value or one float32 step away from it bin as np.histogram does (last bin closed)."""
+    values = np.array([1.0, 2.0, 2.0, np.nextafter(np.float32(2), np.float32(3)), 3.0, 4.0], np.float32)
+    spectrum = VoxelSpectrum.from_values(values)
+    just_below_3 = 3.0 - 1e-12
+    for edges in ([1.0, 2.0, 3.0], [0.5, 2.0 + 1e-9, 4.0], [2.0, 2.0 + 2e-7, just_below_3], [5.0, 6.0]):
+        edges = np.asarray(edges)
+        np.testing.assert_array_equal(spectrum.histogram(edges), np.histogram(values, edges)[0])

@@ -46,6 +46,9 @@ def test_wasserstein_matches_scipy() -> None:
     assert wasserstein(a, b) == pytest.approx(wasserstein_distance(a, b), rel=1e-12)
     assert wasserstein(np.append(a, np.nan), b) == pytest.approx(wasserstein_distance(a, b), rel=1e-12)
     assert wasserstein_sorted(np.sort(a), np.sort(b)) == pytest.approx(wasserstein_distance(a, b), rel=1e-12)
+    ties_a, ties_b = np.sort(rng.integers(0, 5, 400)).astype(float), np.sort(rng.integers(1, 7, 300)).astype(float)
+    assert wasserstein_sorted(ties_a, ties_b) == pytest.approx(wasserstein_distance(ties_a, ties_b), rel=1e-12)
+    assert wasserstein_sorted(ties_a, ties_a) == 0.0
     support = np.array([1.0, 2.0, 4.0, 8.0])
     u, v = np.array([3, 0, 1, 2]), np.array([0, 2, 2, 1])
     assert wasserstein_from_counts(support, u, v) == pytest.approx(wasserstein_distance(support, support, u, v))

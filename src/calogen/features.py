@@ -25,7 +25,12 @@ features reproduce the official separation powers. Deliberate differences:
 * layers without alpha binning get NaN centres/widths and empty layers get NaN moments and sparsity
   (the official code has no entry for them);
 * the voxel spectrum keeps every above-threshold value only up to a budget (134M voxels) and a fine
-  grid of them always (see :class:`VoxelSpectrum`), so 100k DS3 showers stream in bounded memory.
+  grid of them always (see :class:`VoxelSpectrum`), so 100k DS3 showers stream in bounded memory;
+* NaN voxel energies raise :class:`FeatureError` (the official code would propagate them).
+
+Thresholding, the per-layer sums, the non-zero counts, the mean shower and the voxel spectrum are
+gathered in one compiled pass over each chunk, visiting only above-threshold voxels while keeping
+numpy's summation order (:mod:`calogen._pairwise`); the chunk is used in place, without temporaries.
 
 Example:
     >>> import numpy as np
@@ -41,9 +46,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+
 import numba as nb
 import numpy as np
 
+from calogen._pairwise import chunk_sums, pairwise_program
 from calogen.errors import CalogenError
 from calogen.geometry import Geometry
 
@@ -57,14 +64,17 @@ __all__ = [
     "high_level_vector",
 ]
 
-SPECTRUM_DROPPED_BITS = 5
-"""Mantissa bits dropped by :class:`VoxelSpectrum` cells: 2^-18 (3.8e-6) wide in relative energy."""
+SPECTRUM_DROPPED_BITS = 8
+"""Mantissa bits dropped by :class:`VoxelSpectrum` cells: 2^-15 (3.1e-5) wide in relative energy."""
 
 SPECTRUM_EXACT_VALUES = 1 << 27
 """Voxel values a :class:`VoxelSpectrum` keeps exactly (512 MiB of float32); beyond, cells only."""
 
 CHUNK_BYTES = 256 << 20
 """Default streaming chunk: about 256 MiB of float32 voxels."""
+
+VALUE_BUFFER = 1 << 22
+"""Above-threshold voxel values collected per compiled pass (16 MiB of float32)."""
 
 
 class FeatureError(CalogenError):
@@ -79,7 +89,7 @@ class VoxelSpectrum:
     chosen later (the official ones depend on the reference maximum) are exact. Past that budget
     only the grid remains: positive float32 values are ordered like their bit patterns, so
     ``bits >> k`` sorts them into cells of relative width ``2^(k-23)``
-    (``k =`` :data:`SPECTRUM_DROPPED_BITS`); a histogram is then exact except for values within 3.8e-6
+    (``k =`` :data:`SPECTRUM_DROPPED_BITS`); a histogram is then exact except for values within 3.1e-5
     (relative) of an edge, counted in the bin of their cell's lowest value.
 
     Args:
@@ -124,8 +134,10 @@ class VoxelSpectrum:
         edges = np.asarray(edges, dtype=np.float64)
         if self.values is not None:
             counts = np.zeros(edges.size - 1, np.int64)
+            bounds = _bit_bounds(edges)
+            table = _bin_table(bounds)
             for chunk in self.values:
-                counts += np.histogram(chunk, bins=edges)[0]
+                _histogram_bits(chunk, bounds, table, counts)
             return counts
         nonzero = np.flatnonzero(self.counts)
         values = self.cell_values()[nonzero].astype(np.float64)
@@ -138,13 +150,10 @@ class VoxelSpectrum:
     @staticmethod
     def from_values(values: np.ndarray) -> VoxelSpectrum:
         """Spectrum of positive float32 ``values``."""
-        values = np.ascontiguousarray(values, dtype=np.float32)
-        if values.size == 0:
-            return VoxelSpectrum(0, np.zeros(0, np.int64), np.float32(0.0), ())
-        cells = (values.view(np.uint32) >> np.uint32(SPECTRUM_DROPPED_BITS)).astype(np.int64)
-        first = int(cells.min())
-        kept = (values,) if values.size <= SPECTRUM_EXACT_VALUES else None
-        return VoxelSpectrum(first, np.bincount(cells - first).astype(np.int64), values.max(), kept)
+        values = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+        counter = _SpectrumCounter()
+        counter.add(values)
+        return counter.result()
 
     def merge(self, other: VoxelSpectrum) -> VoxelSpectrum:
         """The spectrum of both sets of voxels."""
@@ -159,6 +168,97 @@ class VoxelSpectrum:
             values = self.values + other.values
         first = min(self.first_cell, other.first_cell)
         return VoxelSpectrum(first, mine + theirs, max(self.max_value, other.max_value), values)
+
+
+class _SpectrumCounter:
+    """Builds a :class:`VoxelSpectrum`: counts on every cell of positive float32 (2^23 cells, int64), values
+    while within budget."""
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(1 << (31 - SPECTRUM_DROPPED_BITS), np.int64)  # pages are touched only where used
+        self.max_value = np.float32(0.0)
+        self.values: list[np.ndarray] | None = []
+        self.n_values = 0
+
+    def add(self, values: np.ndarray) -> None:
+        """Add positive float32 ``values`` (contiguous)."""
+        if values.size == 0:
+            return
+        self.max_value = max(self.max_value, _count_cells(values, self.counts))
+        self.n_values += values.size
+        if self.values is not None:
+            self.values = self.values + [values.copy()] if self.n_values <= SPECTRUM_EXACT_VALUES else None
+
+    def result(self) -> VoxelSpectrum:
+        used = np.flatnonzero(self.counts)
+        first, stop = (int(used[0]), int(used[-1]) + 1) if used.size else (0, 0)
+        values = None if self.values is None else tuple(self.values)
+        return VoxelSpectrum(first, self.counts[first:stop].copy(), self.max_value, values)
+
+
+@nb.njit(cache=True)
+def _count_cells(values: np.ndarray, counts: np.ndarray) -> np.float32:  # pragma: no cover - compiled
+    """``counts[bits(v) >> k] += 1`` for every positive float32 ``v`` in ``values``; returns the largest."""
+    high = np.float32(0.0)
+    bits = values.view(np.uint32)
+    for i in range(values.size):
+        counts[bits[i] >> SPECTRUM_DROPPED_BITS] += 1
+        high = max(high, values[i])
+    return high
+
+
+_COARSE_SHIFT = 16
+"""Bits dropped for the bin lookup table of :func:`_histogram_bits`: 2^15 entries, 2^-7 relative wide."""
+
+
+@nb.njit(cache=True)
+def _histogram_bits(
+    values: np.ndarray, bounds: np.ndarray, table: np.ndarray, counts: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """Add to ``counts[k]`` the positive float32 ``values`` with ``bounds[k] <= bits(v) < bounds[k + 1]``.
+
+    ``table[bits >> 16]`` is the bin of the whole coarse cell, -1 outside the bounds, -2 when a bound
+    cuts the cell (then the bounds are searched).
+    """
+    bits = values.view(np.uint32)
+    for i in range(values.size):
+        b = bits[i]
+        k = table[b >> _COARSE_SHIFT]
+        if k >= 0:
+            counts[k] += 1
+        elif k == -2 and bounds[0] <= b < bounds[-1]:
+            counts[np.searchsorted(bounds, b, side="right") - 1] += 1
+
+
+def _bin_table(bounds: np.ndarray) -> np.ndarray:
+    """The coarse-cell lookup table of :func:`_histogram_bits` for bit ``bounds``."""
+    starts = np.arange(1 << (31 - _COARSE_SHIFT), dtype=np.int64) << _COARSE_SHIFT
+    first = np.searchsorted(bounds, starts, side="right") - 1
+    last = np.searchsorted(bounds, starts + (1 << _COARSE_SHIFT) - 1, side="right") - 1
+    table = np.where(first == last, first, -2)
+    table[(table == bounds.size - 1)] = -1
+    return table.astype(np.int32)
+
+
+def _bit_bounds(edges: np.ndarray) -> np.ndarray:
+    """Bit-pattern bounds of positive float32 values in each bin of float64 ``edges`` (last bin closed).
+
+    Positive float32 values are ordered like their bit patterns, so ``v >= e`` is
+    ``bits(v) >= bits(smallest float32 >= e)`` and ``v <= e`` is ``bits(v) < bits(largest float32 <= e) + 1``:
+    binning the bit patterns is exactly ``np.histogram`` of the values.
+    """
+    bounds = np.zeros(edges.size, np.int64)
+    for i, edge in enumerate(edges):
+        if edge <= 0:
+            continue
+        f = np.float32(edge)
+        last = i == edges.size - 1
+        if not last and f < edge:
+            f = np.nextafter(f, np.float32(np.inf))
+        if last and f > edge:
+            f = np.nextafter(f, np.float32(0.0))
+        bounds[i] = int(f.view(np.uint32)) + (1 if last else 0)
+    return np.maximum.accumulate(bounds).astype(np.uint32)
 
 
 def _cell_lows(first: int, size: int) -> np.ndarray:
@@ -215,156 +315,9 @@ _PER_SHOWER = (
 )  # fmt: skip
 
 
-# --- compiled sums -------------------------------------------------------------------------------
-# numpy reduces a contiguous axis by pairwise summation: blocks of at most 128 values are summed with
-# 8 partial sums, longer runs are split in two halves (the first a multiple of 8 long) and the halves
-# added. The kernels below replay that order exactly, so the per-layer sums equal the official
-# ``data[:, a:b].sum(-1)`` and ``(coord * data[:, a:b]).sum(-1)`` bit for bit, in one compiled pass
-# without float64 temporaries. The split tree is precomputed as a small post-order program.
-_BLOCK = 128
-_ADD = -1
-
-
-def _pairwise_program(n: int) -> tuple[list[int], list[int], list[int]]:
-    """Leaves ``(starts, lengths)`` of numpy's pairwise tree for ``n`` values and its post-order program.
-
-    The program lists leaf indices (push that block's sum) and ``_ADD`` (pop two, push their sum).
-    """
-    starts: list[int] = []
-    lengths: list[int] = []
-    program: list[int] = []
-
-    def visit(start: int, length: int) -> None:
-        if length <= _BLOCK:
-            program.append(len(starts))
-            starts.append(start)
-            lengths.append(length)
-            return
-        half = length // 2 - (length // 2) % 8
-        visit(start, half)
-        visit(start + half, length - half)
-        program.append(_ADD)
-
-    visit(0, n)
-    return starts, lengths, program
-
-
-@nb.njit(cache=True, inline="always")
-def _block32(x: np.ndarray, start: int, n: int) -> np.float32:  # pragma: no cover - compiled
-    if n < 8:
-        res = np.float32(0.0)
-        for i in range(start, start + n):
-            res += x[i]
-        return res
-    r0, r1, r2, r3 = x[start], x[start + 1], x[start + 2], x[start + 3]
-    r4, r5, r6, r7 = x[start + 4], x[start + 5], x[start + 6], x[start + 7]
-    j = start + 8
-    stop = start + n - n % 8
-    while j < stop:
-        r0 += x[j]
-        r1 += x[j + 1]
-        r2 += x[j + 2]
-        r3 += x[j + 3]
-        r4 += x[j + 4]
-        r5 += x[j + 5]
-        r6 += x[j + 6]
-        r7 += x[j + 7]
-        j += 8
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while j < start + n:
-        res += x[j]
-        j += 1
-    return res
-
-
-@nb.njit(cache=True, inline="always")
-def _block64(x: np.ndarray, c: np.ndarray, start: int, n: int) -> float:  # pragma: no cover - compiled
-    if n < 8:
-        res = 0.0
-        for i in range(start, start + n):
-            res += c[i] * np.float64(x[i])
-        return res
-    r0, r1 = c[start] * np.float64(x[start]), c[start + 1] * np.float64(x[start + 1])
-    r2, r3 = c[start + 2] * np.float64(x[start + 2]), c[start + 3] * np.float64(x[start + 3])
-    r4, r5 = c[start + 4] * np.float64(x[start + 4]), c[start + 5] * np.float64(x[start + 5])
-    r6, r7 = c[start + 6] * np.float64(x[start + 6]), c[start + 7] * np.float64(x[start + 7])
-    j = start + 8
-    stop = start + n - n % 8
-    while j < stop:
-        r0 += c[j] * np.float64(x[j])
-        r1 += c[j + 1] * np.float64(x[j + 1])
-        r2 += c[j + 2] * np.float64(x[j + 2])
-        r3 += c[j + 3] * np.float64(x[j + 3])
-        r4 += c[j + 4] * np.float64(x[j + 4])
-        r5 += c[j + 5] * np.float64(x[j + 5])
-        r6 += c[j + 6] * np.float64(x[j + 6])
-        r7 += c[j + 7] * np.float64(x[j + 7])
-        j += 8
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while j < start + n:
-        res += c[j] * np.float64(x[j])
-        j += 1
-    return res
-
-
-@nb.njit(cache=True)
-def _shower_sums(
-    data: np.ndarray, seg_start: np.ndarray, seg_size: np.ndarray, seg_weights: np.ndarray, weights: np.ndarray,
-    leaf_start: np.ndarray, leaf_len: np.ndarray, leaf_ptr: np.ndarray, program: np.ndarray, program_ptr: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """Per shower and segment (voxel range): float32 energy, weighted float64 sums and non-zero counts.
-
-    Segment ``g`` covers voxels ``seg_start[g]:seg_start[g] + seg_size[g]``; its weighted sums are
-    ``sum_v weights[w, v] * data[v]`` for ``w < seg_weights[g]``; its pairwise tree is
-    ``program[program_ptr[g]:program_ptr[g+1]]`` over leaves ``leaf_ptr[g]:leaf_ptr[g+1]``.
-    """
-    n, n_seg = data.shape[0], seg_start.size
-    energy = np.zeros((n, n_seg), np.float32)
-    moments = np.zeros((n, n_seg, weights.shape[0]), np.float64)
-    nonzero = np.zeros((n, n_seg), np.int64)
-    stack32 = np.zeros(64, np.float32)
-    stack64 = np.zeros(64, np.float64)
-    for s in range(n):
-        row = data[s]
-        for g in range(n_seg):
-            base, first_leaf = seg_start[g], leaf_ptr[g]
-            count = 0
-            for v in range(base, base + seg_size[g]):
-                if row[v] > 0:
-                    count += 1
-            nonzero[s, g] = count
-            if count == 0:  # every sum of an all-zero range is exactly 0
-                continue
-            top = 0
-            for k in range(program_ptr[g], program_ptr[g + 1]):
-                op = program[k]
-                if op == _ADD:
-                    top -= 1
-                    stack32[top - 1] = stack32[top - 1] + stack32[top]
-                else:
-                    leaf = first_leaf + op
-                    stack32[top] = _block32(row, base + leaf_start[leaf], leaf_len[leaf])
-                    top += 1
-            energy[s, g] = stack32[0]
-            for w in range(seg_weights[g]):
-                c = weights[w]
-                top = 0
-                for k in range(program_ptr[g], program_ptr[g + 1]):
-                    op = program[k]
-                    if op == _ADD:
-                        top -= 1
-                        stack64[top - 1] = stack64[top - 1] + stack64[top]
-                    else:
-                        leaf = first_leaf + op
-                        stack64[top] = _block64(row, c, base + leaf_start[leaf], leaf_len[leaf])
-                        top += 1
-                moments[s, g, w] = stack64[0]
-    return energy, moments, nonzero
-
-
 @dataclass(frozen=True)
 class _Segments:
-    """Voxel ranges summed by :func:`_shower_sums`: every non-empty layer, then the whole shower."""
+    """Voxel ranges summed by :func:`calogen._pairwise.chunk_sums`: every non-empty layer, then the whole shower."""
 
     start: np.ndarray
     size: np.ndarray
@@ -390,7 +343,7 @@ class _Segments:
         program: list[int] = []
         leaf_ptr, program_ptr = [0], [0]
         for n in size:
-            starts, lengths, prog = _pairwise_program(int(n))
+            starts, lengths, prog = pairwise_program(int(n))
             leaf_start += starts
             leaf_len += lengths
             program += prog
@@ -400,12 +353,28 @@ class _Segments:
         return cls(start, size, n_weights, weights, as_int(leaf_start), as_int(leaf_len), as_int(leaf_ptr),
                    as_int(program), as_int(program_ptr))  # fmt: skip
 
-    def sums(self, data: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(energy (N, S) float32, moments (N, S, 6) float64, non-zero counts (N, S))`` of ``data``."""
-        return _shower_sums(
-            data, self.start, self.size, self.n_weights, self.weights, self.leaf_start, self.leaf_len,
-            self.leaf_ptr, self.program, self.program_ptr,
-        )  # fmt: skip
+    def sums(
+        self, data: np.ndarray, threshold: float, voxel_sum: np.ndarray, buffer: np.ndarray, spectrum: _SpectrumCounter
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(energy (N, S) float32, moments (N, S, 6) float64, non-zero counts (N, S))`` of thresholded ``data``.
+
+        The thresholded voxels are also added to ``voxel_sum`` and, through ``buffer``, to ``spectrum``.
+        """
+        n, n_seg = data.shape[0], self.start.size
+        energy = np.zeros((n, n_seg), np.float32)
+        moments = np.zeros((n, n_seg, self.weights.shape[0]), np.float64)
+        nonzero = np.zeros((n, n_seg), np.int64)
+        row = 0
+        while row < n:
+            row, written, n_nan = chunk_sums(
+                data, row, np.float32(threshold), self.start, self.size, self.n_weights, self.weights,
+                self.leaf_start, self.leaf_len, self.leaf_ptr, self.program, self.program_ptr,
+                energy, moments, nonzero, voxel_sum, buffer,
+            )  # fmt: skip
+            if n_nan:
+                raise FeatureError(f"showers hold {n_nan} NaN voxel energies (before row {row}); remove or fix them")
+            spectrum.add(buffer[:written])
+        return energy, moments, nonzero
 
 
 def _centre_and_width(first: np.ndarray, second: np.ndarray, e_sum: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -442,16 +411,20 @@ class FeatureAccumulator:
         self.geometry = geometry
         self.threshold = _resolve_threshold(geometry, threshold)
         self._parts: dict[str, list[np.ndarray]] = {name: [] for name in _PER_SHOWER}
-        self._spectrum = VoxelSpectrum.from_values(np.zeros(0, np.float32))
+        self._spectrum = _SpectrumCounter()
         self._shower_sum = np.zeros(geometry.n_voxels, np.float64)
+        self._buffer = np.empty(max(VALUE_BUFFER, 4 * geometry.n_voxels), np.float32)
         self._n = 0
         self._layers = np.asarray(geometry.nonempty_layers, np.int64)
         self._segments = _Segments.from_geometry(geometry)
 
     def update(self, energies: np.ndarray, showers: np.ndarray) -> None:
-        """Add a chunk: ``energies`` ``(n,)`` or ``(n, 1)`` MeV and ``showers`` ``(n, voxels)`` MeV."""
+        """Add a chunk: ``energies`` ``(n,)`` or ``(n, 1)`` MeV and ``showers`` ``(n, voxels)`` MeV.
+
+        Float32 C-contiguous showers (as read from a file) are used in place, without a copy.
+        """
         e_inc = np.asarray(energies, dtype=np.float32).reshape(-1)
-        showers = np.asarray(showers, dtype=np.float32)
+        showers = np.ascontiguousarray(showers, dtype=np.float32)
         if showers.ndim != 2 or showers.shape[1] != self.geometry.n_voxels:
             raise FeatureError(
                 f"showers must have shape (n, {self.geometry.n_voxels}) for geometry {self.geometry.name!r}, "
@@ -459,16 +432,15 @@ class FeatureAccumulator:
             )
         if e_inc.shape[0] != showers.shape[0]:
             raise FeatureError(f"{e_inc.shape[0]} incident energies but {showers.shape[0]} showers")
-        data = np.where(showers < self.threshold, np.float32(0.0), showers)
-        for name, value in self._chunk_features(e_inc, data).items():
+        sums = self._segments.sums(showers, self.threshold, self._shower_sum, self._buffer, self._spectrum)
+        for name, value in self._chunk_features(e_inc, *sums).items():
             self._parts[name].append(value)
-        self._spectrum = self._spectrum.merge(VoxelSpectrum.from_values(data[data > 0]))
-        self._shower_sum += data.sum(axis=0, dtype=np.float64)
-        self._n += data.shape[0]
+        self._n += showers.shape[0]
 
-    def _chunk_features(self, e_inc: np.ndarray, data: np.ndarray) -> dict[str, np.ndarray]:
-        n, n_layers, cols = data.shape[0], self.geometry.n_layers, self._layers
-        energy, moments, nonzero = self._segments.sums(data)
+    def _chunk_features(
+        self, e_inc: np.ndarray, energy: np.ndarray, moments: np.ndarray, nonzero: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        n, n_layers, cols = energy.shape[0], self.geometry.n_layers, self._layers
         e_sum, moments, nonzero = energy[:, :-1], moments[:, :-1], nonzero[:, :-1]
         out: dict[str, np.ndarray] = {"e_inc": e_inc, "e_total": energy[:, -1].copy()}
         out["e_layer"] = np.zeros((n, n_layers), np.float32)
@@ -490,7 +462,7 @@ class FeatureAccumulator:
         arrays = {name: np.concatenate(parts, axis=0) for name, parts in self._parts.items()}
         return ShowerFeatures(
             **arrays,
-            voxel_spectrum=self._spectrum,
+            voxel_spectrum=self._spectrum.result(),
             mean_shower=(self._shower_sum / self._n).astype(np.float32),
             n_showers=self._n,
             threshold=self.threshold,

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
 
 __all__ = [
@@ -83,13 +84,31 @@ def wasserstein(ref_values: np.ndarray, gen_values: np.ndarray) -> float:
 
 
 def wasserstein_sorted(ref_sorted: np.ndarray, gen_sorted: np.ndarray) -> float:
-    """:func:`wasserstein` of two sorted, NaN-free samples, computed as scipy does without re-sorting them."""
-    ref_sorted, gen_sorted = np.asarray(ref_sorted, np.float64), np.asarray(gen_sorted, np.float64)
-    everything = np.concatenate([ref_sorted, gen_sorted])
-    everything.sort(kind="stable")
-    ref_cdf = np.searchsorted(ref_sorted, everything[:-1], side="right") / ref_sorted.size
-    gen_cdf = np.searchsorted(gen_sorted, everything[:-1], side="right") / gen_sorted.size
-    return float(np.sum(np.multiply(np.abs(ref_cdf - gen_cdf), np.diff(everything))))
+    """:func:`wasserstein` of two sorted, NaN-free, non-empty samples, by one merge pass (linear time).
+
+    ``W1 = sum_k |F_ref(x_k) - F_gen(x_k)| (x_{k+1} - x_k)`` over the merged values ``x_k``; tied
+    values add zero-width terms, so the terms are scipy's (summed in order instead of pairwise).
+    """
+    return float(_merged_w1(np.asarray(ref_sorted, np.float64), np.asarray(gen_sorted, np.float64)))
+
+
+@nb.njit(cache=True)
+def _merged_w1(a: np.ndarray, b: np.ndarray) -> float:  # pragma: no cover - compiled
+    """W1 of sorted float64 ``a`` and ``b``: walk the merged order, adding ``|i/n - j/m| * (x_next - x)``."""
+    n, m = a.size, b.size
+    i = j = 0
+    total, previous = 0.0, 0.0
+    while i < n or j < m:
+        take_a = j == m or (i < n and a[i] <= b[j])
+        x = a[i] if take_a else b[j]
+        if i + j > 0:
+            total += abs(i / n - j / m) * (x - previous)
+        previous = x
+        if take_a:
+            i += 1
+        else:
+            j += 1
+    return total
 
 
 def wasserstein_from_counts(support: np.ndarray, ref_counts: np.ndarray, gen_counts: np.ndarray) -> float:
