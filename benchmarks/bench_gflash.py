@@ -1,6 +1,7 @@
 """GFLASH speed, and agreement with the detailed Monte Carlo on DS2 after calibration.
 
-Prints the CPU time per shower at 10 GeV, 100 GeV and 1 TeV; then, when ``calogen.sim.full`` is
+Prints the CPU time per shower at 10 GeV, 100 GeV and 1 TeV and the CPU time of one
+``readout.voxel_index`` call (the detailed MC's scoring path); then, when ``calogen.sim.full`` is
 importable, the largest relative deviations of GFLASH from the detailed MC in the mean longitudinal
 profile (layers holding > 1% of the energy), the mean radial profile (bins holding > 1%) and the mean
 number of hit voxels, at 10 and 100 GeV, against the goals 5% / 5% / 10%.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,36 @@ def speed(params: GflashParameters) -> None:
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         spots = sim.spots(gev * 1000.0, np.random.default_rng(0)).e.size
         print(f"speed {gev:5d} GeV: {1e3 * cpu / n:7.3f} ms/shower CPU ({1e3 * wall / n:7.3f} wall), {spots} spots")
+
+
+def readout_speed(n: int = 1_000_000) -> None:
+    """CPU nanoseconds per ``voxel_index`` call on DS2, at points spread like a shower (|N(0, 15 mm)| radii)."""
+    import numba as nb
+
+    from calogen.sim.readout import ReadoutTables, voxel_index
+
+    @nb.njit
+    def score_all(z_lo, z_hi, r_edges, n_r, n_alpha, offsets, x, y, z, out):  # type: ignore[no-untyped-def]
+        for k in range(x.shape[0]):
+            v = voxel_index(z_lo, z_hi, r_edges, n_r, n_alpha, offsets, x[k], y[k], z[k])
+            if v >= 0:
+                out[v] += 1.0
+
+    t = ReadoutTables.from_geometry(GEOMETRY)
+    rng = np.random.default_rng(0)
+    r, phi = np.abs(rng.normal(0.0, 15.0, n)), rng.uniform(0.0, 2.0 * np.pi, n)
+    args = (t.z_lo, t.z_hi, t.r_edges, t.n_r, t.n_alpha, t.offsets, r * np.cos(phi), r * np.sin(phi), rng.uniform(0, 150, n))
+    out = np.zeros(t.n_voxels)
+    score_all(*args, out)
+    best = min(_cpu(lambda: score_all(*args, out)) for _ in range(5))
+    print(f"readout voxel_index: {1e9 * best / n:6.1f} ns/point CPU")
+
+
+def _cpu(call: Callable[[], object]) -> float:
+    """CPU seconds of ``call()``."""
+    start = time.process_time()
+    call()
+    return time.process_time() - start
 
 
 def reference(args: argparse.Namespace) -> tuple[ShowerData, str] | None:
@@ -97,6 +129,7 @@ def main() -> None:
 
     params = GflashParameters.packaged("ds2-electron")
     speed(params)
+    readout_speed()
     found = reference(args)
     if found is None:
         return

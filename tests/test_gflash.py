@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from calogen.errors import CalogenError
-from calogen.generator import Generator
+from calogen.generator import Generator, derive_seed
 from calogen.geometry import Geometry
 from calogen.io import ShowerData
 from calogen.sim.calibrate import CalibrationError, calibrate_gflash, profile_agreement, radial_energies
 from calogen.sim.gflash import GflashParameterError, GflashParameters, GflashSimulation, mean_log_shape, n_spots
+from calogen.sim.readout import ReadoutTables, score_deposits
 
 DS2 = Geometry.builtin("ds2")
 
@@ -68,6 +69,21 @@ def test_sample_shape_determinism_and_work_split():
     parts = [sim.simulate(energies[:1], seed=11), sim.simulate(energies[1:], seed=11, first_index=1)]
     np.testing.assert_array_equal(whole, np.concatenate(parts))
     assert not np.array_equal(whole, sim.sample(energies, seed=12))
+
+
+@pytest.mark.parametrize(("name", "particle"), [("ds2", "e-"), ("ds1-photons", "gamma")])
+def test_simulate_scores_exactly_the_spots_it_draws(name, particle):
+    """The compiled scoring pass (polar coordinates, no x/y) gives the bytes of spots() + score_deposits."""
+    geometry = Geometry.builtin(name)
+    sim = GflashSimulation(geometry, particle)
+    tables = ReadoutTables.from_geometry(geometry)
+    energies = np.array([1500.0, 40_000.0, 250_000.0])
+    expected = np.zeros((energies.size, geometry.n_voxels), dtype=np.float32)
+    for i, energy in enumerate(energies):
+        s = sim.spots(energy, np.random.default_rng(derive_seed(21, i)))
+        expected[i] = score_deposits(tables, s.x, s.y, s.z, s.e)[0]
+    expected[expected < geometry.threshold] = 0.0
+    np.testing.assert_array_equal(sim.sample(energies, seed=21), expected)
 
 
 def test_spot_energies_sum_to_the_deposited_energy():

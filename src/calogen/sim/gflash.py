@@ -20,6 +20,11 @@ Every shower is drawn in three steps (hep-ex/0001020, the model behind Geant4's 
    ``f(r) = p 2 r R_C^2 / (r^2 + R_C^2)^2 + (1 - p) 2 r R_T^2 / (r^2 + R_T^2)^2``; R_C, R_T and p are the
    paper's functions of tau, E and Z with the sampling corrections in ``1 - e_hat`` and ``1 / Fs``.
 
+:meth:`GflashSimulation.simulate` scores the spots in one compiled pass from their polar coordinates,
+never forming x and y; :meth:`GflashSimulation.spots` places the same spots (same random numbers) in
+Cartesian coordinates, and scoring those with :func:`~calogen.sim.readout.score_deposits` gives the
+same voxels.
+
 The medium defaults to the CaloChallenge DS2/DS3 "Par04" stack (1.4 mm W + 0.3 mm Si): Z_eff 72.5,
 X0 4.22 mm, Ec 8.2 MeV, R_M 10.9 mm, Fs = X0 / 1.7 mm, ``e_hat = 1 / (1 + 0.007 (Z_W - Z_Si))``.
 Voxel energies are in CaloChallenge units (deposit / sampling fraction, so about E), and voxels below
@@ -52,7 +57,7 @@ from calogen.errors import CalogenError
 from calogen.generator import derive_seed
 from calogen.geometry import Geometry
 from calogen.io import atomic_path
-from calogen.sim.readout import ReadoutTables, score_deposits
+from calogen.sim.readout import ReadoutTables, layer_row, row_voxel
 
 __all__ = [
     "GflashParameterError",
@@ -318,15 +323,21 @@ def published_radial(tau: np.ndarray, energy: float, params: GflashParameters) -
     return _radial_shape(np.ascontiguousarray(tau, dtype=np.float64), radial_coefficients(energy, params))
 
 
+@nb.njit(cache=True)
+def _calibrate(raw: np.ndarray, core_scale: float, tail_scale: float, weight_offset: float) -> np.ndarray:
+    """``(3, K)`` published R_C, R_T, p -> ``max(R_C core_scale, 1e-4)``, ``max(R_T tail_scale, 1e-4)``, ``clip(p + weight_offset, 0, 1)``."""
+    out = np.empty_like(raw)
+    for k in range(raw.shape[1]):
+        out[0, k] = max(raw[0, k] * core_scale, 1e-4)
+        out[1, k] = max(raw[1, k] * tail_scale, 1e-4)
+        out[2, k] = min(max(raw[2, k] + weight_offset, 0.0), 1.0)
+    return out
+
+
 def calibrate_radial(raw: np.ndarray, params: GflashParameters) -> np.ndarray:
     """Apply the radial calibration to ``(3, K)`` published values: scale R_C and R_T, shift p, clip to valid ranges."""
-    return np.stack(
-        [
-            np.maximum(raw[0] * params.core_radius_scale, 1e-4),
-            np.maximum(raw[1] * params.tail_radius_scale, 1e-4),
-            np.clip(raw[2] + params.core_weight_offset, 0.0, 1.0),
-        ]
-    )
+    raw = np.ascontiguousarray(raw, dtype=np.float64)
+    return _calibrate(raw, params.core_radius_scale, params.tail_radius_scale, params.core_weight_offset)
 
 
 def radial_parameters(tau: np.ndarray, energy: float, params: GflashParameters) -> np.ndarray:
@@ -351,6 +362,18 @@ def _gamma_step_fractions(alpha: float, beta: float, n_steps: int, h: float) -> 
     for j in range(n_steps):
         out[j] /= total
     return out
+
+
+@nb.njit(cache=True)
+def _depth_profile(
+    alpha: float, beta: float, alpha_s: float, beta_s: float, n_steps: int, tau_step: float, coeffs: np.ndarray,
+    core_scale: float, tail_scale: float, weight_offset: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Energy and spot fractions, tau and calibrated radial parameters of :class:`DepthSteps` in one compiled call."""
+    tau = (np.arange(n_steps) + 0.5) * tau_step
+    radial = _calibrate(_radial_shape(tau, coeffs), core_scale, tail_scale, weight_offset)
+    energy = _gamma_step_fractions(alpha, beta, n_steps, STEP_X0)
+    return energy, _gamma_step_fractions(alpha_s, beta_s, n_steps, STEP_X0), tau, radial
 
 
 @dataclass(frozen=True)
@@ -387,35 +410,67 @@ def depth_steps(
     if mean_alpha is None:
         mean_alpha = math.exp(float(mean_log_shape(np.array([energy]), params)[1][0]))
     tau_per_x0 = beta / alpha * mean_alpha / (mean_alpha - 1.0)
-    tau = (np.arange(n_steps) + 0.5) * (STEP_X0 * tau_per_x0)
-    return DepthSteps(
-        energy=_gamma_step_fractions(alpha, beta, n_steps, STEP_X0),
-        spots=_gamma_step_fractions(alpha_s, beta_s, n_steps, STEP_X0),
-        tau=tau,
-        radial=radial_parameters(tau, energy, params),
-    )
+    profile = _depth_profile(
+        alpha, beta, alpha_s, beta_s, n_steps, STEP_X0 * tau_per_x0, radial_coefficients(energy, params),
+        params.core_radius_scale, params.tail_radius_scale, params.core_weight_offset,
+    )  # fmt: skip
+    return DepthSteps(*profile)
 
 
 # --- spots -------------------------------------------------------------------------------------
 @nb.njit(cache=True)
-def _place_spots(
-    energy_frac: np.ndarray,
-    spot_frac: np.ndarray,
-    radial: np.ndarray,
-    u: np.ndarray,
-    u_alloc: float,
-    deposited: float,
-    t0: float,
-    x0: float,
-    rm: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Positions (mm) and energies (MeV) of ``u.shape[1]`` spots.
+def _spot_weights(
+    energy_frac: np.ndarray, spot_frac: np.ndarray, n: int, u_alloc: float, deposited: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Spot count ``(S,)`` and energy (MeV) of one spot ``(S,)`` in every depth step.
 
-    Spots are allotted to steps by systematic sampling of ``spot_frac`` (offset ``u_alloc``) and lie
-    uniformly within their step. A spot in step j carries ``energy_frac[j] / (n spot_frac[j])`` (an
-    importance weight, so the expected energy per step follows the energy profile even where steps get
-    no spot), and all spot energies are then scaled to sum to ``deposited``. ``u`` holds three uniforms
-    per spot: core/tail choice (its remainder gives the radius), azimuth and depth within the step.
+    Spots are allotted to steps by systematic sampling of ``spot_frac`` (offset ``u_alloc``). A spot in
+    step j carries ``energy_frac[j] / (n spot_frac[j])`` (an importance weight, so the expected energy per
+    step follows the energy profile even where steps get no spot), scaled so that all n spots sum to
+    ``deposited``.
+    """
+    n_steps = spot_frac.shape[0]
+    counts = np.zeros(n_steps, dtype=np.int64)
+    energy = np.zeros(n_steps)
+    cum = 0.0
+    prev = 0
+    placed = 0.0
+    for j in range(n_steps):
+        cum += spot_frac[j]
+        upto = n if j == n_steps - 1 else min(int(math.floor(n * cum + u_alloc)), n)
+        counts[j] = max(upto - prev, 0)
+        prev = upto
+        if counts[j] > 0:
+            energy[j] = energy_frac[j] / (n * spot_frac[j])  # unbiased: E[count] = n spot_frac[j]
+            placed += energy[j] * counts[j]
+    scale = deposited / placed
+    for j in range(n_steps):
+        energy[j] *= scale
+    return counts, energy
+
+
+@nb.njit(cache=True, inline="always")
+def _spot_radius(v: float, rc: float, rt: float, p: float) -> float:
+    """Radius (units of R_M) of a spot from one uniform ``v``: core (R_C) if ``v < p``, else tail (R_T).
+
+    The remainder ``w`` of ``v`` within its branch is uniform and gives ``r = R sqrt(w / (1 - w))``.
+    """
+    if v < p:
+        r_unit, w = rc, v / p
+    else:
+        r_unit, w = rt, (v - p) / (1.0 - p)
+    w = min(w, 1.0 - 1e-9)  # keeps the radius finite
+    return r_unit * math.sqrt(w / (1.0 - w))
+
+
+@nb.njit(cache=True)
+def _place_spots(
+    counts: np.ndarray, energy: np.ndarray, radial: np.ndarray, u: np.ndarray, t0: float, x0: float, rm: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Positions (mm) and energies (MeV) of the spots allotted by :func:`_spot_weights`.
+
+    Spots lie uniformly within their step. ``u`` holds three uniforms per spot: core/tail choice (its
+    remainder gives the radius), azimuth ``phi = 2 pi u`` and depth within the step.
     """
     n = u.shape[1]
     x = np.empty(n)
@@ -423,37 +478,54 @@ def _place_spots(
     z = np.empty(n)
     e = np.empty(n)
     k = 0
-    cum = 0.0
-    prev = 0
-    placed = 0.0
-    for j in range(spot_frac.shape[0]):
-        cum += spot_frac[j]
-        upto = n if j == spot_frac.shape[0] - 1 else min(int(math.floor(n * cum + u_alloc)), n)
-        count = upto - prev
-        prev = upto
-        if count <= 0:
-            continue
-        e_spot = energy_frac[j] / (n * spot_frac[j])  # unbiased: E[count] = n spot_frac[j]
-        placed += e_spot * count
-        rc, rt, p = radial[0, j], radial[1, j], radial[2, j]
-        for _ in range(count):
-            v = u[0, k]
-            if v < p:
-                r_unit, w = rc, v / p
-            else:
-                r_unit, w = rt, (v - p) / (1.0 - p)
-            w = min(w, 1.0 - 1e-9)  # keeps the radius finite
-            r = rm * r_unit * math.sqrt(w / (1.0 - w))
+    for j in range(counts.shape[0]):
+        for _ in range(counts[j]):
+            r = rm * _spot_radius(u[0, k], radial[0, j], radial[1, j], radial[2, j])
             phi = 2.0 * math.pi * u[1, k]
             x[k] = r * math.cos(phi)
             y[k] = r * math.sin(phi)
             z[k] = (t0 + (j + u[2, k]) * STEP_X0) * x0
-            e[k] = e_spot
+            e[k] = energy[j]
             k += 1
-    scale = deposited / placed
-    for i in range(k):
-        e[i] *= scale
-    return x[:k], y[:k], z[:k], e[:k]
+    return x, y, z, e
+
+
+@nb.njit(cache=True)
+def _score_spots(
+    counts: np.ndarray,
+    energy: np.ndarray,
+    radial: np.ndarray,
+    u: np.ndarray,
+    t0: float,
+    x0: float,
+    rm: float,
+    z_lo: np.ndarray,
+    z_hi: np.ndarray,
+    r_edges: np.ndarray,
+    n_r: np.ndarray,
+    n_alpha: np.ndarray,
+    offsets: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Add the spots of :func:`_place_spots` to the voxel accumulator ``out`` without forming x and y.
+
+    The azimuth ``phi = 2 pi u`` is scored through its readout fraction ``(phi / (2 pi) + 1/2) mod 1``;
+    the layer of the previous spot is tried first (spots come step by step in depth).
+    """
+    k = 0
+    row = -1
+    for j in range(counts.shape[0]):
+        rc, rt, p, e = radial[0, j], radial[1, j], radial[2, j], energy[j]
+        for _ in range(counts[j]):
+            r = rm * _spot_radius(u[0, k], rc, rt, p)
+            turn = u[1, k] + 0.5 if u[1, k] < 0.5 else u[1, k] - 0.5
+            z = (t0 + (j + u[2, k]) * STEP_X0) * x0
+            k += 1
+            row = layer_row(z_lo, z_hi, z, row)
+            if row >= 0:
+                v = row_voxel(r_edges[row], n_r[row], n_alpha[row], offsets[row], r, turn)
+                if v >= 0:
+                    out[v] += e
 
 
 @dataclass(frozen=True)
@@ -473,6 +545,15 @@ class Spots:
     t_max: float
     alpha: float
     start: float
+
+
+@dataclass(frozen=True)
+class _Shower:
+    """One drawn shower: deposited energy (MeV), photon start (X0) and the arguments of :func:`_place_spots`."""
+
+    deposited: float
+    start: float
+    kernel_args: tuple[Any, ...]
 
 
 def _particle(name: str) -> str:
@@ -528,37 +609,38 @@ class GflashSimulation:
         energies = check_energies([energy])
         t_max, alpha = longitudinal_parameters(energies, rng.standard_normal((1, 2)), self.params)
         mean_alpha = np.exp(mean_log_shape(energies, self.params)[1])
-        return self._draw(float(energies[0]), float(t_max[0]), float(alpha[0]), float(mean_alpha[0]), rng)
+        shower = self._draw(float(energies[0]), float(t_max[0]), float(alpha[0]), float(mean_alpha[0]), rng)
+        x, y, z, e = _place_spots(*shower.kernel_args)
+        return Spots(x, y, z, e, shower.deposited, float(t_max[0]), float(alpha[0]), shower.start)
 
-    def _draw(self, energy: float, t_max: float, alpha: float, mean_alpha: float, rng: np.random.Generator) -> Spots:
-        """The spots of one shower whose normals have been drawn from ``rng`` and turned into ``t_max``, ``alpha``."""
+    def _draw(self, energy: float, t_max: float, alpha: float, mean_alpha: float, rng: np.random.Generator) -> _Shower:
+        """The rest of a shower whose normals have been drawn from ``rng`` and turned into ``t_max``, ``alpha``."""
         p = self.params
         var_per_mev = p.sampling_term**2 * _GEV  # Var(E_dep) = c^2 E, both in MeV
         deposited = response(energy, p) * float(rng.gamma(energy / var_per_mev, var_per_mev))
         start = float(rng.exponential(_PHOTON_CONVERSION_X0)) if self.particle == "gamma" else 0.0
         steps = depth_steps(energy, t_max, alpha, p, mean_alpha)
         n = n_spots(energy, p)
-        u_alloc = float(rng.random())
+        counts, per_spot = _spot_weights(steps.energy, steps.spots, n, float(rng.random()), deposited)
         u = rng.random((3, n))
-        x, y, z, e = _place_spots(
-            steps.energy, steps.spots, steps.radial, u, u_alloc, deposited, start - p.origin_offset, p.x0_mm,
-            p.moliere_radius_mm,
-        )
-        return Spots(x, y, z, e, deposited, t_max, alpha, start)
+        args = (counts, per_spot, steps.radial, u, start - p.origin_offset, p.x0_mm, p.moliere_radius_mm)
+        return _Shower(deposited, start, args)
 
     def simulate(self, energies: np.ndarray | list[float], *, seed: int, first_index: int = 0) -> np.ndarray:
         """Showers ``(N, voxels)`` float32 MeV for incident energies ``(N,)`` MeV; shower i is seeded by index ``first_index + i``."""
         energies = check_energies(energies)
         out = np.zeros((energies.size, self.geometry.n_voxels), dtype=np.float32)
         row = np.zeros(self.geometry.n_voxels, dtype=np.float64)
+        t = self._tables
+        readout = (t.z_lo, t.z_hi, t.r_edges, t.n_r, t.n_alpha, t.offsets)
         rngs = [np.random.default_rng(derive_seed(seed, first_index + i)) for i in range(energies.size)]
         normals = np.array([rng.standard_normal(2) for rng in rngs]).reshape(-1, 2)
         t_max, alpha = longitudinal_parameters(energies, normals, self.params)
         mean_alpha = np.exp(mean_log_shape(energies, self.params)[1])
         for i, rng in enumerate(rngs):
-            s = self._draw(float(energies[i]), float(t_max[i]), float(alpha[i]), float(mean_alpha[i]), rng)
+            shower = self._draw(float(energies[i]), float(t_max[i]), float(alpha[i]), float(mean_alpha[i]), rng)
             row[:] = 0.0
-            score_deposits(self._tables, s.x, s.y, s.z, s.e, out=row)
+            _score_spots(*shower.kernel_args, *readout, row)
             out[i] = row
         out[out < self.geometry.threshold] = 0.0
         return out

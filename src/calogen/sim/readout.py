@@ -8,6 +8,13 @@ Layer ``i`` covers ``z_lo[i] <= z < z_hi[i]``; radial bin ``k`` covers ``r_edges
 alpha = atan2(y, x) is binned uniformly on [-pi, pi). The arrays live in a :class:`ReadoutTables`
 so that compiled transport code can call :func:`voxel_index` without Python objects.
 
+Searches cost O(1) for evenly spaced layers and radial bins (DS2, DS3) and O(log n) otherwise: the
+bin is guessed by linear interpolation between the first and last edge and, when the guess misses,
+found by bisection on the side it missed; :func:`layer_row` first tries a hinted row (the previous
+point's). atan2 is evaluated only in layers with several alpha bins. Compiled callers that know a
+point's polar coordinates, or score runs of nearby points, call :func:`layer_row` and :func:`row_voxel`
+themselves.
+
 Example:
     >>> from calogen.geometry import Geometry
     >>> t = ReadoutTables.from_geometry(Geometry.builtin("ds2"))
@@ -23,9 +30,16 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-from calogen.geometry import Geometry
+from calogen.geometry import Geometry, GeometryError
 
-__all__ = ["CALOCHALLENGE_SAMPLING_SCALE", "ReadoutTables", "score_deposits", "voxel_index"]
+__all__ = [
+    "CALOCHALLENGE_SAMPLING_SCALE",
+    "ReadoutTables",
+    "layer_row",
+    "row_voxel",
+    "score_deposits",
+    "voxel_index",
+]
 
 CALOCHALLENGE_SAMPLING_SCALE = 1.0 / 0.033
 """CaloChallenge DS2/DS3 convention: silicon deposits are divided by the 3.3% sampling fraction."""
@@ -35,10 +49,14 @@ CALOCHALLENGE_SAMPLING_SCALE = 1.0 / 0.033
 class ReadoutTables:
     """Flat arrays describing a geometry for compiled code.
 
+    Rows are the geometry's non-empty layers (at least one radial bin, non-zero depth) in depth order;
+    their depth ranges do not overlap, which is what lets :func:`layer_row` search them. ``offsets``
+    keeps every row's place in the CaloChallenge voxel order.
+
     Attributes:
-        z_lo, z_hi: depth extent of every layer in mm, ``(L,)`` float64.
+        z_lo, z_hi: depth extent of every row in mm, ``(L,)`` float64, increasing.
         r_edges: radial edges padded with +inf, ``(L, max_n_r + 1)`` float64.
-        n_r, n_alpha, offsets: per-layer radial bins, alpha bins and voxel offset, ``(L,)`` int64.
+        n_r, n_alpha, offsets: per-row radial bins, alpha bins and voxel offset, ``(L,)`` int64.
         n_voxels: total number of voxels.
     """
 
@@ -52,10 +70,21 @@ class ReadoutTables:
 
     @classmethod
     def from_geometry(cls, geometry: Geometry) -> ReadoutTables:
-        """Build the tables of ``geometry``."""
-        layers = geometry.layers
-        width = max(len(layer.r_edges) for layer in layers)
-        r_edges = np.full((len(layers), width), np.inf)
+        """Build the tables of ``geometry``; raises GeometryError if two non-empty layers overlap in depth."""
+        offsets = geometry.layer_offsets[:-1]
+        rows = sorted(
+            (i for i, layer in enumerate(geometry.layers) if layer.n_r > 0 and layer.z_range[1] > layer.z_range[0]),
+            key=lambda i: geometry.layers[i].z_range[0],
+        )
+        for a, b in zip(rows, rows[1:], strict=False):
+            za, zb = geometry.layers[a].z_range, geometry.layers[b].z_range
+            if zb[0] < za[1]:
+                raise GeometryError(
+                    f"layers {a} {za} and {b} {zb} of geometry {geometry.name!r} overlap in depth; "
+                    "give non-empty layers disjoint z ranges"
+                )
+        layers = [geometry.layers[i] for i in rows]
+        r_edges = np.full((len(layers), max((len(layer.r_edges) for layer in layers), default=1)), np.inf)
         for i, layer in enumerate(layers):
             r_edges[i, : len(layer.r_edges)] = layer.r_edges
         return cls(
@@ -64,12 +93,65 @@ class ReadoutTables:
             r_edges=r_edges,
             n_r=np.array([layer.n_r for layer in layers], dtype=np.int64),
             n_alpha=np.array([layer.n_alpha for layer in layers], dtype=np.int64),
-            offsets=np.asarray(geometry.layer_offsets[:-1], dtype=np.int64),
+            offsets=np.array([offsets[i] for i in rows], dtype=np.int64),
             n_voxels=geometry.n_voxels,
         )
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
+def _find(edges: np.ndarray, n: int, x: float) -> int:
+    """The bin ``i`` in [0, n) with ``edges[i] <= x < edges[i + 1]``, given ``edges[0] <= x < edges[n]`` (increasing edges).
+
+    Guesses ``i`` by linear interpolation between ``edges[0]`` and ``edges[n]`` (exact for even bins), then
+    bisects the side the guess missed.
+    """
+    i = min(int((x - edges[0]) / (edges[n] - edges[0]) * n), n - 1)
+    if x < edges[i]:
+        lo, hi = 0, i
+    elif x >= edges[i + 1]:
+        lo, hi = i + 1, n
+    else:
+        return i
+    while hi - lo > 1:  # edges[lo] <= x < edges[hi]
+        mid = (lo + hi) // 2
+        if x >= edges[mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def layer_row(z_lo: np.ndarray, z_hi: np.ndarray, z: float, hint: int = -1) -> int:
+    """Row of the :class:`ReadoutTables` layer holding depth ``z`` (mm), or -1 (gap, outside or NaN).
+
+    ``hint`` (e.g. the previous point's row) is tried first, which makes runs of points in one layer cheap.
+    """
+    if hint >= 0 and z >= z_lo[hint] and z < z_hi[hint]:
+        return hint
+    n = z_lo.shape[0]
+    if n == 0 or not (z >= z_lo[0] and z < z_hi[n - 1]):
+        return -1
+    row = n - 1 if z >= z_lo[n - 1] else _find(z_lo, n - 1, z)
+    return row if z < z_hi[row] else -1
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def row_voxel(edges: np.ndarray, n_r: int, n_alpha: int, offset: int, r: float, turn: float) -> int:
+    """Voxel at radius ``r`` (mm) and azimuth fraction ``turn`` in one layer, or -1 outside its radial range.
+
+    ``edges``, ``n_r``, ``n_alpha`` and ``offset`` are the layer's row of the :class:`ReadoutTables`
+    (scalars rather than whole tables keep compiled callers free of reference counting).
+    ``turn = (atan2(y, x) + pi) / (2 pi)`` in [0, 1]; a point at angle ``phi`` from the x axis has
+    ``turn = (phi / (2 pi) + 1/2) mod 1``.
+    """
+    if not (r >= edges[0] and r < edges[n_r]):
+        return -1
+    a = min(int(turn * n_alpha), n_alpha - 1)
+    return offset + a * n_r + _find(edges, n_r, r)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
 def voxel_index(
     z_lo: np.ndarray,
     z_hi: np.ndarray,
@@ -82,30 +164,12 @@ def voxel_index(
     z: float,
 ) -> int:
     """Flat voxel index of the point (x, y, z) in mm, or -1 outside the readout."""
-    layer = -1
-    for i in range(z_lo.shape[0]):
-        if z_lo[i] <= z < z_hi[i]:
-            layer = i
-            break
-    if layer < 0 or n_r[layer] == 0:
+    row = layer_row(z_lo, z_hi, z)
+    if row < 0:
         return -1
-    r = math.sqrt(x * x + y * y)
-    nr = n_r[layer]
-    if r < r_edges[layer, 0] or r >= r_edges[layer, nr]:
-        return -1
-    lo = 0
-    hi = nr
-    while hi - lo > 1:  # r_edges[layer, lo] <= r < r_edges[layer, hi]
-        mid = (lo + hi) // 2
-        if r >= r_edges[layer, mid]:
-            lo = mid
-        else:
-            hi = mid
-    na = n_alpha[layer]
-    a = int((math.atan2(y, x) + math.pi) / (2.0 * math.pi) * na)
-    if a >= na:
-        a = na - 1
-    return offsets[layer] + a * nr + lo
+    na = n_alpha[row]
+    turn = 0.0 if na == 1 else (math.atan2(y, x) + math.pi) / (2.0 * math.pi)
+    return row_voxel(r_edges[row], n_r[row], na, offsets[row], math.sqrt(x * x + y * y), turn)
 
 
 @nb.njit(cache=True)
