@@ -3,6 +3,10 @@
 The physics tests share one module-scoped run of electrons at 1, 10 and 100 GeV scored into a probe
 readout: one layer per W/Si pair (1.7 mm), radial bins at 1 and 3.5 Moliere radii of the mixture, no
 threshold. The 1 TeV point lives in benchmarks/bench_cascade.py.
+
+Depths are in X0 of the mixture from the calorimeter front, taken at the middle of each silicon slab. The
+showers per energy keep the statistical error of each depth near 0.1 X0 or below and that of the slope near
+0.025 (the mean depth of single showers spreads by 1.2 X0 at 1 GeV and 0.9-1.1 X0 at 100 GeV).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from calogen.sim import CascadeConfig, FullSimulation
 from calogen.sim.cascade import CascadeConfigError
 
 X0_MM, EC_MEV, RM_MM = 4.22, 8.2, 10.9  # Par04 mixture (PHYSICS.md)
-RUNS = {1000.0: 200, 10000.0: 100, 100000.0: 16}  # energy (MeV): showers
+RUNS = {1000.0: 600, 10000.0: 300, 100000.0: 100}  # energy (MeV): showers
+DEPTH_X0 = (1.7 * np.arange(90) + 1.55) / X0_MM  # middle of each silicon slab
 
 
 def _probe() -> Geometry:
@@ -33,26 +38,33 @@ def runs():
     return {e: sim.simulate(np.full(n, e), seed=2024) for e, n in RUNS.items()}
 
 
-def _shower_max(result) -> float:  # type: ignore[no-untyped-def]
-    """Depth (X0) of the maximum of a Gamma fit to the mean silicon profile."""
-    profile = result.showers.reshape(-1, 90, 3).sum(axis=2).mean(axis=0).astype(np.float64)
-    depth = (1.7 * np.arange(90) + 1.55) / X0_MM  # middle of each silicon slab
+def _mean_profile(result) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Mean silicon signal per W/Si pair, ``(90,)``."""
+    return result.showers.reshape(-1, 90, 3).sum(axis=2).mean(axis=0).astype(np.float64)
+
+
+def _shower_max(profile: np.ndarray) -> float:
+    """Depth (X0) of the maximum of a Gamma fit to a mean silicon profile."""
 
     def gamma_profile(t, a, b, norm):  # type: ignore[no-untyped-def]
         return norm * np.exp((a - 1) * np.log(b * t) - b * t + np.log(b) - gammaln(a))
 
-    (a, b, _), _ = curve_fit(gamma_profile, depth, profile, p0=(4.0, 0.5, profile.sum()))
+    (a, b, _), _ = curve_fit(gamma_profile, DEPTH_X0, profile, p0=(4.0, 0.5, profile.sum()))
     return (a - 1) / b
 
 
 @pytest.mark.slow
-def test_shower_maximum_grows_with_log_energy(runs) -> None:  # type: ignore[no-untyped-def]
+def test_shower_depth_grows_with_log_energy(runs) -> None:  # type: ignore[no-untyped-def]
     log_e = np.log(np.array(list(RUNS)) / EC_MEV)
-    t_max = np.array([_shower_max(runs[e]) for e in RUNS])
-    assert np.all((t_max - log_e >= -1.0) & (t_max - log_e <= 0.0)), t_max - log_e
-    # slope from 10 to 100 GeV; with 1 GeV included it is 1.07-1.10 (the 1 GeV maximum sits at -0.93 X0)
-    slope = (t_max[2] - t_max[1]) / (log_e[2] - log_e[1])
-    assert slope == pytest.approx(1.0, abs=0.1), t_max - log_e
+    profiles = [_mean_profile(runs[e]) for e in RUNS]
+    offsets = np.array([_shower_max(p) for p in profiles]) - log_e
+    assert np.all((offsets >= -1.0) & (offsets <= 0.0)), offsets
+    # the mean depth moves by one X0 per e-fold; the silicon maximum moves faster (slope 1.10 +- 0.02 from
+    # 1 to 100 GeV, against 1.06 +- 0.03 for the maximum of all deposits): the silicon share of the deposits
+    # falls with depth, and sooner in softer showers
+    mean_depth = np.array([(p * DEPTH_X0).sum() / p.sum() for p in profiles])
+    slope = np.polyfit(log_e, mean_depth, 1)[0]
+    assert slope == pytest.approx(1.0, abs=0.1), (slope, mean_depth - log_e)
 
 
 @pytest.mark.slow
@@ -101,6 +113,17 @@ def test_leakage_grows_with_energy_for_a_thin_stack() -> None:
     result = sim.simulate(np.array([100.0, 100.0, 5000.0, 5000.0]), seed=3)
     assert result.leaked[2:].mean() / 5000.0 > result.leaked[:2].mean() / 100.0
     assert np.abs(result.balance()).max() < 1e-6
+
+
+def test_photons_cross_a_stack_unscattered_with_the_attenuation_law() -> None:
+    from calogen.sim.detector import LayerStack
+    from calogen.sim.physics.tables import photon_attenuation
+
+    stack = LayerStack.par04(n_pairs=5)
+    result = FullSimulation(Geometry.builtin("tiny"), "gamma", stack=stack).simulate(np.full(4000, 1.0), seed=4)
+    untouched = np.mean((result.leaked == 1.0) & (result.material_deposits.sum(axis=1) == 0.0))
+    mu_t = sum(photon_attenuation(stack.materials[m], np.array([1.0])).sum() * t for m, t in zip(stack.slab_material, stack.thickness))
+    assert untouched == pytest.approx(np.exp(-mu_t), abs=0.025)  # binomial sigma 0.008
 
 
 def test_same_seed_same_bytes_and_split_runs_agree() -> None:

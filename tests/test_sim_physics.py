@@ -188,6 +188,25 @@ def test_gamma_sampler_moments() -> None:
         assert x.var() == pytest.approx(shape, rel=0.06)
 
 
+def test_normal_pair_and_azimuth_laws() -> None:
+    state = _state(12)
+    z = np.array([rng.normal_pair(state) for _ in range(20000)])
+    assert z.mean(axis=0) == pytest.approx([0.0, 0.0], abs=0.03)
+    assert z.var(axis=0) == pytest.approx([1.0, 1.0], rel=0.04)
+    assert abs(np.corrcoef(z.T)[0, 1]) < 0.03
+    cs = np.array([rng.random_azimuth(state) for _ in range(20000)])
+    np.testing.assert_allclose(np.hypot(cs[:, 0], cs[:, 1]), 1.0, rtol=1e-12)
+    counts = np.histogram(np.arctan2(cs[:, 1], cs[:, 0]), bins=8, range=(-math.pi, math.pi))[0]
+    assert ((counts - 2500) ** 2 / 2500).sum() < 24.3  # chi2, 7 degrees of freedom, p = 0.001
+
+
+def test_highland_factors_multiply_to_theta0() -> None:
+    path = msc.highland_path_factor(0.7, 3.504, 0.05)
+    assert path == pytest.approx(math.sqrt(0.7 / 3.504) * (1 + 0.038 * math.log(0.7 / 3.504)), rel=1e-12)
+    assert msc.highland_momentum_factor(50.0) * path == pytest.approx(msc.highland_theta0(50.0, 0.7, 3.504, 0.05), rel=1e-12)
+    assert msc.highland_path_factor(0.0, 3.504, 0.05) == 0.0
+
+
 def test_tables_range_is_consistent_with_stopping_power() -> None:
     t = build_tables((material("W"), material("Si")), delta_cut=0.5, brems_cut=0.1)
     energy = np.exp(t.log_energy)

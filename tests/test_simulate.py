@@ -101,12 +101,27 @@ def test_register_engine_needs_module_and_attribute(monkeypatch):
 
 def test_numba_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "given"))
-    assert configure_numba_cache() == tmp_path / "given"
+    assert configure_numba_cache() == tmp_path / "given"  # an explicit directory is used as is
     monkeypatch.delenv("NUMBA_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert configure_numba_cache() == tmp_path / "xdg" / "calogen" / "numba"
-    assert os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / "xdg" / "calogen" / "numba")
-    assert (tmp_path / "xdg" / "calogen" / "numba").is_dir()
+    expected = tmp_path / "xdg" / "calogen" / "numba" / numba_source_hash()
+    assert configure_numba_cache() == expected
+    assert os.environ["NUMBA_CACHE_DIR"] == str(expected)
+    assert expected.is_dir() and len(expected.name) == 12
+
+
+def test_numba_source_hash_follows_the_sources(monkeypatch, tmp_path):
+    import calogen.sim.engines as engines
+
+    package = tmp_path / "calogen"
+    (package / "sim" / "physics").mkdir(parents=True)
+    (package / "features.py").write_text("x = 1\n")
+    module = package / "sim" / "physics" / "brems.py"
+    module.write_text("a = 1\n")
+    monkeypatch.setattr(engines, "__file__", str(package / "sim" / "engines.py"))
+    before = numba_source_hash()
+    module.write_text("a = 2\n")
+    assert numba_source_hash() != before
 
 
 # --- the run driver -------------------------------------------------------------------------------

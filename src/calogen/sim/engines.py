@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import importlib.metadata
 import json
 import os
 import tempfile
@@ -42,6 +43,7 @@ __all__ = [
     "configure_numba_cache",
     "engine_spec",
     "make_engine",
+    "numba_source_hash",
     "register_engine",
 ]
 
@@ -164,17 +166,40 @@ def make_engine(name: str, geometry: str | os.PathLike[str] | Geometry, particle
     return engine_spec(name, geometry, particle, **options).build()
 
 
+def numba_source_hash() -> str:
+    """Short hash (12 hex digits) of the calogen version and the sources of its compiled code.
+
+    Covers ``calogen/sim/**/*.py`` and ``calogen/features.py``, names and bytes, so editing any module that
+    compiled code calls gives a new value (numba itself only notices edits to the file of the function it
+    caches, not to the functions that function calls).
+    """
+    try:
+        version = importlib.metadata.version("calogen")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    package = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256(version.encode())
+    for path in sorted((package / "sim").rglob("*.py")) + [package / "features.py"]:
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def configure_numba_cache() -> Path:
     """Point numba's on-disk cache at a writable directory before numba is imported; returns it.
 
-    Honours ``NUMBA_CACHE_DIR`` when set; otherwise uses ``$XDG_CACHE_HOME/calogen/numba`` (default
-    ``~/.cache/calogen/numba``), or a per-user directory under the system temp dir when that cannot be
-    created. Child processes inherit the setting through the environment.
+    An explicitly set ``NUMBA_CACHE_DIR`` is used as is: whoever sets it clears it when the code changes.
+    Otherwise the cache lives in ``$XDG_CACHE_HOME/calogen/numba/<hash>`` (default
+    ``~/.cache/calogen/numba/<hash>``), or in a per-user directory under the system temp dir when that
+    cannot be created, where ``<hash>`` is :func:`numba_source_hash`: a changed calogen gets a fresh cache,
+    so a stale compiled function can never be loaded. Child processes inherit the setting through the
+    environment.
     """
     if os.environ.get("NUMBA_CACHE_DIR"):
         return Path(os.environ["NUMBA_CACHE_DIR"])
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    candidates = [base / "calogen" / "numba", Path(tempfile.gettempdir()) / f"calogen-numba-{os.getuid()}"]
+    tag = numba_source_hash()
+    candidates = [base / "calogen" / "numba" / tag, Path(tempfile.gettempdir()) / f"calogen-numba-{os.getuid()}" / tag]
     for path in candidates:
         try:
             path.mkdir(parents=True, exist_ok=True)

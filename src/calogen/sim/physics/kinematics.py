@@ -8,17 +8,19 @@ import numba as nb
 import numpy as np
 
 from calogen.sim.physics.constants import ELECTRON_MASS
-from calogen.sim.physics.rng import exponential, uniform
+from calogen.sim.physics.rng import uniform, uniform_open
 
 __all__ = ["combine", "rotate", "tsai_cos_theta"]
 
 
 @nb.njit(cache=True, nogil=True)
-def rotate(ux: float, uy: float, uz: float, cos_t: float, phi: float) -> tuple[float, float, float]:
-    """Unit vector at polar angle acos(cos_t) and azimuth ``phi`` around the unit vector ``u``."""
+def rotate(
+    ux: float, uy: float, uz: float, cos_t: float, cos_phi: float, sin_phi: float
+) -> tuple[float, float, float]:
+    """Unit vector at polar angle acos(cos_t) and azimuth phi (given by its cosine and sine) around the unit vector ``u``."""
     sin_t = math.sqrt(max(0.0, 1.0 - cos_t * cos_t))
-    dx = sin_t * math.cos(phi)
-    dy = sin_t * math.sin(phi)
+    dx = sin_t * cos_phi
+    dy = sin_t * sin_phi
     perp = math.sqrt(ux * ux + uy * uy)
     if perp > 1e-10:
         nx = (ux * uz * dx - uy * dy) / perp + ux * cos_t
@@ -53,6 +55,6 @@ def tsai_cos_theta(kinetic: float, state: np.ndarray) -> float:
     u_max = 2.0 * (1.0 + kinetic / ELECTRON_MASS)
     while True:
         rate = 1.6 if uniform(state) < 0.25 else 1.6 / 3.0
-        u = (exponential(state) + exponential(state)) / rate
+        u = -math.log(uniform_open(state) * uniform_open(state)) / rate  # Gamma(2): sum of two exponentials
         if u <= u_max:
             return 1.0 - 2.0 * u * u / (u_max * u_max)

@@ -19,7 +19,7 @@ import math
 import numba as nb
 import numpy as np
 
-__all__ = ["exponential", "gamma", "normal_pair", "seed_state", "uniform", "uniform_open"]
+__all__ = ["exponential", "gamma", "normal_pair", "random_azimuth", "seed_state", "uniform", "uniform_open"]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -87,11 +87,30 @@ def exponential(state: np.ndarray) -> float:
 
 
 @nb.njit(cache=True, nogil=True)
+def _unit_disc(state: np.ndarray) -> tuple[float, float, float]:
+    """A point (a, b) uniform in the unit disc minus its centre, and q = a^2 + b^2."""
+    while True:
+        a = 2.0 * uniform(state) - 1.0
+        b = 2.0 * uniform(state) - 1.0
+        q = a * a + b * b
+        if 0.0 < q < 1.0:
+            return a, b, q
+
+
+@nb.njit(cache=True, nogil=True)
 def normal_pair(state: np.ndarray) -> tuple[float, float]:
-    """Two independent standard normals (Box-Muller)."""
-    r = math.sqrt(-2.0 * math.log(uniform_open(state)))
-    phi = 2.0 * math.pi * uniform(state)
-    return r * math.cos(phi), r * math.sin(phi)
+    """Two independent standard normals (Marsaglia's polar method: a point in the unit disc, no trigonometry)."""
+    a, b, q = _unit_disc(state)
+    f = math.sqrt(-2.0 * math.log(q) / q)
+    return a * f, b * f
+
+
+@nb.njit(cache=True, nogil=True)
+def random_azimuth(state: np.ndarray) -> tuple[float, float]:
+    """(cos phi, sin phi) of an azimuth phi uniform on [0, 2 pi): the doubled angle of a point in the unit disc,
+    cos 2 theta = (a^2 - b^2) / q, sin 2 theta = 2 a b / q (von Neumann), no trigonometry."""
+    a, b, q = _unit_disc(state)
+    return (a * a - b * b) / q, 2.0 * a * b / q
 
 
 @nb.njit(cache=True, nogil=True)
