@@ -22,6 +22,7 @@ from calogen.sim.engines import (
     configure_numba_cache,
     engine_spec,
     make_engine,
+    numba_source_hash,
     register_engine,
 )
 from calogen.sim.run import RunError, simulate_to_file, work_dir
