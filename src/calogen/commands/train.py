@@ -1,0 +1,41 @@
+"""``calogen train``: fit the flow-matching energy + shape model to a CaloChallenge file.
+
+Example:
+    calogen train --data ds2_train.h5 --geometry ds2 --preset cpu-small --out runs/ds2-small
+    calogen train --data ds2_train.h5 --geometry ds2 --out runs/ds2-small --resume   # after an interruption
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+NAME = "train"
+HELP = "train a generative model (energy + shape, flow matching) on a CaloChallenge HDF5 file"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``calogen train``."""
+    parser.add_argument("--data", required=True, metavar="TRAIN.h5", help="training showers (CaloChallenge HDF5)")
+    parser.add_argument("--geometry", required=True, help="built-in geometry name or CaloChallenge binning XML")
+    parser.add_argument("--preset", default="cpu-small", help="tiny, cpu-small, ds2-base, ds3-base or a YAML/JSON file (default: cpu-small)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="model directory to create (or continue with --resume)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    parser.add_argument("--max-steps", type=int, metavar="N", help="override the preset's number of optimiser steps")
+    parser.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: when stderr is a terminal)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train and print where the model went; returns 0."""
+    from calogen.errors import CalogenError
+    from calogen.train.loop import train
+
+    if args.max_steps is not None and args.max_steps < 1:
+        raise CalogenError(f"--max-steps must be >= 1, got {args.max_steps}")
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    result = train(args.data, args.geometry, args.preset, args.out, resume=args.resume, max_steps=args.max_steps, progress=progress)
+    note = " (stopped early)" if result.stopped_early else ""
+    print(f"trained {result.steps} steps{note}, best validation loss {result.best_val:.4f}; model in {result.directory}")
+    return 0

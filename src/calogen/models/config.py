@@ -1,0 +1,56 @@
+"""Typed model configuration: the architecture and objective of a calogen generative model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from calogen.errors import CalogenError
+
+__all__ = ["ModelConfig"]
+
+OBJECTIVES = ("flow", "edm")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and objective.
+
+    Args:
+        objective: ``flow`` (conditional flow matching) or ``edm`` (EDM diffusion).
+        time_sampling: flow-matching training times, ``logit-normal`` or ``uniform``.
+        channels: U-Net channels per level, finest first.
+        attention_levels: U-Net levels with linear attention (the bottleneck always has it).
+        compress_layers: layer count inside the U-Net (None: no compression).
+        emb_dim: size of the U-Net condition embedding.
+        energy_width, energy_depth: width and number of residual blocks of the energy network.
+        sampler, nfe: default sampler and number of network evaluations for generation.
+    """
+
+    objective: str = "flow"
+    time_sampling: str = "logit-normal"
+    channels: tuple[int, ...] = (16, 32)
+    attention_levels: tuple[int, ...] = (1,)
+    compress_layers: int | None = None
+    emb_dim: int = 64
+    energy_width: int = 128
+    energy_depth: int = 3
+    sampler: str = "heun"
+    nfe: int = 8
+
+    def __post_init__(self) -> None:
+        from calogen.models.samplers import SAMPLERS
+
+        if self.objective not in OBJECTIVES:
+            raise CalogenError(f"model.objective {self.objective!r} is unknown; use one of {OBJECTIVES}")
+        if self.time_sampling not in ("logit-normal", "uniform"):
+            raise CalogenError(f"model.time_sampling {self.time_sampling!r} is unknown; use logit-normal or uniform")
+        if not self.channels or any(c < 1 for c in self.channels):
+            raise CalogenError(f"model.channels must be positive integers, got {self.channels}")
+        if any(not 0 <= a < len(self.channels) for a in self.attention_levels):
+            raise CalogenError(f"model.attention_levels {self.attention_levels} must index model.channels")
+        if self.compress_layers is not None and self.compress_layers < 1:
+            raise CalogenError(f"model.compress_layers must be >= 1 or null, got {self.compress_layers}")
+        if self.sampler not in SAMPLERS:
+            raise CalogenError(f"model.sampler {self.sampler!r} is unknown; use one of {sorted(SAMPLERS)}")
+        if self.nfe < 1:
+            raise CalogenError(f"model.nfe must be >= 1, got {self.nfe}")

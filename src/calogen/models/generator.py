@@ -1,0 +1,315 @@
+"""A trained model as a :class:`~calogen.generator.Generator`, and the model directory format.
+
+Generation runs in two stages: the energy model samples the standardised layer-energy vector given the
+scaled incident energy, then the shape model samples standardised voxels given both. The voxels are
+mapped back to MeV, clipped at zero, cut at the geometry's threshold and rescaled per layer so every
+layer sums exactly to its generated energy. :class:`Pipeline` is that whole computation as one
+``nn.Module`` with an unrolled sampler and explicit noise inputs — the module that ONNX export traces.
+
+A model directory holds ``config.json`` (format, geometry, model and training configuration),
+``weights.safetensors`` (``ema.*`` and ``raw.*`` parameters), ``preprocessing.json`` +
+``preprocessing.safetensors`` and ``history.jsonl``. Nothing in it is code.
+
+Example:
+    >>> model = load("runs/tiny")                                        # doctest: +SKIP
+    >>> showers = model.sample(np.full(10, 5e3), seed=1, nfe=4)          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from calogen.errors import CalogenError
+from calogen.generator import derive_seed
+from calogen.geometry import Geometry, Layer
+from calogen.models.config import ModelConfig
+from calogen.models.edm import EDM
+from calogen.models.energy import EnergyNet
+from calogen.models.flow_matching import Denoiser, FlowMatching
+from calogen.models.preprocess import Preprocessor
+from calogen.models.samplers import solve, steps_for_nfe
+from calogen.models.unet import ShapeNet
+
+__all__ = ["FlowModel", "ModelError", "ModelPair", "Pipeline", "load", "rescale_layers", "save_model"]
+
+FORMAT = "calogen-model"
+VERSION = 1
+
+
+class ModelError(CalogenError):
+    """A model directory is missing, incomplete or incompatible."""
+
+
+def _wrap(net: nn.Module, config: ModelConfig) -> Denoiser:
+    if config.objective == "edm":
+        return EDM(net)
+    return FlowMatching(net, time_sampling=config.time_sampling)
+
+
+class ModelPair(nn.Module):
+    """The energy and shape denoisers, trained together.
+
+    Args:
+        geometry: the readout.
+        config: architecture.
+        layer_dim: size ``1 + L`` of the layer-energy vector.
+    """
+
+    def __init__(self, geometry: Geometry, config: ModelConfig, layer_dim: int) -> None:
+        super().__init__()
+        self.energy = _wrap(EnergyNet(layer_dim, 1, width=config.energy_width, depth=config.energy_depth), config)
+        shape = ShapeNet(
+            geometry, 1 + layer_dim, channels=config.channels, attention_levels=config.attention_levels,
+            compress_layers=config.compress_layers, emb_dim=config.emb_dim,
+        )  # fmt: skip
+        self.shape = _wrap(shape, config)
+
+    def forward(
+        self, cond: torch.Tensor, layers: torch.Tensor, voxels: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample losses ``(B,)`` of the energy and the shape model.
+
+        Args:
+            cond: scaled incident energy ``(B, 1)``.
+            layers: standardised layer vector ``(B, 1 + L)`` (the reference one: teacher forcing).
+            voxels: standardised voxels ``(B, voxels)``.
+            generator: source of the training noise.
+        """
+        loss_energy = self.energy.loss(layers, cond, generator)
+        loss_shape = self.shape.loss(voxels, torch.cat([cond, layers], dim=1), generator)
+        return loss_energy, loss_shape
+
+
+def rescale_layers(showers: torch.Tensor, layer_energies: torch.Tensor, membership: torch.Tensor) -> torch.Tensor:
+    """Scale each layer of ``showers`` so it sums to ``layer_energies``.
+
+    ``v_i <- v_i * E_l / sum_{j in l} v_j`` for voxels ``i`` of layer ``l``; a layer that is all zero stays zero.
+
+    Args:
+        showers: ``(B, voxels)`` non-negative MeV.
+        layer_energies: ``(B, L)`` MeV.
+        membership: ``(voxels, L)`` one-hot layer membership.
+    """
+    sums = showers @ membership
+    scale = torch.where(sums > 0, layer_energies / sums.clamp_min(torch.finfo(sums.dtype).tiny), torch.zeros_like(sums))
+    return showers * (scale @ membership.T)
+
+
+class Pipeline(nn.Module):
+    """The whole generator with a fixed, unrolled sampler and explicit noise.
+
+    ``forward(energies (B, 1) MeV, noise_energy (B, 1 + L), noise_shape (B, voxels)) -> (B, voxels) MeV``,
+    float32, no randomness inside; traceable with a dynamic batch dimension.
+
+    Args:
+        pair: the (EMA) denoisers.
+        preprocessor: fitted preprocessing.
+        geometry: the readout (layer membership and threshold).
+        sampler, nfe: the ODE solver and its number of network evaluations per model.
+    """
+
+    def __init__(self, pair: ModelPair, preprocessor: Preprocessor, geometry: Geometry, *, sampler: str, nfe: int) -> None:
+        super().__init__()
+        self.pair, self.preprocessor = pair, preprocessor
+        self.sampler, self.nfe = sampler, nfe
+        self.threshold = float(geometry.threshold)
+        steps = steps_for_nfe(sampler, nfe)[0]
+        self.energy_schedule = pair.energy.schedule(steps).tolist()
+        self.shape_schedule = pair.shape.schedule(steps).tolist()
+        layer_of = np.searchsorted(np.asarray(geometry.nonempty_layers), geometry.voxel_layer)
+        member = np.zeros((geometry.n_voxels, len(geometry.nonempty_layers)), dtype=np.float32)
+        member[np.arange(geometry.n_voxels), layer_of] = 1
+        self.register_buffer("membership", torch.from_numpy(member), persistent=False)
+
+    def forward(self, energies: torch.Tensor, noise_energy: torch.Tensor, noise_shape: torch.Tensor) -> torch.Tensor:
+        pre = self.preprocessor
+        cond = pre.energy_forward(energies)
+        kw = {"sampler": self.sampler, "nfe": self.nfe}
+        layers = solve(self.pair.energy, self.pair.energy.prior(noise_energy), self.energy_schedule, cond=cond, **kw)
+        shape_cond = torch.cat([cond, layers], dim=1)
+        voxels = solve(self.pair.shape, self.pair.shape.prior(noise_shape), self.shape_schedule, cond=shape_cond, **kw)
+        showers = pre.voxels_inverse(voxels, energies)
+        showers = torch.where(showers >= self.threshold, showers, torch.zeros_like(showers))
+        return rescale_layers(showers, pre.layers_inverse(layers, energies), self.membership)
+
+
+# --- the model directory ------------------------------------------------------------------------
+def geometry_to_dict(geometry: Geometry) -> dict[str, Any]:
+    """JSON form of a geometry (every field, so it round-trips exactly)."""
+    return {
+        "name": geometry.name, "particle": geometry.particle, "pid": geometry.pid, "threshold": geometry.threshold,
+        "layers": [{"r_edges": list(x.r_edges), "n_alpha": x.n_alpha, "z_range": list(x.z_range)} for x in geometry.layers],
+    }  # fmt: skip
+
+
+def geometry_from_dict(data: dict[str, Any]) -> Geometry:
+    """Inverse of :func:`geometry_to_dict`."""
+    layers = tuple(Layer(tuple(x["r_edges"]), int(x["n_alpha"]), tuple(x["z_range"])) for x in data["layers"])  # type: ignore[arg-type]
+    return Geometry(data["name"], data["particle"], int(data["pid"]), layers, float(data["threshold"]))
+
+
+def save_model(
+    directory: str | os.PathLike[str],
+    *,
+    geometry: Geometry,
+    config: ModelConfig,
+    preprocessor: Preprocessor,
+    raw: ModelPair,
+    ema: ModelPair,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write ``config.json``, ``weights.safetensors`` and the preprocessing into ``directory`` (atomically)."""
+    from calogen.train.checkpoint import atomic_write_json, atomic_write_tensors
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {f"ema.{k}": v for k, v in ema.state_dict().items()}
+    tensors.update({f"raw.{k}": v for k, v in raw.state_dict().items()})
+    atomic_write_tensors(directory / "weights.safetensors", tensors)
+    preprocessor.save(directory)
+    meta = {
+        "format": FORMAT, "version": VERSION, "geometry": geometry_to_dict(geometry), "model": asdict(config),
+        "layer_dim": preprocessor.layer_dim, **(extra or {}),
+    }  # fmt: skip
+    atomic_write_json(directory / "config.json", meta)
+
+
+def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
+    """A :class:`ModelConfig` from its JSON form (lists become tuples)."""
+    return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def load(path: str | os.PathLike[str], *, weights: str = "ema") -> FlowModel:
+    """Load a model directory written by ``calogen train``.
+
+    Args:
+        path: the model directory.
+        weights: ``ema`` (default) or ``raw`` parameters.
+    """
+    directory = Path(path)
+    if not (directory / "config.json").is_file():
+        raise ModelError(f"{directory} is not a model directory (no config.json); train one with `calogen train`")
+    try:
+        meta = json.loads((directory / "config.json").read_text())
+    except ValueError as exc:
+        raise ModelError(f"{directory}/config.json is not valid JSON ({exc})") from None
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise ModelError(
+            f"{directory}: format {meta.get('format')!r} version {meta.get('version')!r} is not "
+            f"{FORMAT!r} version {VERSION}; retrain with this calogen"
+        )
+    if weights not in ("ema", "raw"):
+        raise ModelError(f"weights must be 'ema' or 'raw', got {weights!r}")
+    geometry = geometry_from_dict(meta["geometry"])
+    config = model_config_from_dict(meta["model"])
+    preprocessor = Preprocessor.load(directory)
+    pair = ModelPair(geometry, config, int(meta["layer_dim"]))
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(directory / "weights.safetensors"))
+    except Exception as exc:  # OSError, or safetensors' own error for a damaged file
+        raise ModelError(f"{directory}/weights.safetensors cannot be read ({exc}); retrain or copy it again") from None
+    prefix = f"{weights}."
+    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    try:
+        pair.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelError(f"{directory}: weights do not match config.json ({str(exc).splitlines()[0]})") from None
+    pair.eval().requires_grad_(False)
+    return FlowModel(directory, geometry, config, preprocessor, pair)
+
+
+class FlowModel:
+    """A trained energy + shape model; a :class:`~calogen.generator.Generator`.
+
+    Shower ``i`` of a call uses noise seeded by ``derive_seed(seed, i)``, so results do not depend on
+    ``batch_size`` beyond floating-point rounding.
+
+    Attributes:
+        geometry: the readout.
+        config: architecture.
+        nfe, sampler: defaults used when :meth:`sample` is not given them.
+        preprocessor: fitted preprocessing (its ``e_min``, ``e_max`` give the training range).
+    """
+
+    def __init__(self, directory: Path, geometry: Geometry, config: ModelConfig, preprocessor: Preprocessor, pair: ModelPair) -> None:
+        self.directory = directory
+        self.geometry, self.config, self.preprocessor, self.pair = geometry, config, preprocessor, pair
+        self.nfe, self.sampler = config.nfe, config.sampler
+
+    def using(self, *, nfe: int | None = None, sampler: str | None = None) -> FlowModel:
+        """A view of this model whose default NFE and sampler are replaced (weights shared)."""
+        view = copy.copy(self)
+        view.nfe, view.sampler = nfe or self.nfe, sampler or self.sampler
+        steps_for_nfe(view.sampler, view.nfe)
+        return view
+
+    def noise_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-shower shapes of the noise inputs of :meth:`export_module` (standard normal, float32)."""
+        return {"noise_energy": (self.preprocessor.layer_dim,), "noise_shape": (self.geometry.n_voxels,)}
+
+    def export_module(self, nfe: int, sampler: str = "euler") -> Pipeline:
+        """The generator as an ``nn.Module`` ``(energies (B, 1), noise_energy, noise_shape) -> (B, voxels)``."""
+        steps_for_nfe(sampler, nfe)
+        return Pipeline(self.pair, self.preprocessor, self.geometry, sampler=sampler, nfe=nfe).eval()
+
+    def draw_noise(self, n: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """Standard-normal noise for ``n`` showers: ``(n, 1 + L)`` and ``(n, voxels)`` float32."""
+        d_e, d_s = self.preprocessor.layer_dim, self.geometry.n_voxels
+        out = np.empty((n, d_e + d_s), dtype=np.float32)
+        for i in range(n):
+            gen = torch.Generator().manual_seed(derive_seed(seed, i))
+            out[i] = torch.randn(d_e + d_s, generator=gen).numpy()
+        return out[:, :d_e], out[:, d_e:]
+
+    def sample_with_noise(
+        self, energies: np.ndarray, noise_energy: np.ndarray, noise_shape: np.ndarray, nfe: int | None = None,
+        *, sampler: str | None = None, batch_size: int | None = None,
+    ) -> np.ndarray:  # fmt: skip
+        """Showers ``(N, voxels)`` float32 MeV for energies ``(N,)`` MeV and given noise; same as :meth:`export_module`."""
+        e = self._energies(energies)
+        module = self.export_module(nfe or self.nfe, sampler or self.sampler)
+        batch = batch_size or 1000
+        out = np.empty((e.shape[0], self.geometry.n_voxels), dtype=np.float32)
+        with torch.inference_mode():
+            for s in range(0, e.shape[0], batch):
+                sl = slice(s, s + batch)
+                args = (torch.from_numpy(e[sl]), torch.as_tensor(noise_energy[sl]), torch.as_tensor(noise_shape[sl]))
+                out[sl] = module(*(a.float() for a in args)).numpy()
+        return out
+
+    def sample(
+        self, energies: np.ndarray, *, seed: int, batch_size: int | None = None, nfe: int | None = None, sampler: str | None = None
+    ) -> np.ndarray:
+        """Showers ``(N, voxels)`` float32 MeV for incident energies ``(N,)`` or ``(N, 1)`` MeV.
+
+        Energies outside the training range give a :class:`UserWarning` (the model extrapolates).
+        """
+        e = self._energies(energies)
+        outside = int(self.preprocessor.out_of_range(e).sum())
+        if outside:
+            warnings.warn(
+                f"{outside} of {e.shape[0]} energies lie outside the training range "
+                f"[{self.preprocessor.e_min:.4g}, {self.preprocessor.e_max:.4g}] MeV; the model extrapolates",
+                UserWarning,
+                stacklevel=2,
+            )
+        noise_energy, noise_shape = self.draw_noise(e.shape[0], seed=seed)
+        return self.sample_with_noise(e, noise_energy, noise_shape, nfe, sampler=sampler, batch_size=batch_size)
+
+    def _energies(self, energies: np.ndarray) -> np.ndarray:
+        e = np.asarray(energies, dtype=np.float32).reshape(-1, 1)
+        if not np.isfinite(e).all() or (e <= 0).any():
+            raise CalogenError("incident energies must be finite and > 0 MeV")
+        return e

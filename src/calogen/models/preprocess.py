@@ -1,0 +1,208 @@
+"""Fitted, exactly invertible preprocessing between showers (MeV) and the spaces the networks see.
+
+Three transforms, each fitted on training data and saved beside the model:
+
+* incident energy ``E`` (MeV): ``c = (ln E - ln E_min) / (ln E_max - ln E_min)``, in [0, 1] over the
+  training range;
+* layer-energy vector ``y = (E_dep / (k_e E), f_1, ..., f_L)`` with ``f_l = E_l / E_dep`` over the
+  non-empty layers: ``z = (logit(a + (1 - 2a) y) - mu) / sigma`` per component;
+* voxels ``v``: ``z = (logit(a + (1 - 2a) v / (k_v E)) - mu_i) / sigma_i`` per voxel.
+
+``a`` is a small logit offset (1e-6), ``k_e`` and ``k_v`` are multiples of the incident energy chosen
+so every training value lies below 1 (larger values, possible only outside the training set, are clipped
+to 1). Standard deviations have floors, so a voxel empty in all training showers cannot blow up. The inverses clip at zero; fractions are renormalised to sum 1.
+All maps are torch functions (float32 or float64), so the exported ONNX graph can contain them.
+
+Reference: the logit-and-standardise scheme of CaloDiffusion, Amram & Pedro, arXiv:2308.03876.
+
+Example:
+    >>> import numpy as np, torch
+    >>> from calogen.geometry import Geometry
+    >>> g = Geometry.builtin("tiny")
+    >>> rng = np.random.default_rng(0)
+    >>> e = np.full((4, 1), 1e3); v = rng.exponential(1.0, (4, g.n_voxels))
+    >>> pre = Preprocessor.fit(g, e, v)
+    >>> z = pre.voxels_forward(torch.tensor(v), torch.tensor(e))
+    >>> bool(torch.allclose(pre.voxels_inverse(z, torch.tensor(e)), torch.tensor(v)))
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from calogen.errors import CalogenError
+from calogen.geometry import Geometry
+
+__all__ = ["LOGIT_ALPHA", "Preprocessor", "layer_vector"]
+
+LOGIT_ALPHA = 1e-6
+"""Offset ``a`` of the logit transform, keeping ``logit(0)`` finite."""
+
+_HEADROOM = 1.05
+"""Factor above the largest training ratio used for ``k_e`` and ``k_v``."""
+
+_MIN_STD_VOXEL, _MIN_STD_LAYER = 1.0, 0.05
+"""Floors of the fitted standard deviations (logit units): a voxel that is always empty in training
+must not turn a rare deposit elsewhere into a value of order 1e4."""
+
+
+def _logit(u: torch.Tensor) -> torch.Tensor:
+    return torch.log(u) - torch.log1p(-u)
+
+
+def layer_vector(geometry: Geometry, showers: np.ndarray) -> np.ndarray:
+    """Deposited energy and per-layer fractions ``(N, 1 + L)`` over the non-empty layers (float64).
+
+    Column 0 is the total deposit in MeV; columns 1.. are ``E_l / E_dep`` (0 for an empty shower).
+    """
+    layers = geometry.layer_energies(showers)[:, list(geometry.nonempty_layers)]
+    total = layers.sum(axis=1, keepdims=True)
+    fractions = np.divide(layers, total, out=np.zeros_like(layers), where=total > 0)
+    return np.concatenate([total, fractions], axis=1)
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    """Fitted preprocessing statistics; see the module docstring for the formulas.
+
+    Args:
+        e_min, e_max: training range of incident energies (MeV).
+        energy_scale: ``k_e``, multiple of E dividing the deposited energy.
+        voxel_scale: ``k_v``, multiple of E dividing every voxel.
+        layer_mean, layer_std: ``(1 + L,)`` standardisation of the logit layer vector.
+        voxel_mean, voxel_std: ``(voxels,)`` standardisation of the logit voxels.
+        alpha: logit offset.
+    """
+
+    e_min: float
+    e_max: float
+    energy_scale: float
+    voxel_scale: float
+    layer_mean: np.ndarray
+    layer_std: np.ndarray
+    voxel_mean: np.ndarray
+    voxel_std: np.ndarray
+    alpha: float = LOGIT_ALPHA
+
+    @property
+    def layer_dim(self) -> int:
+        """Dimension ``1 + L`` of the layer-energy vector."""
+        return int(self.layer_mean.size)
+
+    # --- fitting ------------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, geometry: Geometry, energies: np.ndarray, showers: np.ndarray, *, alpha: float = LOGIT_ALPHA) -> Preprocessor:
+        """Fit on training showers.
+
+        Args:
+            geometry: the readout the showers belong to.
+            energies: incident energies ``(N, 1)`` or ``(N,)`` MeV.
+            showers: ``(N, voxels)`` MeV.
+            alpha: logit offset.
+        """
+        e = np.asarray(energies, dtype=np.float64).reshape(-1, 1)
+        v = np.asarray(showers, dtype=np.float64)
+        if e.shape[0] < 2 or v.shape[0] != e.shape[0]:
+            raise CalogenError(f"preprocessing needs at least 2 showers with matching energies, got {v.shape[0]} and {e.shape[0]}")
+        vec = layer_vector(geometry, v)
+        energy_scale = _HEADROOM * max(float((vec[:, 0:1] / e).max()), 1e-12)
+        voxel_scale = _HEADROOM * max(float((v / e).max()), 1e-12)
+        e_min, e_max = float(e.min()), float(e.max())
+        if e_max <= e_min:
+            e_max = e_min * 1.0001
+        stats = dict(
+            e_min=e_min, e_max=e_max, energy_scale=energy_scale, voxel_scale=voxel_scale,
+            layer_mean=np.zeros(vec.shape[1]), layer_std=np.ones(vec.shape[1]),
+            voxel_mean=np.zeros(v.shape[1]), voxel_std=np.ones(v.shape[1]), alpha=alpha,
+        )  # fmt: skip
+        raw = cls(**stats)  # type: ignore[arg-type]
+        te = torch.from_numpy(e)
+        y = raw.layers_forward(torch.from_numpy(vec), te).numpy()
+        x = raw.voxels_forward(torch.from_numpy(v), te).numpy()
+        stats.update(
+            layer_mean=y.mean(0), layer_std=np.maximum(y.std(0), _MIN_STD_LAYER),
+            voxel_mean=x.mean(0), voxel_std=np.maximum(x.std(0), _MIN_STD_VOXEL),
+        )  # fmt: skip
+        return cls(**stats)  # type: ignore[arg-type]
+
+    # --- transforms ---------------------------------------------------------------------------
+    @cached_property
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(np.asarray(getattr(self, k), dtype=np.float64)) for k in _ARRAYS}
+
+    def _t(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        return self._tensors[name].to(dtype=like.dtype, device=like.device)
+
+    def energy_forward(self, energies: torch.Tensor) -> torch.Tensor:
+        """Log-scaled incident energy ``(B, 1)`` from MeV ``(B, 1)``."""
+        lo, hi = math.log(self.e_min), math.log(self.e_max)
+        return (torch.log(energies) - lo) / (hi - lo)
+
+    def out_of_range(self, energies: np.ndarray) -> np.ndarray:
+        """Boolean mask of energies (MeV) outside the training range (with a 0.1% tolerance)."""
+        e = np.asarray(energies, dtype=np.float64)
+        return (e < self.e_min * 0.999) | (e > self.e_max * 1.001)
+
+    def layers_forward(self, vec: torch.Tensor, energies: torch.Tensor) -> torch.Tensor:
+        """Standardised logit layer vector ``(B, 1 + L)`` from :func:`layer_vector` output and MeV ``(B, 1)``."""
+        y = torch.cat([vec[:, :1] / (self.energy_scale * energies), vec[:, 1:]], dim=1).clamp(0, 1)
+        u = self.alpha + (1 - 2 * self.alpha) * y
+        return (_logit(u) - self._t("layer_mean", vec)) / self._t("layer_std", vec)
+
+    def layers_inverse(self, z: torch.Tensor, energies: torch.Tensor) -> torch.Tensor:
+        """Per-layer energies ``(B, L)`` in MeV from a standardised layer vector ``(B, 1 + L)``.
+
+        The fractions are clipped at zero and renormalised to sum to one.
+        """
+        u = torch.sigmoid(z * self._t("layer_std", z) + self._t("layer_mean", z))
+        y = ((u - self.alpha) / (1 - 2 * self.alpha)).clamp_min(0)
+        total = y[:, :1] * self.energy_scale * energies
+        fractions = y[:, 1:]
+        fractions = fractions / fractions.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        return total * fractions
+
+    def voxels_forward(self, showers: torch.Tensor, energies: torch.Tensor) -> torch.Tensor:
+        """Standardised logit voxels ``(B, voxels)`` from MeV showers ``(B, voxels)`` and MeV ``(B, 1)``."""
+        u = self.alpha + (1 - 2 * self.alpha) * (showers / (self.voxel_scale * energies)).clamp(0, 1)
+        return (_logit(u) - self._t("voxel_mean", showers)) / self._t("voxel_std", showers)
+
+    def voxels_inverse(self, z: torch.Tensor, energies: torch.Tensor) -> torch.Tensor:
+        """MeV showers ``(B, voxels)``, clipped at zero, from standardised logit voxels."""
+        u = torch.sigmoid(z * self._t("voxel_std", z) + self._t("voxel_mean", z))
+        return ((u - self.alpha) / (1 - 2 * self.alpha) * (self.voxel_scale * energies)).clamp_min(0)
+
+    # --- persistence --------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike[str]) -> None:
+        """Write ``preprocessing.json`` and ``preprocessing.safetensors`` into ``directory`` (atomically)."""
+        from calogen.train.checkpoint import atomic_write_json, atomic_write_tensors
+
+        directory = Path(directory)
+        scalars = {k: getattr(self, k) for k in ("e_min", "e_max", "energy_scale", "voxel_scale", "alpha")}
+        arrays = {k: torch.from_numpy(np.ascontiguousarray(getattr(self, k), dtype=np.float64)) for k in _ARRAYS}
+        atomic_write_tensors(directory / "preprocessing.safetensors", arrays)
+        atomic_write_json(directory / "preprocessing.json", scalars)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> Preprocessor:
+        """Read what :meth:`save` wrote."""
+        from safetensors.numpy import load_file
+
+        directory = Path(directory)
+        try:
+            scalars = json.loads((directory / "preprocessing.json").read_text())
+            arrays = load_file(str(directory / "preprocessing.safetensors"))
+            return cls(**{k: float(scalars[k]) for k in scalars}, **{k: arrays[k] for k in _ARRAYS})
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise CalogenError(f"{directory}: preprocessing files missing or damaged ({exc}); retrain the model") from None
+
+
+_ARRAYS = ("layer_mean", "layer_std", "voxel_mean", "voxel_std")

@@ -1,0 +1,219 @@
+"""Conditional cylindrical U-Net over ``(layer, alpha, r)`` — the shape network.
+
+Every convolution is cylindrical: 3x3x3 over (layer, alpha, r) with circular padding in alpha and zero
+padding in layer and r, and it sees two coordinate channels (r bin and layer position, in [-1, 1]) next
+to its input (as a batch-independent bias map). Residual blocks receive the embedding of (time, conditions) by scale-and-shift after the
+first convolution: ``h <- GN(h) * (1 + s) + b``. The coarse levels add linear attention (softmax over
+features for queries, over positions for keys; cost linear in the number of cells). Downsampling halves
+layer and r (never alpha), so the whole network commutes with rolls in alpha. An optional learned linear
+map compresses the layer axis of the input (e.g. 45 -> 12); the output convolution then gives four
+channels that a learned linear map expands back to all layers and a 1x1 convolution mixes into one.
+
+References: CaloDiffusion, Amram & Pedro, arXiv:2308.03876 (cylindrical convolutions, layer
+compression); Shen et al., "Efficient attention", arXiv:1812.01243 (linear attention).
+
+Example:
+    >>> from calogen.geometry import Geometry
+    >>> net = ShapeNet(Geometry.builtin("tiny"), cond_dim=7, channels=(4, 8), attention_levels=(1,))
+    >>> net(torch.zeros(2, 120), torch.zeros(2), torch.zeros(2, 7)).shape
+    torch.Size([2, 120])
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from calogen.geometry import Geometry
+from calogen.models.glam import GridMap
+from calogen.models.layers import ConditionEmbedding, group_norm
+
+__all__ = ["CylindricalConv", "ShapeNet", "UNet"]
+
+
+def _coordinates(shape: tuple[int, int, int], layer_position: tuple[float, ...] | None = None) -> torch.Tensor:
+    """Coordinate channels ``(1, 2, L, A, R)``: layer position and r bin, both in [-1, 1]."""
+    n_l, n_a, n_r = shape
+    lay = torch.tensor(layer_position) if layer_position else torch.linspace(-1, 1, n_l)
+    rad = torch.linspace(-1, 1, n_r) if n_r > 1 else torch.zeros(1)
+    return torch.stack([lay[:, None, None].expand(shape), rad[None, None, :].expand(shape)])[None].float()
+
+
+def _pooled(shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    return (math.ceil(shape[0] / 2), shape[1], math.ceil(shape[2] / 2))
+
+
+class CylindricalConv(nn.Module):
+    """3x3x3 convolution over ``(B, C, L, A, R)`` with circular alpha padding and coordinate channels.
+
+    Convolving ``[x, coords]`` equals ``conv_x(x) + conv_c(coords)``; the second term does not depend on
+    the batch, so it is computed once per call on ``(1, 2, L, A, R)`` and broadcast.
+
+    Args:
+        c_in, c_out: channels.
+        coords: ``(1, 2, L, A, R)`` coordinate channels.
+    """
+
+    def __init__(self, c_in: int, c_out: int, coords: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("coords", coords, persistent=False)
+        self.conv = nn.Conv3d(c_in, c_out, 3, padding=(1, 0, 1))
+        self.coord_conv = nn.Conv3d(coords.shape[1], c_out, 3, padding=(1, 0, 1), bias=False)
+
+    @staticmethod
+    def _pad_alpha(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x[:, :, :, -1:], x, x[:, :, :, :1]], dim=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self._pad_alpha(x)) + self.coord_conv(self._pad_alpha(self.coords.to(x.dtype)))
+
+
+class ResBlock(nn.Module):
+    """Residual block ``x + conv(SiLU(GN(conv(SiLU(GN(x)))) * (1 + s) + b))`` with ``(s, b)`` from the embedding."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, coords: torch.Tensor) -> None:
+        super().__init__()
+        self.norm1 = group_norm(c_in)
+        self.conv1 = CylindricalConv(c_in, c_out, coords)
+        self.film = nn.Linear(emb_dim, 2 * c_out)
+        self.norm2 = group_norm(c_out)
+        self.conv2 = CylindricalConv(c_out, c_out, coords)
+        self.skip = nn.Conv3d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.film(emb)[:, :, None, None, None].chunk(2, dim=1)
+        h = self.conv2(F.silu(self.norm2(h) * (1 + scale) + shift))
+        return self.skip(x) + h
+
+
+class LinearAttention(nn.Module):
+    """Residual multi-head linear attention over all cells of ``(B, C, L, A, R)``."""
+
+    def __init__(self, channels: int, heads: int = 2) -> None:
+        super().__init__()
+        self.heads = math.gcd(channels, heads)
+        self.norm = group_norm(channels)
+        self.qkv = nn.Conv3d(channels, 3 * channels, 1)
+        self.out = nn.Conv3d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c = x.shape[:2]
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3 * self.heads, c // self.heads, -1).chunk(3, dim=1)
+        q = q.softmax(dim=2) * (c // self.heads) ** -0.5
+        k = k.softmax(dim=3)
+        context = torch.einsum("bhdn,bhen->bhde", k, v)
+        h = torch.einsum("bhde,bhdn->bhen", context, q).reshape(x.shape)
+        return x + self.out(h)
+
+
+class UNet(nn.Module):
+    """The U-Net proper on ``(B, 1, L, A, R)`` grids; see the module docstring.
+
+    Args:
+        grid_shape: ``(L, A, R)``.
+        cond_dim: size of the condition vector.
+        channels: channels per level, finest first.
+        attention_levels: levels (indices into ``channels``) with linear attention; the bottleneck always has it.
+        compress_layers: if set, the layer count the levels work on.
+        emb_dim: size of the condition embedding.
+        layer_position: ``(L,)`` layer coordinates; default evenly spaced.
+    """
+
+    def __init__(
+        self,
+        grid_shape: tuple[int, int, int],
+        cond_dim: int,
+        *,
+        channels: tuple[int, ...] = (16, 32),
+        attention_levels: tuple[int, ...] = (1,),
+        compress_layers: int | None = None,
+        emb_dim: int = 64,
+        layer_position: tuple[float, ...] | None = None,
+    ) -> None:
+        super().__init__()
+        self.embed = ConditionEmbedding(cond_dim, emb_dim)
+        shape = grid_shape
+        coords = _coordinates(grid_shape, layer_position)
+        self.compress = self.expand = self.mix = None
+        out_channels = 1
+        if compress_layers is not None and compress_layers < grid_shape[0]:
+            out_channels = 4
+            self.compress = nn.Linear(grid_shape[0], compress_layers, bias=False)
+            self.expand = nn.Linear(compress_layers, grid_shape[0])
+            self.mix = nn.Conv3d(out_channels, 1, 1)
+            shape = (compress_layers, *grid_shape[1:])
+            coords = _coordinates(shape)
+        self.stem = CylindricalConv(1, channels[0], coords)
+        self.shapes: list[tuple[int, int, int]] = []
+        self.down = nn.ModuleList()
+        self.down_attn = nn.ModuleList()
+        c_prev = channels[0]
+        for level, c in enumerate(channels):
+            self.shapes.append(shape)
+            self.down.append(ResBlock(c_prev, c, emb_dim, _coordinates(shape)))
+            self.down_attn.append(LinearAttention(c) if level in attention_levels else nn.Identity())
+            c_prev = c
+            if level < len(channels) - 1:
+                shape = _pooled(shape)
+        self.mid = ResBlock(c_prev, c_prev, emb_dim, _coordinates(shape))
+        self.mid_attn = LinearAttention(c_prev)
+        self.up = nn.ModuleList()
+        for level in reversed(range(len(channels))):
+            c = channels[level]
+            self.up.append(ResBlock(c_prev + c, c, emb_dim, _coordinates(self.shapes[level])))
+            c_prev = c
+        self.out_norm = group_norm(2 * channels[0])
+        self.out = CylindricalConv(2 * channels[0], out_channels, coords)
+        zero = (self.mix.weight, self.mix.bias) if self.mix is not None else tuple(self.out.parameters())
+        for param in zero:  # the network starts as the zero map
+            nn.init.zeros_(param)
+
+    def _along_layers(self, layer: nn.Linear, h: torch.Tensor) -> torch.Tensor:
+        return layer(h.transpose(2, 4)).transpose(2, 4)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Output ``(B, 1, L, A, R)`` for input ``x (B, 1, L, A, R)``, time ``t (B,)``, condition ``(B, C)``."""
+        emb = self.embed(t, cond)
+        if self.compress is not None:
+            x = self._along_layers(self.compress, x)
+        stem = h = self.stem(x)
+        skips = []
+        for level, (block, attn) in enumerate(zip(self.down, self.down_attn, strict=True)):
+            h = attn(block(h, emb))
+            skips.append(h)
+            if level < len(self.down) - 1:
+                h = F.avg_pool3d(h, (2, 1, 2), ceil_mode=True)
+        h = self.mid_attn(self.mid(h, emb))
+        shape = self.shapes[-1]
+        for level, block in zip(reversed(range(len(self.shapes))), self.up, strict=True):
+            if self.shapes[level] != shape:
+                shape = self.shapes[level]
+                h = F.interpolate(h, size=shape, mode="nearest")
+            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+        out = self.out(F.silu(self.out_norm(torch.cat([h, stem], dim=1))))
+        if self.expand is not None and self.mix is not None:
+            out = self.mix(self._along_layers(self.expand, out))
+        return out
+
+
+class ShapeNet(nn.Module):
+    """Shape network on flat showers: GLaM (or reshape) -> :class:`UNet` -> back to the readout cells.
+
+    Args:
+        geometry: the readout.
+        cond_dim: size of the condition vector (scaled energy + layer-energy vector).
+        **unet: options of :class:`UNet`.
+    """
+
+    def __init__(self, geometry: Geometry, cond_dim: int, **unet: object) -> None:
+        super().__init__()
+        self.grid = GridMap(geometry)
+        self.unet = UNet(self.grid.grid_shape, cond_dim, layer_position=self.grid.layer_position, **unet)  # type: ignore[arg-type]
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """``(B, voxels)`` output for ``x (B, voxels)``, ``t (B,)``, ``cond (B, C)``."""
+        return self.grid.decode(self.unet(self.grid.encode(x), t, cond))

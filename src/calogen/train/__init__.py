@@ -1,0 +1,1 @@
+"""Training: presets, the data loader, the training loop and checkpoints."""

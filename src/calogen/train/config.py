@@ -1,0 +1,160 @@
+"""Training presets: typed frozen dataclasses, built in or loaded from YAML/JSON (unknown keys are errors).
+
+A preset file has two sections, each optional, overriding the defaults of :class:`ModelConfig` and
+:class:`TrainConfig`::
+
+    model: {channels: [8, 16], compress_layers: 12}
+    train: {batch_size: 64, max_steps: 4000}
+
+Example:
+    >>> Preset.resolve("tiny").train.max_steps
+    40
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from calogen.errors import CalogenError
+from calogen.models.config import ModelConfig
+
+__all__ = ["PRESETS", "Preset", "TrainConfig"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings.
+
+    Args:
+        batch_size: showers per step (over all processes).
+        lr: peak AdamW learning rate; weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up, then cosine decay to ``lr * min_lr_ratio`` at ``max_steps``.
+        max_steps: optimiser steps.
+        grad_clip: maximum global gradient norm.
+        ema_decay: decay of the exponential moving average of the weights.
+        val_fraction: share of the showers held out for validation (whole blocks).
+        val_max: largest number of validation showers used.
+        eval_every: steps between validation losses (EMA weights).
+        patience: validations without improvement before stopping early.
+        checkpoint_every: steps between checkpoints.
+        block_size: rows read from the HDF5 file at once; shuffle_blocks: blocks mixed per shuffle buffer.
+        fit_max: largest number of showers used to fit the preprocessing.
+        seed: seed of data order, split and noise.
+    """
+
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    max_steps: int = 10_000
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    val_fraction: float = 0.1
+    val_max: int = 2000
+    eval_every: int = 250
+    patience: int = 20
+    checkpoint_every: int = 250
+    block_size: int = 1024
+    shuffle_blocks: int = 8
+    fit_max: int = 50_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive = ("batch_size", "max_steps", "eval_every", "patience", "checkpoint_every", "block_size", "shuffle_blocks", "fit_max", "val_max")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise CalogenError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.val_fraction < 1:
+            raise CalogenError(f"train.val_fraction must lie in (0, 1), got {self.val_fraction}")
+        if not 0 <= self.ema_decay < 1:
+            raise CalogenError(f"train.ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if self.lr <= 0 or self.warmup_steps < 0:
+            raise CalogenError(f"train.lr must be > 0 and train.warmup_steps >= 0, got {self.lr}, {self.warmup_steps}")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model + training configuration."""
+
+    name: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @classmethod
+    def from_dict(cls, name: str, data: dict[str, Any], base: Preset | None = None) -> Preset:
+        """Build from ``{"model": {...}, "train": {...}}`` on top of ``base``; unknown keys raise."""
+        base = base or cls(name)
+        if not isinstance(data, dict):
+            raise CalogenError(f"preset {name!r} must be a mapping with 'model' and/or 'train' sections")
+        unknown = set(data) - {"model", "train"}
+        if unknown:
+            raise CalogenError(f"preset {name!r}: unknown section(s) {sorted(unknown)}; use 'model' and 'train'")
+        parts = {}
+        for section, current in (("model", base.model), ("train", base.train)):
+            values = data.get(section) or {}
+            known = {f.name for f in dataclasses.fields(current)}
+            bad = set(values) - known
+            if bad:
+                raise CalogenError(f"preset {name!r}: unknown {section} key(s) {sorted(bad)}; known: {sorted(known)}")
+            values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+            parts[section] = dataclasses.replace(current, **values)
+        return cls(name, parts["model"], parts["train"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (``model`` and ``train`` sections)."""
+        return {"model": dataclasses.asdict(self.model), "train": dataclasses.asdict(self.train)}
+
+    @classmethod
+    def resolve(cls, spec: str | os.PathLike[str]) -> Preset:
+        """A built-in preset name (see :data:`PRESETS`) or a ``.yaml``/``.yml``/``.json`` file."""
+        if str(spec) in PRESETS:
+            return PRESETS[str(spec)]
+        path = Path(spec)
+        if path.suffix.lower() not in (".yaml", ".yml", ".json"):
+            raise CalogenError(f"unknown preset {str(spec)!r}; choose one of {sorted(PRESETS)} or give a .yaml/.json file")
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise CalogenError(f"preset file {path} cannot be read ({exc.strerror})") from None
+        import yaml
+
+        try:
+            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError) as exc:
+            raise CalogenError(f"preset file {path} cannot be parsed ({exc})") from None
+        return cls.from_dict(path.stem, data or {})
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset.from_dict("tiny", {
+        "model": {"channels": (4, 8), "emb_dim": 16, "energy_width": 32, "energy_depth": 1, "nfe": 4},
+        "train": {"batch_size": 32, "lr": 3e-3, "warmup_steps": 5, "max_steps": 40, "ema_decay": 0.9,
+                  "eval_every": 10, "checkpoint_every": 10, "block_size": 64, "shuffle_blocks": 2},
+    }),
+    "cpu-small": Preset.from_dict("cpu-small", {
+        "model": {"channels": (4, 8), "compress_layers": 12, "emb_dim": 32, "energy_width": 64,
+                  "energy_depth": 2, "sampler": "midpoint", "nfe": 4},
+        "train": {"batch_size": 32, "lr": 3e-3, "warmup_steps": 100, "max_steps": 3000, "ema_decay": 0.995,
+                  "eval_every": 100, "checkpoint_every": 100, "patience": 10, "val_max": 500},
+    }),
+    "ds2-base": Preset.from_dict("ds2-base", {
+        "model": {"channels": (32, 64, 128), "attention_levels": (1, 2), "compress_layers": 23, "emb_dim": 128,
+                  "energy_width": 256, "energy_depth": 4, "sampler": "heun", "nfe": 16},
+        "train": {"batch_size": 128, "lr": 5e-4, "warmup_steps": 1000, "max_steps": 200_000, "ema_decay": 0.9995,
+                  "eval_every": 2000, "checkpoint_every": 2000},
+    }),
+    "ds3-base": Preset.from_dict("ds3-base", {
+        "model": {"channels": (32, 64, 128), "attention_levels": (2,), "compress_layers": 23, "emb_dim": 128,
+                  "energy_width": 256, "energy_depth": 4, "sampler": "heun", "nfe": 16},
+        "train": {"batch_size": 64, "lr": 5e-4, "warmup_steps": 1000, "max_steps": 300_000, "ema_decay": 0.9995,
+                  "eval_every": 2000, "checkpoint_every": 2000, "block_size": 512},
+    }),
+}  # fmt: skip
+"""Built-in presets: ``tiny`` (tests, seconds), ``cpu-small`` (DS2 on one core in about an hour),
+``ds2-base`` and ``ds3-base`` (GPU)."""

@@ -1,0 +1,303 @@
+"""The training loop: AdamW with warm-up and cosine decay, gradient clipping, EMA, early stopping,
+atomic checkpoints and exact resumption.
+
+Everything random is a pure function of the seed: initial weights (``seed``), the data order
+(:class:`~calogen.train.data.BlockLoader`) and the training noise of step ``s``
+(``derive_seed(seed, s)``), so a resumed run continues exactly as an uninterrupted one. On a CUDA
+machine the loop uses bf16 autocast; started by ``torchrun`` (``WORLD_SIZE`` > 1) it trains with
+DistributedDataParallel, each process taking every ``world``-th shower of a batch.
+
+Learning rate at step ``s``: ``lr (s + 1) / warmup`` during warm-up, then
+``lr (m + (1 - m) (1 + cos(pi p)) / 2)`` with ``p`` the fraction of the remaining steps done.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from calogen.errors import CalogenError
+from calogen.generator import derive_seed
+from calogen.geometry import Geometry
+from calogen.io import ShowerData
+from calogen.models.generator import ModelPair, save_model
+from calogen.models.preprocess import Preprocessor, layer_vector
+from calogen.train.checkpoint import latest_checkpoint, optimizer_from_flat, optimizer_to_flat, read_checkpoint, write_checkpoint
+from calogen.train.config import Preset
+from calogen.train.data import BlockLoader
+
+__all__ = ["TrainResult", "Trainer", "train"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of :func:`train`: the model directory, steps taken, best validation loss, whether it stopped early."""
+
+    directory: Path
+    steps: int
+    best_val: float
+    stopped_early: bool
+    wall_time_s: float
+
+
+@dataclass(frozen=True)
+class _Dist:
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def from_env(cls) -> _Dist:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return cls(dist.get_rank(), world)
+
+
+class Trainer:
+    """Model, EMA copy and optimiser, with one-step, validation and state functions.
+
+    Args:
+        geometry: the readout.
+        preset: model and training configuration.
+        preprocessor: fitted preprocessing.
+        device: where to train.
+        dist: process rank and count.
+    """
+
+    def __init__(self, geometry: Geometry, preset: Preset, preprocessor: Preprocessor, *, device: torch.device | None = None, dist: _Dist | None = None) -> None:
+        self.geometry, self.preset, self.pre = geometry, preset, preprocessor
+        self.device = device or torch.device("cpu")
+        self.dist = dist or _Dist()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(preset.train.seed)
+            self.raw = ModelPair(geometry, preset.model, preprocessor.layer_dim).to(self.device)
+        self.ema = copy.deepcopy(self.raw).requires_grad_(False).eval()
+        self.model: torch.nn.Module = self.raw
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(self.raw, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        cfg = preset.train
+        self.params = [p for p in self.raw.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.autocast = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of step ``step`` (see the module docstring)."""
+        cfg = self.preset.train
+        if step < cfg.warmup_steps:
+            return cfg.lr * (step + 1) / cfg.warmup_steps
+        p = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+        return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+
+    def tensors(self, data: ShowerData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Scaled energy ``(B, 1)``, standardised layer vector ``(B, 1 + L)`` and voxels ``(B, voxels)``."""
+        e = torch.from_numpy(data.energies.astype(np.float64))
+        vec = torch.from_numpy(layer_vector(self.geometry, data.showers))
+        x = torch.from_numpy(data.showers.astype(np.float64))
+        out = (self.pre.energy_forward(e), self.pre.layers_forward(vec, e), self.pre.voxels_forward(x, e))
+        return tuple(t.to(self.device, torch.float32) for t in out)  # type: ignore[return-value]
+
+    def losses(self, model: torch.nn.Module, data: ShowerData, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean energy-model and shape-model losses of ``model`` on ``data``."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            loss_e, loss_s = model(*self.tensors(data), generator)
+        return loss_e.float().mean(), loss_s.float().mean()
+
+    def _generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(self.device).manual_seed(seed)
+
+    def step(self, data: ShowerData, step: int) -> dict[str, float]:
+        """One optimiser step on ``data`` (this process's share); returns the logged figures."""
+        cfg = self.preset.train
+        if self.dist.world > 1:
+            data = ShowerData(data.energies[self.dist.rank :: self.dist.world], data.showers[self.dist.rank :: self.dist.world])
+        self.model.train()
+        gen = self._generator(derive_seed(cfg.seed, step * self.dist.world + self.dist.rank))
+        loss_e, loss_s = self.losses(self.model, data, gen)
+        loss = loss_e + loss_s
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        lr = self.lr_at(step)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.opt.step()
+        with torch.no_grad():
+            for e, r in zip(self.ema.parameters(), self.raw.parameters(), strict=True):
+                e.lerp_(r, 1 - cfg.ema_decay)
+        return {"loss": loss.item(), "loss_energy": loss_e.item(), "loss_shape": loss_s.item(), "lr": lr, "grad_norm": float(grad_norm)}
+
+    @torch.no_grad()
+    def validate(self, data: ShowerData) -> float:
+        """Mean loss of the EMA weights on ``data`` with fixed noise."""
+        gen = self._generator(derive_seed(self.preset.train.seed, -1))
+        bs, total = self.preset.train.batch_size, 0.0
+        for s in range(0, len(data), bs):
+            chunk = ShowerData(data.energies[s : s + bs], data.showers[s : s + bs])
+            loss_e, loss_s = self.losses(self.ema, chunk, gen)
+            total += float(loss_e + loss_s) * len(chunk)
+        return total / len(data)
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Flat tensors and JSON state of model, EMA and optimiser."""
+        tensors = {f"raw.{k}": v for k, v in self.raw.state_dict().items()}
+        tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        opt_tensors, opt_meta = optimizer_to_flat(self.opt)
+        tensors.update(opt_tensors)
+        return tensors, {"optimizer": opt_meta}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Inverse of :meth:`state`."""
+        for prefix, module in (("raw.", self.raw), ("ema.", self.ema)):
+            module.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+        optimizer_from_flat(self.opt, {k: v.to(self.device) for k, v in tensors.items()}, meta["optimizer"])
+
+
+def _device(dist: _Dist) -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", dist.rank)))
+    return torch.device("cpu")
+
+
+def _fit_preprocessing(loader: BlockLoader, geometry: Geometry, fit_max: int) -> Preprocessor:
+    fit = loader.read_blocks(loader.train_blocks, fit_max)
+    pre = Preprocessor.fit(geometry, fit.energies, fit.showers)
+    energies = loader.train_energies()
+    return replace(pre, e_min=float(energies.min()), e_max=float(max(energies.max(), energies.min() * 1.0001)))
+
+
+def _append_history(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+
+
+def _truncate_history(path: Path, step: int) -> None:
+    """Keep the records up to ``step``; a line cut short by a kill is dropped."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (ValueError, KeyError):
+            continue
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    os.replace(tmp, path)
+
+
+def train(
+    data: str | os.PathLike[str],
+    geometry: Geometry | str,
+    preset: Preset | str,
+    out: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    max_steps: int | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Train an energy + shape model on a shower file and write a model directory.
+
+    Args:
+        data: CaloChallenge HDF5 training file.
+        geometry: its readout (built-in name, binning XML or Geometry).
+        preset: built-in preset name, preset file or :class:`Preset`.
+        out: model directory (created; must not hold a model unless ``resume``).
+        resume: continue from the newest checkpoint in ``out`` (its stored preset is used).
+        max_steps: override ``train.max_steps``.
+        progress: show a tqdm progress bar.
+    """
+    geometry = Geometry.resolve(geometry)
+    preset = Preset.resolve(preset) if not isinstance(preset, Preset) else preset
+    out = Path(out)
+    checkpoint = latest_checkpoint(out) if resume else None
+    if resume and checkpoint is None:
+        raise CalogenError(f"{out}: no checkpoint to resume from; start without --resume")
+    if not resume and (out / "config.json").exists():
+        raise CalogenError(f"{out} already holds a model; use --resume to continue it or choose another --out")
+    tensors, meta = read_checkpoint(checkpoint) if checkpoint else ({}, {})
+    if checkpoint:
+        preset = Preset.from_dict(preset.name, meta["preset"])
+    if max_steps is not None:
+        preset = replace(preset, train=replace(preset.train, max_steps=max_steps))
+    cfg = preset.train
+    dist = _Dist.from_env()
+    device = _device(dist)
+    main = dist.rank == 0
+    loader = BlockLoader(data, geometry, batch_size=cfg.batch_size, block_size=cfg.block_size,
+                         shuffle_blocks=cfg.shuffle_blocks, val_fraction=cfg.val_fraction, seed=cfg.seed)  # fmt: skip
+    try:
+        if checkpoint:
+            pre = Preprocessor.load(out)
+        else:
+            pre = _fit_preprocessing(loader, geometry, cfg.fit_max)
+            if main:
+                out.mkdir(parents=True, exist_ok=True)
+                pre.save(out)
+        val = loader.read_blocks(loader.val_blocks, cfg.val_max)
+        trainer = Trainer(geometry, preset, pre, device=device, dist=dist)
+        start = int(meta.get("step", 0))
+        best, bad = float(meta.get("best_val", math.inf)), int(meta.get("bad_evals", 0))
+        wall = float(meta.get("wall_time_s", 0.0))
+        history = out / "history.jsonl"
+        if checkpoint:
+            trainer.load_state(tensors, meta)
+            _truncate_history(history, start)
+        extra = {"preset": preset.to_dict(), "training": {"data": str(data), "seed": cfg.seed}}
+        stopped, step = bool(meta.get("stopped_early", False)), start
+        bar = None
+        if progress and main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.max_steps, initial=start, unit="step", desc="train")
+        t0 = time.perf_counter()
+        batches = loader.batches(start)
+        while step < cfg.max_steps and not stopped:
+            record = {"step": step + 1, **trainer.step(next(batches), step)}
+            step += 1
+            if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                record["val_loss"] = trainer.validate(val)
+                if record["val_loss"] < best:
+                    best, bad = record["val_loss"], 0
+                else:
+                    bad += 1
+                    stopped = bad >= cfg.patience
+            if main:
+                _append_history(history, record)
+            if bar is not None:
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+                bar.update(1)
+            if main and (step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stopped):
+                elapsed = wall + time.perf_counter() - t0
+                state, state_meta = trainer.state()
+                run = {"step": step, "best_val": best, "bad_evals": bad, "stopped_early": stopped, "wall_time_s": elapsed}
+                write_checkpoint(out, step, state, {**state_meta, **run, "preset": preset.to_dict()})
+                training = {**extra["training"], "steps": step, "best_val": best, "stopped_early": stopped, "wall_time_s": elapsed}
+                save_model(out, geometry=geometry, config=preset.model, preprocessor=pre, raw=trainer.raw, ema=trainer.ema,
+                           extra={**extra, "training": training})  # fmt: skip
+        if bar is not None:
+            bar.close()
+        if stopped:
+            log.info("stopped early at step %d: validation loss did not improve %d times", step, cfg.patience)
+        return TrainResult(out, step, best, stopped, wall + time.perf_counter() - t0)
+    finally:
+        loader.close()

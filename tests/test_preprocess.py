@@ -1,0 +1,76 @@
+"""Preprocessing: exact round trips, saved statistics, exact layer rescaling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _model_data import toy_showers
+
+from calogen.errors import CalogenError
+from calogen.geometry import Geometry
+from calogen.models.generator import rescale_layers
+from calogen.models.preprocess import Preprocessor, layer_vector
+
+
+@pytest.fixture(scope="module")
+def data():
+    geometry = Geometry.builtin("tiny")
+    energies, showers = toy_showers(geometry, 64, seed=3)
+    return geometry, energies.astype(np.float64), showers.astype(np.float64)
+
+
+def test_voxel_round_trip(data):
+    geometry, energies, showers = data
+    pre = Preprocessor.fit(geometry, energies, showers)
+    e, v = torch.tensor(energies), torch.tensor(showers)
+    z = pre.voxels_forward(v, e)
+    assert abs(float(z.mean())) < 0.1 and 0.5 < float(z.std()) < 1.5
+    back = pre.voxels_inverse(z, e).numpy()
+    np.testing.assert_allclose(back, showers, rtol=1e-5, atol=1e-5 * energies.max())
+
+
+def test_layer_round_trip_and_energy_scaling(data):
+    geometry, energies, showers = data
+    pre = Preprocessor.fit(geometry, energies, showers)
+    vec = layer_vector(geometry, showers)
+    e = torch.tensor(energies)
+    layers = pre.layers_inverse(pre.layers_forward(torch.tensor(vec), e), e).numpy()
+    np.testing.assert_allclose(layers, geometry.layer_energies(showers), rtol=1e-5, atol=1e-9)
+    c = pre.energy_forward(e).numpy()
+    assert c.min() == pytest.approx(0.0, abs=1e-12) and c.max() == pytest.approx(1.0)
+
+
+def test_save_load_round_trip(data, tmp_path):
+    geometry, energies, showers = data
+    pre = Preprocessor.fit(geometry, energies, showers)
+    pre.save(tmp_path)
+    again = Preprocessor.load(tmp_path)
+    assert (again.e_min, again.e_max, again.voxel_scale) == (pre.e_min, pre.e_max, pre.voxel_scale)
+    np.testing.assert_array_equal(again.voxel_std, pre.voxel_std)
+    (tmp_path / "preprocessing.json").unlink()
+    with pytest.raises(CalogenError, match="retrain"):
+        Preprocessor.load(tmp_path)
+
+
+def test_out_of_range_and_bad_input(data):
+    geometry, energies, showers = data
+    pre = Preprocessor.fit(geometry, energies, showers)
+    assert pre.out_of_range(np.array([pre.e_min, pre.e_max, pre.e_min / 2, pre.e_max * 2])).tolist() == [False, False, True, True]
+    with pytest.raises(CalogenError, match="at least 2 showers"):
+        Preprocessor.fit(geometry, energies[:1], showers[:1])
+
+
+def test_rescale_layers_conserves_energy_exactly():
+    geometry = Geometry.builtin("tiny")
+    rng = np.random.default_rng(0)
+    showers = torch.tensor(rng.exponential(1.0, (4, geometry.n_voxels)))
+    showers[0, geometry.layer_slice(2)] = 0  # an empty layer stays empty
+    target = torch.tensor(rng.uniform(10, 1000, (4, geometry.n_layers)))
+    member = torch.tensor(np.eye(geometry.n_layers)[geometry.voxel_layer])
+    out = rescale_layers(showers, target, member)
+    sums = torch.tensor(geometry.layer_energies(out.numpy()))
+    expected = target.clone()
+    expected[0, 2] = 0
+    torch.testing.assert_close(sums, expected, rtol=1e-12, atol=0)
+    assert (out[showers == 0] == 0).all()
