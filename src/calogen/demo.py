@@ -62,7 +62,7 @@ def _fast_generators(geometry: Geometry, nfe: int | None) -> dict[str, Generator
 
         model = load(PRETRAINED_DIR)
         if nfe is not None:
-            model = model.with_nfe(nfe)
+            model = model.using(nfe=nfe)
         generators["model"] = model
     else:
         log.warning("no pretrained model at %s; the demo compares GFLASH only", PRETRAINED_DIR)
