@@ -51,35 +51,49 @@ def euler(denoiser: Derivative, x: torch.Tensor, schedule: Schedule, *, cond: to
     return x
 
 
+def _two_stage(
+    second: Callable[[Derivative, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor],
+    denoiser: Derivative,
+    x: torch.Tensor,
+    schedule: Schedule,
+    cond: torch.Tensor | None,
+    last_euler: bool,
+) -> torch.Tensor:
+    """The loop shared by two-stage solvers: ``second(denoiser, x, t, t_next, d, cond)`` completes a step
+    from the slope ``d`` at ``t``; with ``last_euler`` the final step is a plain Euler step."""
+    n = len(schedule) - 1
+    for i, (t, t_next) in enumerate(zip(schedule[:-1], schedule[1:], strict=True)):
+        d = denoiser(x, _times(t, x), cond)
+        if last_euler and i == n - 1:
+            x = x + (t_next - t) * d
+        else:
+            x = second(denoiser, x, t, t_next, d, cond)
+    return x
+
+
+def _heun_stage(denoiser: Derivative, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, d: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    h = t_next - t
+    d_next = denoiser(x + h * d, _times(t_next, x), cond)
+    return x + h * 0.5 * (d + d_next)
+
+
+def _midpoint_stage(denoiser: Derivative, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, d: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+    h = t_next - t
+    return x + h * denoiser(x + 0.5 * h * d, _times(t + 0.5 * h, x), cond)
+
+
 def heun(
     denoiser: Derivative, x: torch.Tensor, schedule: Schedule, *, cond: torch.Tensor | None, last_euler: bool = False
 ) -> torch.Tensor:
     """Heun's second-order method; ``last_euler`` makes the final step a plain Euler step."""
-    n = len(schedule) - 1
-    for i, (t, t_next) in enumerate(zip(schedule[:-1], schedule[1:], strict=True)):
-        h = t_next - t
-        d = denoiser(x, _times(t, x), cond)
-        if last_euler and i == n - 1:
-            x = x + h * d
-        else:
-            d_next = denoiser(x + h * d, _times(t_next, x), cond)
-            x = x + h * 0.5 * (d + d_next)
-    return x
+    return _two_stage(_heun_stage, denoiser, x, schedule, cond, last_euler)
 
 
 def midpoint(
     denoiser: Derivative, x: torch.Tensor, schedule: Schedule, *, cond: torch.Tensor | None, last_euler: bool = False
 ) -> torch.Tensor:
     """Explicit midpoint method; ``last_euler`` makes the final step a plain Euler step."""
-    n = len(schedule) - 1
-    for i, (t, t_next) in enumerate(zip(schedule[:-1], schedule[1:], strict=True)):
-        h = t_next - t
-        d = denoiser(x, _times(t, x), cond)
-        if last_euler and i == n - 1:
-            x = x + h * d
-        else:
-            x = x + h * denoiser(x + 0.5 * h * d, _times(t + 0.5 * h, x), cond)
-    return x
+    return _two_stage(_midpoint_stage, denoiser, x, schedule, cond, last_euler)
 
 
 def adams_bashforth2(denoiser: Derivative, x: torch.Tensor, schedule: Schedule, *, cond: torch.Tensor | None) -> torch.Tensor:
