@@ -13,7 +13,17 @@ from calogen.generator import Generator, derive_seed
 from calogen.geometry import Geometry
 from calogen.io import ShowerData
 from calogen.sim.calibrate import CalibrationError, calibrate_gflash, profile_agreement, radial_energies
-from calogen.sim.gflash import GflashParameterError, GflashParameters, GflashSimulation, mean_log_shape, n_spots
+from calogen.sim.gflash import (
+    STEP_X0,
+    GflashParameterError,
+    GflashParameters,
+    GflashSimulation,
+    depth_steps,
+    mean_log_shape,
+    n_spots,
+    origin,
+    radial_parameters,
+)
 from calogen.sim.readout import ReadoutTables, score_deposits
 
 DS2 = Geometry.builtin("ds2")
@@ -21,7 +31,9 @@ DS2 = Geometry.builtin("ds2")
 
 # --- parameters ------------------------------------------------------------------------------------
 def test_parameters_round_trip_json(tmp_path):
-    params = GflashParameters.default().with_(depth_offset=0.7, spot_scale=1.3, provenance="test")
+    params = GflashParameters.default().with_(
+        depth_offset=0.7, spot_scale=1.3, profile_tilt=1.2, origin_slope=0.05, radius_slope=-0.03, provenance="test"
+    )
     params.save(tmp_path / "p.json")
     assert GflashParameters.load(tmp_path / "p.json") == params
     assert GflashParameters.from_dict(json.loads((tmp_path / "p.json").read_text())) == params
@@ -35,11 +47,21 @@ def test_parameters_round_trip_json(tmp_path):
         ({"x0_mm": float("nan")}, "x0_mm must be a finite number"),
         ({"energy_scale": "1"}, "energy_scale must be a finite number, got '1'"),
         ({"e_hat": 1.5}, r"e_hat must lie in \(0, 1\]"),
+        ({"profile_tilt": 5.5}, r"profile_tilt must lie in \[-5, 5\], got 5.5"),
+        ({"radius_slope": float("inf")}, "radius_slope must be a finite number"),
     ],
 )
 def test_parameters_reject_bad_values(data, match):
     with pytest.raises(GflashParameterError, match=match):
         GflashParameters.from_dict(data)
+
+
+def test_files_without_the_newer_parameters_still_load():
+    """Files written before profile_tilt, origin_slope and radius_slope existed read as if they were 0."""
+    old = {k: v for k, v in GflashParameters.default().with_(depth_offset=0.5).to_dict().items()
+           if k not in ("profile_tilt", "origin_slope", "radius_slope")}  # fmt: skip
+    params = GflashParameters.from_dict(old)
+    assert params.depth_offset == 0.5 and params.profile_tilt == params.origin_slope == params.radius_slope == 0.0
 
 
 def test_parameter_files_errors(tmp_path):
@@ -92,7 +114,7 @@ def test_spot_energies_sum_to_the_deposited_energy():
     for energy in (1000.0, 30_000.0):
         spots = sim.spots(energy, rng)
         assert spots.e.size == n_spots(energy, sim.params)
-        assert np.all(spots.e > 0) and np.all(spots.z >= 0)
+        assert np.all(spots.e > 0) and np.all(spots.z >= -origin(energy, sim.params) * sim.params.x0_mm)  # profile start
         assert spots.e.sum() == pytest.approx(spots.deposited, rel=1e-12)
 
 
@@ -119,6 +141,26 @@ def test_longitudinal_physics():
     assert high - low == pytest.approx(math.log(10), abs=0.35)
     alpha = math.exp(float(mean_log_shape(np.array([5000.0]), base)[1][0]))
     assert mean_depth(5000.0, base.with_(depth_offset=1.0)) - low == pytest.approx(alpha / (alpha - 1), abs=0.2)
+
+
+def test_tilt_origin_and_radius_slopes():
+    """The tilt multiplies the energy profile by exp(tilt t / <t>); origin_slope moves the spots; radius_slope scales both radii."""
+    base = GflashParameters.default()
+    tilted = base.with_(profile_tilt=0.8)
+    plain, tilt = depth_steps(20_000.0, 5.0, 4.0, base), depth_steps(20_000.0, 5.0, 4.0, tilted)
+    n = min(plain.energy.size, tilt.energy.size)
+    centre = 4.0 / (3.0 / 5.0)  # alpha / beta of the untilted profile, X0
+    ratio = tilt.energy[:n] / plain.energy[:n] / np.exp(0.8 * (np.arange(n) + 0.5) * STEP_X0 / centre)
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-9)
+
+    moved = base.with_(origin_slope=0.2)
+    a, b = (GflashSimulation(DS2, params=p).spots(30_000.0, np.random.default_rng(4)) for p in (base, moved))
+    np.testing.assert_allclose(a.z - b.z, 0.2 * math.log(30.0) * base.x0_mm, rtol=1e-9)
+    np.testing.assert_array_equal(a.e, b.e)
+
+    tau = np.linspace(0.1, 3.0, 7)
+    wider = radial_parameters(tau, 50_000.0, base.with_(radius_slope=0.1))
+    np.testing.assert_allclose(wider[:2], radial_parameters(tau, 50_000.0, base)[:2] * 50.0**0.1, rtol=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -167,8 +209,15 @@ def test_calibration_recovers_known_offsets():
     energies = np.repeat([3000.0, 20_000.0], 150).reshape(-1, 1)
     reference = ShowerData(energies.astype(np.float32), GflashSimulation(DS2, params=truth).sample(energies, seed=1))
     fit = calibrate_gflash(reference, DS2, n_model=64, n_hits=40)
-    assert fit.depth_offset == pytest.approx(0.8, abs=0.2)
-    assert fit.shape_offset == pytest.approx(-0.4, abs=0.2)
+    # depth, shape, origin and tilt trade off (as R_C, R_T and p do), so check the mean depth they produce
+    depth_x0 = (np.arange(DS2.n_layers) + 0.5) * 3.4 / 4.22
+    for energy in (3000.0, 20_000.0):
+        rows = energies[:, 0] == energy
+        mean_depth = [
+            float((DS2.layer_energies(s).sum(0) * depth_x0).sum() / s.sum())
+            for s in (reference.showers[rows], GflashSimulation(DS2, params=fit).sample(np.full(600, energy), seed=9))
+        ]
+        assert mean_depth[1] == pytest.approx(mean_depth[0], abs=0.2), (energy, mean_depth)
     assert fit.energy_scale == pytest.approx(0.96, rel=0.01)
     assert fit.sampling_term == pytest.approx(0.10, rel=0.15)
     for energy in (3000.0, 20_000.0):  # spot counts, not the (correlated) scale and sampling term

@@ -4,14 +4,17 @@
 the reference's incident-energy groups (one group per distinct energy, or up to four log-energy
 quantile groups when energies are continuous):
 
-1. ``depth_offset``, ``shape_offset``, ``origin_offset`` (and the slopes in ln E of the first two when
-   the groups span more than a factor 1.6 in energy): least squares (relative deviations, layers
-   below 1% damped) between the reference mean longitudinal profile (energy fraction per layer) and
-   the model's *expected* profile: Gamma CDF differences at the layer edges for GFLASH showers drawn
-   with fixed quasi-random (Halton) normals, so the objective is smooth.
-2. ``core_radius_scale``, ``tail_radius_scale``, ``core_weight_offset``: the same for the mean radial
-   profile (energy fraction per radial bin), using the analytic radial CDF
-   ``F(r) = p r^2 / (r^2 + R_C^2) + (1 - p) r^2 / (r^2 + R_T^2)`` of every step.
+1. ``depth_offset``, ``shape_offset``, ``origin_offset``, ``profile_tilt`` (and the slopes in ln E of the
+   depth, shape and origin when the groups span more than a factor 1.6 in energy): least squares (relative
+   deviations, layers below 1% damped) between the reference mean longitudinal profile (energy fraction per
+   layer) and the model's *expected* profile: Gamma CDF differences at the layer edges for GFLASH showers
+   drawn with fixed quasi-random (Halton) normals, so the objective is smooth, times every layer's radial
+   containment (the fraction of its energy inside the last radial edge; it falls with depth as the tail
+   radius grows, and is held at the previous parameters' values during the fit).
+2. ``core_radius_scale``, ``tail_radius_scale``, ``core_weight_offset`` (and ``radius_slope`` with two or
+   more energy groups): the same for the mean radial profile (energy fraction per radial bin), using the
+   analytic radial CDF ``F(r) = p r^2 / (r^2 + R_C^2) + (1 - p) r^2 / (r^2 + R_T^2)`` of every step.
+   Stages 1 and 2 run twice, so that the longitudinal fit sees the containment of the fitted radial shape.
 3. ``energy_scale`` (and ``energy_slope``), ``sampling_term``: mean and spread of the total energy over
    the expected contained fraction.
 4. ``spot_scale`` (and ``spot_exponent`` when there are two or more energy groups): secant search per
@@ -55,8 +58,10 @@ from calogen.sim.gflash import (
     GflashSimulation,
     calibrate_radial,
     depth_steps,
+    gamma_rate,
     longitudinal_parameters,
     n_spots,
+    origin,
     published_radial,
 )
 
@@ -74,6 +79,7 @@ log = logging.getLogger(__name__)
 
 _MAX_DISCRETE = 8
 _QUANTILE_GROUPS = 4
+_ROUNDS = 2
 
 
 class CalibrationError(CalogenError):
@@ -145,7 +151,7 @@ class ProfileAgreement:
 
 
 def profile_agreement(reference: np.ndarray, generated: np.ndarray, geometry: Geometry) -> ProfileAgreement:
-    """Compare mean longitudinal and radial profiles, hit counts and totals of ``(N, voxels)`` shower sets."""
+    """Compare mean longitudinal and radial profiles, hit counts and totals of ``(N, voxels)`` and ``(M, voxels)`` shower sets."""
 
     def worst(ref: np.ndarray, gen: np.ndarray) -> float:
         keep = ref / ref.sum() > 0.01
@@ -157,7 +163,7 @@ def profile_agreement(reference: np.ndarray, generated: np.ndarray, geometry: Ge
         longitudinal=worst(ref_long, gen_long),
         radial=worst(ref_rad, gen_rad),
         hits=float(abs(hit_counts(generated, geometry).mean() / hit_counts(reference, geometry).mean() - 1.0)),
-        response=float(abs(generated.sum(dtype=np.float64) / reference.sum(dtype=np.float64) - 1.0)),
+        response=float(abs(generated.sum(axis=1, dtype=np.float64).mean() / reference.sum(axis=1, dtype=np.float64).mean() - 1.0)),
     )
 
 
@@ -210,34 +216,59 @@ class _Expectation:
         self.active = np.array([not layer.is_empty for layer in geometry.layers])
         self.edges = _radial_edges(geometry)
 
-    def longitudinal(self, group: _Group, params: GflashParameters) -> np.ndarray:
-        """Energy fraction per layer (Gamma CDF differences at the layer edges), ``(L,)``."""
+    def longitudinal(self, group: _Group, params: GflashParameters, contained: np.ndarray | None = None) -> np.ndarray:
+        """Energy fraction per layer (Gamma CDF differences at the layer edges, times ``contained``), ``(L,)``."""
         t_max, alpha = longitudinal_parameters(group.energies, group.normals, params)
-        beta = ((alpha - 1.0) / t_max)[:, None]
-        origin = params.origin_offset
-        lo = gammainc(alpha[:, None], beta * np.maximum(self.z_lo[None, :] / params.x0_mm + origin, 0.0))
-        hi = gammainc(alpha[:, None], beta * np.maximum(self.z_hi[None, :] / params.x0_mm + origin, 0.0))
-        layer = (hi - lo) * self.active * group.energies[:, None]
-        return layer.sum(axis=0) / layer.sum()
+        beta = gamma_rate(t_max, alpha, params)[:, None]
+        front = params.origin_offset + params.origin_slope * np.log(group.energies / 1000.0)[:, None]
+        lo = gammainc(alpha[:, None], beta * np.maximum(self.z_lo[None, :] / params.x0_mm + front, 0.0))
+        hi = gammainc(alpha[:, None], beta * np.maximum(self.z_hi[None, :] / params.x0_mm + front, 0.0))
+        layer = ((hi - lo) * self.active * group.energies[:, None]).sum(axis=0)
+        if contained is not None:
+            layer = layer * contained
+        return layer / layer.sum()
 
-    def radial_setup(self, group: _Group, params: GflashParameters) -> tuple[np.ndarray, np.ndarray]:
-        """Over the depth steps of all model showers: published radial values ``(3, S)`` and energy inside the readout layers ``(S,)`` MeV."""
+    def containment(self, group: _Group, params: GflashParameters) -> np.ndarray:
+        """Fraction of every layer's energy inside the last radial edge, ``(L,)`` (1 where a layer gets none).
+
+        Radial leakage grows with depth (the tail radius does), so the readout sees a steeper longitudinal
+        tail than the Gamma profile alone; the longitudinal fit multiplies its expectation by this.
+        """
+        t_max, alpha = longitudinal_parameters(group.energies, group.normals, params)
+        width = STEP_X0 * params.x0_mm
+        r2 = (self.edges[-1] / params.moliere_radius_mm) ** 2
+        inside, total = np.zeros(self.z_lo.size), np.zeros(self.z_lo.size)
+        for e, t, a in zip(group.energies, t_max, alpha, strict=True):
+            steps = depth_steps(float(e), float(t), float(a), params)
+            rc, rt, p = steps.radial
+            cdf = p * r2 / (r2 + rc**2) + (1 - p) * r2 / (r2 + rt**2)
+            lo = ((np.arange(steps.energy.size) * STEP_X0 - origin(float(e), params)) * params.x0_mm)[:, None]
+            overlap = np.clip(np.minimum(lo + width, self.z_hi) - np.maximum(lo, self.z_lo), 0.0, None) / width
+            weight = steps.energy * e
+            inside += (weight * cdf) @ overlap
+            total += weight @ overlap
+        return np.where(total > 0, inside / np.maximum(total, 1e-300), 1.0)
+
+    def radial_setup(self, group: _Group, params: GflashParameters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Over the depth steps of all model showers: published radial values ``(3, S)``, energy inside the readout
+        layers ``(S,)`` MeV and the incident energy of the step's shower ``(S,)`` MeV."""
         t_max, alpha = longitudinal_parameters(group.energies, group.normals, params)
         width = STEP_X0 * params.x0_mm
         raws, weights = [], []
         for e, t, a in zip(group.energies, t_max, alpha, strict=True):
             steps = depth_steps(float(e), float(t), float(a), params)
-            lo = ((np.arange(steps.energy.size) * STEP_X0 - params.origin_offset) * params.x0_mm)[:, None]
+            lo = ((np.arange(steps.energy.size) * STEP_X0 - origin(float(e), params)) * params.x0_mm)[:, None]
             overlap = np.clip(np.minimum(lo + width, self.z_hi) - np.maximum(lo, self.z_lo), 0.0, None)
             inside = overlap[:, self.active].sum(axis=1) / width
             raws.append(published_radial(steps.tau, float(e), params))
             weights.append(steps.energy * inside * e)
-        return np.concatenate(raws, axis=1), np.concatenate(weights)
+        energies = np.concatenate([np.full(w.size, e) for w, e in zip(weights, group.energies, strict=True)])
+        return np.concatenate(raws, axis=1), np.concatenate(weights), energies
 
-    def radial(self, setup: tuple[np.ndarray, np.ndarray], params: GflashParameters) -> tuple[np.ndarray, float]:
+    def radial(self, setup: tuple[np.ndarray, np.ndarray, np.ndarray], params: GflashParameters) -> tuple[np.ndarray, float]:
         """Energy fraction per radial bin ``(n_r,)``, and the expected contained energy (MeV, before energy_scale)."""
-        raw, weight = setup
-        rc, rt, p = calibrate_radial(raw, params)
+        raw, weight, energies = setup
+        rc, rt, p = calibrate_radial(raw, params, energies)
         r2 = (self.edges / params.moliere_radius_mm)[None, :] ** 2
         cdf = p[:, None] * r2 / (r2 + rc[:, None] ** 2) + (1 - p[:, None]) * r2 / (r2 + rt[:, None] ** 2)
         per_bin = weight @ np.diff(cdf, axis=1)
@@ -258,40 +289,54 @@ def _log_energies(groups: list[_Group]) -> np.ndarray:
 
 
 def _fit_longitudinal(groups: list[_Group], model: _Expectation, params: GflashParameters) -> GflashParameters:
-    """Depth, shape and origin offsets; depth and shape also get slopes in ln E when the groups span > 0.5 in ln E."""
+    """Depth, shape and origin offsets; depth and shape also get slopes in ln E when the groups span > 0.5 in ln E.
+
+    The expected layer profiles include the radial containment of ``params`` per layer (held fixed here).
+    """
     with_slopes = np.ptp(_log_energies(groups)) > 0.5
+    contained = [model.containment(g, params) for g in groups]
 
     def trial(x: np.ndarray) -> GflashParameters:
-        slopes = {"depth_slope": float(x[3]), "shape_slope": float(x[4])} if with_slopes else {}
-        return params.with_(depth_offset=float(x[0]), shape_offset=float(x[1]), origin_offset=float(x[2]), **slopes)
+        slopes = {"depth_slope": float(x[4]), "shape_slope": float(x[5]), "origin_slope": float(x[6])} if with_slopes else {}
+        return params.with_(depth_offset=float(x[0]), shape_offset=float(x[1]), origin_offset=float(x[2]),
+                            profile_tilt=float(np.clip(x[3], -5.0, 5.0)), **slopes)  # fmt: skip
 
     def cost(x: np.ndarray) -> float:
-        return sum(_chi2(model.longitudinal(g, trial(x)), g.longitudinal) for g in groups)
+        t = trial(x)
+        return sum(_chi2(model.longitudinal(g, t, c), g.longitudinal) for g, c in zip(groups, contained, strict=True))
 
-    x0, steps = [0.0, 0.0, 0.0], [0.5, 0.5, 0.3]
+    x0 = [params.depth_offset, params.shape_offset, params.origin_offset, params.profile_tilt]
+    steps = [0.5, 0.5, 0.3, 0.5]
     if with_slopes:
-        x0, steps = x0 + [0.0, 0.0], steps + [0.1, 0.1]
+        x0, steps = x0 + [params.depth_slope, params.shape_slope, params.origin_slope], steps + [0.1, 0.1, 0.1]
     fitted = trial(_nelder_mead(cost, x0, steps).x)
-    log.info("longitudinal fit: depth %.3f%+.3f ln(E/GeV) X0, shape %.3f%+.3f ln(E/GeV), origin %.3f X0",
-             fitted.depth_offset, fitted.depth_slope, fitted.shape_offset, fitted.shape_slope, fitted.origin_offset)  # fmt: skip
+    log.info("longitudinal fit: depth %.3f%+.3f ln(E/GeV) X0, shape %.3f%+.3f ln(E/GeV), origin %.3f%+.3f ln(E/GeV) X0, "
+             "tilt %.3f / X0", fitted.depth_offset, fitted.depth_slope, fitted.shape_offset, fitted.shape_slope,
+             fitted.origin_offset, fitted.origin_slope, fitted.profile_tilt)  # fmt: skip
     return fitted
 
 
 def _fit_radial(groups: list[_Group], model: _Expectation, params: GflashParameters) -> tuple[GflashParameters, list[float]]:
+    """Core and tail radius scales and core weight offset; the radii also get a power of E when the groups span > 0.5 in ln E."""
     setups = [model.radial_setup(g, params) for g in groups]
+    with_slope = np.ptp(_log_energies(groups)) > 0.5
 
     def trial(x: np.ndarray) -> GflashParameters:
-        return params.with_(core_radius_scale=math.exp(x[0]), tail_radius_scale=math.exp(x[1]), core_weight_offset=float(x[2]))
+        slope = {"radius_slope": float(x[3])} if with_slope else {}
+        return params.with_(core_radius_scale=math.exp(x[0]), tail_radius_scale=math.exp(x[1]), core_weight_offset=float(x[2]), **slope)
 
     def cost(x: np.ndarray) -> float:
         t = trial(x)
         return sum(_chi2(model.radial(s, t)[0], g.radial) for s, g in zip(setups, groups, strict=True))
 
     x0 = [math.log(params.core_radius_scale), math.log(params.tail_radius_scale), params.core_weight_offset]
-    res = _nelder_mead(cost, x0, [0.2, 0.2, 0.05])
+    steps = [0.2, 0.2, 0.05]
+    if with_slope:
+        x0, steps = x0 + [params.radius_slope], steps + [0.05]
+    res = _nelder_mead(cost, x0, steps)
     fitted = trial(res.x)
-    log.info("radial fit: core x%.3f, tail x%.3f, core weight %+.3f (chi2 %.3g)",
-             fitted.core_radius_scale, fitted.tail_radius_scale, fitted.core_weight_offset, res.fun)  # fmt: skip
+    log.info("radial fit: core x%.3f, tail x%.3f, radii x(E/GeV)^%.3f, core weight %+.3f (chi2 %.3g)",
+             fitted.core_radius_scale, fitted.tail_radius_scale, fitted.radius_slope, fitted.core_weight_offset, res.fun)  # fmt: skip
     contained = [model.radial(s, fitted)[1] / float(np.sum(g.energies)) for s, g in zip(setups, groups, strict=True)]
     return fitted, contained
 
@@ -363,13 +408,14 @@ def calibrate_gflash(
     if n_model < 1 or n_hits < 1:
         raise CalibrationError(f"n_model and n_hits must be >= 1, got {n_model} and {n_hits}")
     params = (start or GflashParameters.default()).with_(
-        depth_offset=0.0, depth_slope=0.0, shape_offset=0.0, shape_slope=0.0, origin_offset=0.0,
-        core_radius_scale=1.0, tail_radius_scale=1.0, core_weight_offset=0.0, energy_scale=1.0, energy_slope=0.0,
+        depth_offset=0.0, depth_slope=0.0, shape_offset=0.0, shape_slope=0.0, profile_tilt=0.0, origin_offset=0.0, origin_slope=0.0,
+        core_radius_scale=1.0, tail_radius_scale=1.0, radius_slope=0.0, core_weight_offset=0.0, energy_scale=1.0, energy_slope=0.0,
     )
     model = _Expectation(geometry)
     groups = _summarise(data, geometry, n_model, n_hits, np.random.default_rng(seed))
-    params = _fit_longitudinal(groups, model, params)
-    params, contained = _fit_radial(groups, model, params)
+    for _ in range(_ROUNDS):  # the longitudinal fit sees the radial containment of the previous round
+        params = _fit_longitudinal(groups, model, params)
+        params, contained = _fit_radial(groups, model, params)
     scale = np.array([g.response / c for g, c in zip(groups, contained, strict=True)])
     log_e = _log_energies(groups)
     slope, intercept = np.polyfit(log_e, scale, 1) if np.ptp(log_e) > 0.5 else (0.0, float(scale.mean()))
@@ -383,6 +429,7 @@ def calibrate_gflash(
     return params.with_(
         provenance=f"calibrate_gflash on {len(data)} {particle} showers from {source} (energy groups at {points} GeV, "
         f"geometry {geometry.name}), starting from the published Grindhammer-Peters coefficients; fitted depth/shape "
-        "and origin offsets to the mean longitudinal profile, radial scales to the mean radial profile, energy scale and "
+        "and origin offsets (with their ln E slopes) and the profile tilt to the mean longitudinal profile including "
+        "radial containment, radial scales (with their power of E) to the mean radial profile, energy scale and "
         "sampling term to the total energy, spot count to the mean number of hit voxels"
     )

@@ -8,17 +8,21 @@ Every shower is drawn in three steps (hep-ex/0001020, the model behind Geant4's 
    ``<T> = ln y - 0.812`` and ``<alpha> = 0.81 + (0.458 + 2.26 / Z) ln y`` (``y = E / Ec``) shifted for a
    sampling calorimeter by ``-0.55 / Fs - 0.69 (1 - e_hat)`` and ``-0.476 / Fs``; their spreads are
    ``1 / (-2.5 + 1.25 ln y)`` and ``1 / (-0.82 + 0.79 ln y)`` with correlation ``0.784 - 0.023 ln y``.
+   Calibration may tilt every profile by ``exp(profile_tilt t / <t>)``, ``<t> = alpha / beta`` its centre of
+   gravity, which leaves a Gamma density of rate ``beta (1 - profile_tilt / alpha)``.
 2. **Spots.** ``N = spot_scale * 10.3 / c * (E / GeV)^0.959`` spots (c the sampling term) are placed
    in depth from the spot profile, a Gamma density with ``T_s = T (0.813 + 0.0019 Z)`` and
    ``alpha_s = alpha (0.844 + 0.0026 Z)``, on depth steps of :data:`STEP_X0`. A spot carries its step's
    share of the energy profile over its expected spot count (an importance weight); the weights are
    normalised to the shower's deposited energy, itself Gamma-distributed with mean ``response(E) E``,
-   ``response(E) = energy_scale + energy_slope ln(E / GeV)``, and variance ``c^2 E`` (sampling fluctuations). Calibration may move the profile's origin
-   ``origin_offset`` X0 upstream of the calorimeter front.
+   ``response(E) = energy_scale + energy_slope ln(E / GeV)``, and variance ``c^2 E`` (sampling fluctuations).
+   Calibration may move the profile's origin ``origin_offset + origin_slope ln(E / GeV)`` X0 upstream of the
+   calorimeter front.
 3. **Radial.** At depth ``tau`` (t in units of T) a spot sits at radius ``r = R_M R sqrt(u / (1 - u))``,
    ``R = R_C`` with probability p and ``R_T`` otherwise, so that
    ``f(r) = p 2 r R_C^2 / (r^2 + R_C^2)^2 + (1 - p) 2 r R_T^2 / (r^2 + R_T^2)^2``; R_C, R_T and p are the
-   paper's functions of tau, E and Z with the sampling corrections in ``1 - e_hat`` and ``1 / Fs``.
+   paper's functions of tau, E and Z with the sampling corrections in ``1 - e_hat`` and ``1 / Fs``, both radii
+   scaled by calibration factors times ``(E / GeV)^radius_slope``.
 
 :meth:`GflashSimulation.simulate` scores the spots in one compiled pass from their polar coordinates,
 never forming x and y; :meth:`GflashSimulation.spots` places the same spots (same random numbers) in
@@ -68,11 +72,14 @@ __all__ = [
     "Spots",
     "check_energies",
     "depth_steps",
+    "gamma_rate",
     "calibrate_radial",
     "longitudinal_parameters",
     "mean_log_shape",
     "n_spots",
+    "origin",
     "published_radial",
+    "radius_scales",
     "radial_parameters",
     "response",
 ]
@@ -107,9 +114,15 @@ class GflashParameters:
             of shower maximum T, in X0.
         shape_offset, shape_slope: ``shape_offset + shape_slope ln(E / GeV)`` is added to the mean Gamma
             shape alpha.
-        origin_offset: depth of the calorimeter front inside the profile, in X0: the Gamma profile starts
-            this far upstream (profile depth t sits at z = (t - origin_offset) X0; spots at z < 0 are lost).
+        profile_tilt: exponential tilt of every shower's longitudinal and spot profiles: each Gamma density is
+            multiplied by ``exp(profile_tilt t / <t>)``, ``<t> = alpha / beta`` its centre of gravity, which keeps
+            it a Gamma density with rate ``beta (1 - profile_tilt / alpha)`` (see :func:`gamma_rate`); it changes
+            how the spread of (T, alpha) between showers shapes the mean profile. In [-5, 5].
+        origin_offset, origin_slope: depth of the calorimeter front inside the profile,
+            ``origin_offset + origin_slope ln(E / GeV)`` X0 (see :func:`origin`): the Gamma profile starts this far
+            upstream (profile depth t sits at z = (t - origin) X0; spots at z < 0 are lost).
         core_radius_scale, tail_radius_scale: factors on R_C and R_T.
+        radius_slope: both radii are further scaled by ``(E / GeV)^radius_slope`` (see :func:`radius_scales`).
         core_weight_offset: added to the core probability p (then clipped to [0, 1]).
         spot_scale: factor on the number of spots.
         spot_exponent: power of E/GeV in the number of spots (published 0.959).
@@ -129,9 +142,12 @@ class GflashParameters:
     depth_slope: float = 0.0
     shape_offset: float = 0.0
     shape_slope: float = 0.0
+    profile_tilt: float = 0.0
     origin_offset: float = 0.0
+    origin_slope: float = 0.0
     core_radius_scale: float = 1.0
     tail_radius_scale: float = 1.0
+    radius_slope: float = 0.0
     core_weight_offset: float = 0.0
     spot_scale: float = 1.0
     spot_exponent: float = 0.959
@@ -153,6 +169,8 @@ class GflashParameters:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise GflashParameterError(f"GFLASH parameter {name} must be > 0, got {getattr(self, name)!r}")
+        if not -5.0 <= self.profile_tilt <= 5.0:
+            raise GflashParameterError(f"GFLASH parameter profile_tilt must lie in [-5, 5], got {self.profile_tilt!r}")
         if not 0 < self.e_hat <= 1:
             raise GflashParameterError(f"e_hat must lie in (0, 1], got {self.e_hat!r}")
 
@@ -257,11 +275,26 @@ def longitudinal_parameters(
     return t_max, alpha
 
 
+def gamma_rate(t_max: Any, alpha: Any, params: GflashParameters) -> Any:
+    """Rate (1/X0) of a Gamma profile of maximum ``t_max`` (X0) and shape ``alpha`` after the tilt.
+
+    ``beta = (alpha - 1) / T (1 - profile_tilt / alpha)``, kept at or above ``(alpha - 1) / T / 4``.
+    """
+    alpha = np.asarray(alpha)
+    beta = (alpha - 1.0) / np.asarray(t_max)
+    return beta * np.maximum(1.0 - params.profile_tilt / alpha, 0.25)
+
+
 def spot_profile(t_max: np.ndarray | float, alpha: np.ndarray | float, params: GflashParameters) -> tuple[Any, Any]:
-    """Gamma shape and rate ``(alpha_s, beta_s)`` of the spot profile: ``T_s = T (0.813 + 0.0019 Z)``, ``alpha_s = alpha (0.844 + 0.0026 Z)``."""
+    """Gamma shape and rate ``(alpha_s, beta_s)`` of the spot profile: ``T_s = T (0.813 + 0.0019 Z)``, ``alpha_s = alpha (0.844 + 0.0026 Z)``, tilted as the energy profile."""
     t_s = np.maximum(np.asarray(t_max) * (0.813 + 0.0019 * params.z_eff), 0.1)
     a_s = np.maximum(np.asarray(alpha) * (0.844 + 0.0026 * params.z_eff), 1.1)
-    return a_s, (a_s - 1.0) / t_s
+    return a_s, gamma_rate(t_s, a_s, params)
+
+
+def origin(energy: float, params: GflashParameters) -> float:
+    """Depth (X0) of the calorimeter front inside the profile: ``origin_offset + origin_slope ln(E / GeV)``."""
+    return params.origin_offset + params.origin_slope * math.log(energy / _GEV)
 
 
 def response(energy: float, params: GflashParameters) -> float:
@@ -334,15 +367,28 @@ def _calibrate(raw: np.ndarray, core_scale: float, tail_scale: float, weight_off
     return out
 
 
-def calibrate_radial(raw: np.ndarray, params: GflashParameters) -> np.ndarray:
-    """Apply the radial calibration to ``(3, K)`` published values: scale R_C and R_T, shift p, clip to valid ranges."""
+def radius_scales(energy: Any, params: GflashParameters) -> tuple[Any, Any]:
+    """Factors on R_C and R_T at incident energy ``energy`` MeV: ``core_radius_scale (E / GeV)^radius_slope`` and
+    ``tail_radius_scale (E / GeV)^radius_slope``."""
+    factor = (np.asarray(energy, dtype=np.float64) / _GEV) ** params.radius_slope
+    return params.core_radius_scale * factor, params.tail_radius_scale * factor
+
+
+def calibrate_radial(raw: np.ndarray, params: GflashParameters, energy: float | np.ndarray = _GEV) -> np.ndarray:
+    """Apply the radial calibration to ``(3, K)`` published values: scale R_C and R_T, shift p, clip to valid ranges.
+
+    ``energy`` (MeV) is the incident energy, a number or one per column ``(K,)``.
+    """
     raw = np.ascontiguousarray(raw, dtype=np.float64)
-    return _calibrate(raw, params.core_radius_scale, params.tail_radius_scale, params.core_weight_offset)
+    core, tail = radius_scales(energy, params)
+    rc = np.maximum(raw[0] * core, 1e-4)
+    rt = np.maximum(raw[1] * tail, 1e-4)
+    return np.stack([rc, rt, np.clip(raw[2] + params.core_weight_offset, 0.0, 1.0)])
 
 
 def radial_parameters(tau: np.ndarray, energy: float, params: GflashParameters) -> np.ndarray:
     """Calibrated R_C, R_T (units of R_M) and core probability p at depths ``tau`` ``(K,)``: ``(3, K)``."""
-    return calibrate_radial(published_radial(tau, energy, params), params)
+    return calibrate_radial(published_radial(tau, energy, params), params, energy)
 
 
 # --- depth steps -------------------------------------------------------------------------------
@@ -401,9 +447,10 @@ def depth_steps(
     Steps extend to 10 standard deviations beyond the mean of the longer of the two Gamma profiles.
     The radial shape is taken at ``tau``, the depth in units of the shower's centre of gravity rescaled so
     that ``tau = t / T`` for a shower of mean shape: ``tau = t (beta / alpha) <alpha> / (<alpha> - 1)``,
-    with ``<alpha> = exp<ln alpha>`` at ``energy`` (computed when ``mean_alpha`` is not given).
+    with beta the (tilted) rate of :func:`gamma_rate` and ``<alpha> = exp<ln alpha>`` at ``energy`` (computed
+    when ``mean_alpha`` is not given).
     """
-    beta = (alpha - 1.0) / t_max
+    beta = float(gamma_rate(t_max, alpha, params))
     alpha_s, beta_s = (float(v) for v in spot_profile(t_max, alpha, params))
     t_end = max((alpha + 10.0 * math.sqrt(alpha)) / beta, (alpha_s + 10.0 * math.sqrt(alpha_s)) / beta_s)
     n_steps = int(math.ceil(t_end / STEP_X0))
@@ -412,7 +459,7 @@ def depth_steps(
     tau_per_x0 = beta / alpha * mean_alpha / (mean_alpha - 1.0)
     profile = _depth_profile(
         alpha, beta, alpha_s, beta_s, n_steps, STEP_X0 * tau_per_x0, radial_coefficients(energy, params),
-        params.core_radius_scale, params.tail_radius_scale, params.core_weight_offset,
+        *(float(v) for v in radius_scales(energy, params)), params.core_weight_offset,
     )  # fmt: skip
     return DepthSteps(*profile)
 
@@ -623,7 +670,7 @@ class GflashSimulation:
         n = n_spots(energy, p)
         counts, per_spot = _spot_weights(steps.energy, steps.spots, n, float(rng.random()), deposited)
         u = rng.random((3, n))
-        args = (counts, per_spot, steps.radial, u, start - p.origin_offset, p.x0_mm, p.moliere_radius_mm)
+        args = (counts, per_spot, steps.radial, u, start - origin(energy, p), p.x0_mm, p.moliere_radius_mm)
         return _Shower(deposited, start, args)
 
     def simulate(self, energies: np.ndarray | list[float], *, seed: int, first_index: int = 0) -> np.ndarray:
