@@ -66,6 +66,16 @@ def test_export_module_matches_sample_with_noise(run_dir):
                                expected[:1], rtol=1e-5, atol=1e-6)  # fmt: skip
 
 
+def test_energy_network_uses_its_own_nfe(run_dir):
+    model = load(run_dir / "run")
+    assert (model.config.energy_sampler, model.config.energy_nfe) == ("midpoint", 6)  # the tiny preset
+    calls = {"energy": 0, "shape": 0}
+    for name in calls:
+        getattr(model.pair, name).register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+    model.sample(np.array([2e3, 4e3]), seed=0, nfe=3, sampler="euler")
+    assert calls == {"energy": 6, "shape": 3}
+
+
 def test_energies_outside_training_range_warn(run_dir):
     model = load(run_dir / "run")
     with pytest.warns(UserWarning, match="1 of 2 energies lie outside the training range"):

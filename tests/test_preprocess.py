@@ -10,7 +10,7 @@ from _model_data import toy_showers
 from calogen.errors import CalogenError
 from calogen.geometry import Geometry
 from calogen.models.generator import rescale_layers
-from calogen.models.preprocess import Preprocessor, layer_vector
+from calogen.models.preprocess import Preprocessor, energy_groups, group_sums, layer_vector
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +74,33 @@ def test_rescale_layers_conserves_energy_exactly():
     expected[0, 2] = 0
     torch.testing.assert_close(sums, expected, rtol=1e-12, atol=0)
     assert (out[showers == 0] == 0).all()
+
+
+@pytest.mark.parametrize("name", ["ds2", "ds1-pions"])
+def test_ring_groups_sum_like_the_readout(name):
+    geometry = Geometry.builtin(name)
+    groups = energy_groups(geometry, "rings")
+    layers = geometry.nonempty_layers
+    assert groups.max() + 1 == sum(geometry.layers[i].n_r for i in layers)  # DS2: 45 layers x 9 radial bins = 405
+    showers = np.random.default_rng(1).exponential(1.0, (3, geometry.n_voxels))
+    rings = group_sums(showers, groups)
+    first = 0
+    for i in layers:  # each ring is one radial bin of one layer, summed over alpha
+        layer = geometry.layers[i]
+        expected = showers[:, geometry.layer_slice(i)].reshape(3, layer.n_alpha, layer.n_r).sum(axis=1)
+        np.testing.assert_allclose(rings[:, first : first + layer.n_r], expected, rtol=1e-12)
+        first += layer.n_r
+    np.testing.assert_allclose(group_sums(showers, energy_groups(geometry)), geometry.layer_energies(showers)[:, list(layers)], rtol=1e-12)
+    with pytest.raises(CalogenError, match="unknown energy grouping"):
+        energy_groups(geometry, "voxels")
+
+
+def test_ring_vector_round_trip(data):
+    geometry, energies, showers = data
+    groups = energy_groups(geometry, "rings")
+    pre = Preprocessor.fit(geometry, energies, showers, groups=groups)
+    vec = layer_vector(geometry, showers, groups)
+    assert pre.layer_dim == vec.shape[1] == 1 + groups.max() + 1
+    e = torch.tensor(energies)
+    rings = pre.layers_inverse(pre.layers_forward(torch.tensor(vec), e), e).numpy()
+    np.testing.assert_allclose(rings, group_sums(showers, groups), rtol=1e-5, atol=1e-9)

@@ -73,6 +73,27 @@ def _losses(run):
     return {r["step"]: r["loss"] for r in map(json.loads, (run / "history.jsonl").read_text().splitlines())}
 
 
+def test_energy_model_draws_its_own_reproducible_batches(data_file):
+    preset = PRESETS["tiny"]
+    assert preset.train.energy_batch_size == 64
+    loader = BlockLoader(data_file, TINY, batch_size=32, block_size=64, shuffle_blocks=2, val_fraction=0.1, seed=0)
+    energies, showers = toy_showers(TINY, 50, seed=3)
+    trainer = Trainer(TINY, preset, Preprocessor.fit(TINY, energies, showers))
+    trainer.set_energy_pool(loader)
+    assert trainer.energy_pool is not None and trainer.energy_pool[0].shape == (loader.n_train, 1)
+    first, again, other = trainer._energy_batch(5), trainer._energy_batch(5), trainer._energy_batch(6)
+    assert first is not None and other is not None and first[1].shape == (64, 6)
+    torch.testing.assert_close(first, again)
+    assert not torch.equal(first[1], other[1])
+    loader.close()
+
+
+@pytest.mark.parametrize("bad", [{"model": {"energy_nfe": 0}}, {"model": {"energy_sampler": "rk4"}}, {"train": {"energy_batch_size": 0}}])
+def test_energy_settings_are_validated(bad):
+    with pytest.raises(CalogenError, match="energy_"):
+        Preset.from_dict("bad", bad, base=PRESETS["tiny"])
+
+
 def test_checkpoint_resume_reproduces_the_next_loss(data_file, tmp_path):
     straight = train(data_file, "tiny", "tiny", tmp_path / "a", max_steps=3)
     assert straight.steps == 3
@@ -138,3 +159,16 @@ def test_resume_after_kill_9(data_file, tmp_path):
     result = train(data_file, "tiny", "tiny", run, resume=True, max_steps=step + 2)
     assert result.steps == step + 2
     assert sorted(_losses(run)) == list(range(1, step + 3))  # no step lost or logged twice
+
+
+def test_ring_energy_model_trains_and_generates(data_file, tmp_path):
+    from calogen.models import load
+
+    preset = Preset.from_dict("rings", {"model": {"energy_groups": "rings"}}, base=PRESETS["tiny"])
+    train(data_file, "tiny", preset, tmp_path / "run", max_steps=2)
+    model = load(tmp_path / "run")
+    n_rings = sum(TINY.layers[i].n_r for i in TINY.nonempty_layers)
+    assert model.preprocessor.layer_dim == 1 + n_rings
+    assert model.export_module(nfe=1).membership.shape == (TINY.n_voxels, n_rings)
+    showers = model.sample(np.array([2e3, 9e3]), seed=0, nfe=1)
+    assert showers.shape == (2, TINY.n_voxels) and np.isfinite(showers).all() and (showers >= 0).all()

@@ -44,6 +44,15 @@ def test_gradients_reach_every_parameter():
     assert missing == []
 
 
+def test_each_voxel_sees_its_own_value_through_layer_compression():
+    """Layer compression alone would mix a column's 5 layers into 3; the per-voxel head keeps each one's value."""
+    net = _net(compress_layers=3)
+    x = torch.randn(1, 120, dtype=torch.float64, requires_grad=True)
+    out = net(x, torch.rand(1, dtype=torch.float64), torch.randn(1, 7, dtype=torch.float64))
+    jacobian = torch.stack([torch.autograd.grad(out[0, i], x, retain_graph=True)[0][0] for i in range(120)])
+    assert torch.linalg.matrix_rank(jacobian).item() == 120  # a rank-limited map through 3 layers would give <= 72
+
+
 def test_energy_net_shapes_and_gradients():
     net = EnergyNet(6, 1, width=16, depth=2)
     torch.nn.init.normal_(net.out.weight, std=0.1)

@@ -22,8 +22,12 @@ class ModelConfig:
         attention_levels: U-Net levels with linear attention (the bottleneck always has it).
         compress_layers: layer count inside the U-Net (None: no compression).
         emb_dim: size of the U-Net condition embedding.
+        energy_groups: what the energy network generates besides the total: the energy fractions of
+            ``layers`` or of ``rings`` (one radial bin of one layer); voxels are rescaled to match them.
         energy_width, energy_depth: width and number of residual blocks of the energy network.
-        sampler, nfe: default sampler and number of network evaluations for generation.
+        sampler, nfe: default sampler and number of shape-network evaluations for generation.
+        energy_sampler, energy_nfe: sampler and evaluations of the energy network, which costs little
+            (None: the same as the shape network's).
     """
 
     objective: str = "flow"
@@ -32,16 +36,21 @@ class ModelConfig:
     attention_levels: tuple[int, ...] = (1,)
     compress_layers: int | None = None
     emb_dim: int = 64
+    energy_groups: str = "layers"
     energy_width: int = 128
     energy_depth: int = 3
     sampler: str = "heun"
     nfe: int = 8
+    energy_sampler: str | None = None
+    energy_nfe: int | None = None
 
     def __post_init__(self) -> None:
         from calogen.models.samplers import SAMPLERS
 
         if self.objective not in OBJECTIVES:
             raise CalogenError(f"model.objective {self.objective!r} is unknown; use one of {OBJECTIVES}")
+        if self.energy_groups not in ("layers", "rings"):
+            raise CalogenError(f"model.energy_groups {self.energy_groups!r} is unknown; use layers or rings")
         if self.time_sampling not in ("logit-normal", "uniform"):
             raise CalogenError(f"model.time_sampling {self.time_sampling!r} is unknown; use logit-normal or uniform")
         if not self.channels or any(c < 1 for c in self.channels):
@@ -50,7 +59,8 @@ class ModelConfig:
             raise CalogenError(f"model.attention_levels {self.attention_levels} must index model.channels")
         if self.compress_layers is not None and self.compress_layers < 1:
             raise CalogenError(f"model.compress_layers must be >= 1 or null, got {self.compress_layers}")
-        if self.sampler not in SAMPLERS:
-            raise CalogenError(f"model.sampler {self.sampler!r} is unknown; use one of {sorted(SAMPLERS)}")
-        if self.nfe < 1:
-            raise CalogenError(f"model.nfe must be >= 1, got {self.nfe}")
+        for key, value in (("sampler", self.sampler), ("energy_sampler", self.energy_sampler or self.sampler)):
+            if value not in SAMPLERS:
+                raise CalogenError(f"model.{key} {value!r} is unknown; use one of {sorted(SAMPLERS)}")
+        if self.nfe < 1 or (self.energy_nfe is not None and self.energy_nfe < 1):
+            raise CalogenError(f"model.nfe and model.energy_nfe must be >= 1, got {self.nfe}, {self.energy_nfe}")

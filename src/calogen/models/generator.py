@@ -2,8 +2,11 @@
 
 Generation runs in two stages: the energy model samples the standardised layer-energy vector given the
 scaled incident energy, then the shape model samples standardised voxels given both. The voxels are
-mapped back to MeV, clipped at zero, cut at the geometry's threshold and rescaled per layer so every
-layer sums exactly to its generated energy. :class:`Pipeline` is that whole computation as one
+mapped back to MeV, clipped at zero, cut at the geometry's threshold and rescaled per layer (or ring) so
+every group sums exactly to its generated energy. A group the shape model left entirely below threshold
+is first rescaled from the fourth powers of its values before the cut (which puts the energy on its
+largest voxels) and then cut, so its energy is not lost; it stays empty only if no voxel then reaches the
+threshold. :class:`Pipeline` is that whole computation as one
 ``nn.Module`` with an unrolled sampler and explicit noise inputs — the module that ONNX export traces.
 
 A model directory holds ``config.json`` (format, geometry, model and training configuration),
@@ -36,7 +39,7 @@ from calogen.models.config import ModelConfig
 from calogen.models.edm import EDM
 from calogen.models.energy import EnergyNet
 from calogen.models.flow_matching import Denoiser, FlowMatching
-from calogen.models.preprocess import Preprocessor
+from calogen.models.preprocess import Preprocessor, energy_groups
 from calogen.models.samplers import solve, steps_for_nfe
 from calogen.models.unet import ShapeNet
 
@@ -67,6 +70,7 @@ class ModelPair(nn.Module):
 
     def __init__(self, geometry: Geometry, config: ModelConfig, layer_dim: int) -> None:
         super().__init__()
+        self.config = config
         self.energy = _wrap(EnergyNet(layer_dim, 1, width=config.energy_width, depth=config.energy_depth), config)
         shape = ShapeNet(
             geometry, 1 + layer_dim, channels=config.channels, attention_levels=config.attention_levels,
@@ -75,30 +79,38 @@ class ModelPair(nn.Module):
         self.shape = _wrap(shape, config)
 
     def forward(
-        self, cond: torch.Tensor, layers: torch.Tensor, voxels: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        cond: torch.Tensor,
+        layers: torch.Tensor,
+        voxels: torch.Tensor,
+        generator: torch.Generator | None = None,
+        energy_batch: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sample losses ``(B,)`` of the energy and the shape model.
+        """Per-sample losses of the energy and the shape model.
 
         Args:
             cond: scaled incident energy ``(B, 1)``.
             layers: standardised layer vector ``(B, 1 + L)`` (the reference one: teacher forcing).
             voxels: standardised voxels ``(B, voxels)``.
             generator: source of the training noise.
+            energy_batch: ``(cond, layers)`` of a separate, usually larger batch for the energy model
+                (default: the same showers).
         """
-        loss_energy = self.energy.loss(layers, cond, generator)
+        e_cond, e_layers = energy_batch if energy_batch is not None else (cond, layers)
+        loss_energy = self.energy.loss(e_layers, e_cond, generator)
         loss_shape = self.shape.loss(voxels, torch.cat([cond, layers], dim=1), generator)
         return loss_energy, loss_shape
 
 
 def rescale_layers(showers: torch.Tensor, layer_energies: torch.Tensor, membership: torch.Tensor) -> torch.Tensor:
-    """Scale each layer of ``showers`` so it sums to ``layer_energies``.
+    """Scale each group (layer or ring) of ``showers`` so it sums to ``layer_energies``.
 
-    ``v_i <- v_i * E_l / sum_{j in l} v_j`` for voxels ``i`` of layer ``l``; a layer that is all zero stays zero.
+    ``v_i <- v_i * E_g / sum_{j in g} v_j`` for voxels ``i`` of group ``g``; a group that is all zero stays zero.
 
     Args:
         showers: ``(B, voxels)`` non-negative MeV.
-        layer_energies: ``(B, L)`` MeV.
-        membership: ``(voxels, L)`` one-hot layer membership.
+        layer_energies: ``(B, G)`` MeV.
+        membership: ``(voxels, G)`` one-hot group membership.
     """
     sums = showers @ membership
     scale = torch.where(sums > 0, layer_energies / sums.clamp_min(torch.finfo(sums.dtype).tiny), torch.zeros_like(sums))
@@ -114,33 +126,42 @@ class Pipeline(nn.Module):
     Args:
         pair: the (EMA) denoisers.
         preprocessor: fitted preprocessing.
-        geometry: the readout (layer membership and threshold).
-        sampler, nfe: the ODE solver and its number of network evaluations per model.
+        geometry: the readout (group membership and threshold).
+        sampler, nfe: the ODE solver and its number of shape-network evaluations.
+        energy_sampler, energy_nfe: the same for the energy network (default: ``sampler``, ``nfe``).
     """
 
-    def __init__(self, pair: ModelPair, preprocessor: Preprocessor, geometry: Geometry, *, sampler: str, nfe: int) -> None:
+    def __init__(
+        self, pair: ModelPair, preprocessor: Preprocessor, geometry: Geometry, *, sampler: str, nfe: int,
+        energy_sampler: str | None = None, energy_nfe: int | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.pair, self.preprocessor = pair, preprocessor
         self.sampler, self.nfe = sampler, nfe
+        self.energy_sampler, self.energy_nfe = energy_sampler or sampler, energy_nfe or nfe
         self.threshold = float(geometry.threshold)
-        steps = steps_for_nfe(sampler, nfe)[0]
-        self.energy_schedule = pair.energy.schedule(steps).tolist()
-        self.shape_schedule = pair.shape.schedule(steps).tolist()
-        layer_of = np.searchsorted(np.asarray(geometry.nonempty_layers), geometry.voxel_layer)
-        member = np.zeros((geometry.n_voxels, len(geometry.nonempty_layers)), dtype=np.float32)
-        member[np.arange(geometry.n_voxels), layer_of] = 1
+        self.energy_schedule = pair.energy.schedule(steps_for_nfe(self.energy_sampler, self.energy_nfe)[0]).tolist()
+        self.shape_schedule = pair.shape.schedule(steps_for_nfe(sampler, nfe)[0]).tolist()
+        groups = energy_groups(geometry, pair.config.energy_groups)
+        member = np.zeros((geometry.n_voxels, int(groups.max()) + 1), dtype=np.float32)
+        member[np.arange(geometry.n_voxels), groups] = 1
         self.register_buffer("membership", torch.from_numpy(member), persistent=False)
 
     def forward(self, energies: torch.Tensor, noise_energy: torch.Tensor, noise_shape: torch.Tensor) -> torch.Tensor:
         pre = self.preprocessor
         cond = pre.energy_forward(energies)
-        kw = {"sampler": self.sampler, "nfe": self.nfe}
-        layers = solve(self.pair.energy, self.pair.energy.prior(noise_energy), self.energy_schedule, cond=cond, **kw)
+        layers = solve(self.pair.energy, self.pair.energy.prior(noise_energy), self.energy_schedule, cond=cond,
+                       sampler=self.energy_sampler, nfe=self.energy_nfe)  # fmt: skip
         shape_cond = torch.cat([cond, layers], dim=1)
-        voxels = solve(self.pair.shape, self.pair.shape.prior(noise_shape), self.shape_schedule, cond=shape_cond, **kw)
-        showers = pre.voxels_inverse(voxels, energies)
+        voxels = solve(self.pair.shape, self.pair.shape.prior(noise_shape), self.shape_schedule, cond=shape_cond,
+                       sampler=self.sampler, nfe=self.nfe)  # fmt: skip
+        targets = pre.layers_inverse(layers, energies)
+        raw = pre.voxels_inverse(voxels, energies)
+        showers = torch.where(raw >= self.threshold, raw, torch.zeros_like(raw))
+        empty = ((showers @ self.membership) <= 0).to(raw.dtype) @ self.membership.T  # 1 on groups left empty
+        showers = rescale_layers(torch.where(empty > 0, raw**4, showers), targets, self.membership)
         showers = torch.where(showers >= self.threshold, showers, torch.zeros_like(showers))
-        return rescale_layers(showers, pre.layers_inverse(layers, energies), self.membership)
+        return rescale_layers(showers, targets, self.membership)
 
 
 # --- the model directory ------------------------------------------------------------------------
@@ -260,9 +281,16 @@ class FlowModel:
         return {"noise_energy": (self.preprocessor.layer_dim,), "noise_shape": (self.geometry.n_voxels,)}
 
     def export_module(self, nfe: int, sampler: str = "euler") -> Pipeline:
-        """The generator as an ``nn.Module`` ``(energies (B, 1), noise_energy, noise_shape) -> (B, voxels)``."""
+        """The generator as an ``nn.Module`` ``(energies (B, 1), noise_energy, noise_shape) -> (B, voxels)``.
+
+        ``nfe`` and ``sampler`` apply to the shape network; the energy network uses the configured
+        ``energy_nfe`` and ``energy_sampler`` if set.
+        """
         steps_for_nfe(sampler, nfe)
-        return Pipeline(self.pair, self.preprocessor, self.geometry, sampler=sampler, nfe=nfe).eval()
+        return Pipeline(
+            self.pair, self.preprocessor, self.geometry, sampler=sampler, nfe=nfe,
+            energy_sampler=self.config.energy_sampler, energy_nfe=self.config.energy_nfe,
+        ).eval()  # fmt: skip
 
     def draw_noise(self, n: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Standard-normal noise for ``n`` showers: ``(n, 1 + L)`` and ``(n, voxels)`` float32."""

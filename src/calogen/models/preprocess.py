@@ -42,7 +42,7 @@ import torch
 from calogen.errors import CalogenError
 from calogen.geometry import Geometry
 
-__all__ = ["LOGIT_ALPHA", "Preprocessor", "layer_vector"]
+__all__ = ["ENERGY_GROUPS", "LOGIT_ALPHA", "Preprocessor", "energy_groups", "group_sums", "layer_vector"]
 
 LOGIT_ALPHA = 1e-6
 """Offset ``a`` of the logit transform, keeping ``logit(0)`` finite."""
@@ -59,12 +59,45 @@ def _logit(u: torch.Tensor) -> torch.Tensor:
     return torch.log(u) - torch.log1p(-u)
 
 
-def layer_vector(geometry: Geometry, showers: np.ndarray) -> np.ndarray:
-    """Deposited energy and per-layer fractions ``(N, 1 + L)`` over the non-empty layers (float64).
+ENERGY_GROUPS = ("layers", "rings")
+"""Groupings of the voxels whose energies the energy model generates: whole layers, or rings (one
+radial bin of one layer, all alpha bins)."""
 
-    Column 0 is the total deposit in MeV; columns 1.. are ``E_l / E_dep`` (0 for an empty shower).
+
+def energy_groups(geometry: Geometry, kind: str = "layers") -> np.ndarray:
+    """Group index ``(voxels,)`` of every voxel: its layer among the non-empty ones, or its ring.
+
+    Rings are numbered layer by layer (non-empty layers in order), radial bins inside each.
     """
-    layers = geometry.layer_energies(showers)[:, list(geometry.nonempty_layers)]
+    if kind not in ENERGY_GROUPS:
+        raise CalogenError(f"unknown energy grouping {kind!r}; use one of {ENERGY_GROUPS}")
+    layers = geometry.nonempty_layers
+    if kind == "layers":
+        return np.searchsorted(np.asarray(layers), geometry.voxel_layer)
+    groups, first = np.empty(geometry.n_voxels, dtype=np.int64), 0
+    for i in layers:
+        sl, n_r = geometry.layer_slice(i), geometry.layers[i].n_r
+        groups[sl] = first + np.arange(sl.stop - sl.start) % n_r
+        first += n_r
+    return groups
+
+
+def group_sums(showers: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Energy per group ``(N, G)`` (float64) of showers ``(N, voxels)``."""
+    from scipy.sparse import csr_matrix
+
+    n_groups = int(groups.max()) + 1
+    one_hot = csr_matrix((np.ones(groups.size), (np.arange(groups.size), groups)), shape=(groups.size, n_groups))
+    return np.asarray((one_hot.T @ np.asarray(showers, dtype=np.float64).T).T)
+
+
+def layer_vector(geometry: Geometry, showers: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """Deposited energy and per-group fractions ``(N, 1 + G)`` (float64): the energy model's vector.
+
+    Column 0 is the total deposit in MeV; columns 1.. are ``E_g / E_dep`` (0 for an empty shower) for the
+    groups of :func:`energy_groups` (default: the non-empty layers).
+    """
+    layers = group_sums(showers, energy_groups(geometry) if groups is None else groups)
     total = layers.sum(axis=1, keepdims=True)
     fractions = np.divide(layers, total, out=np.zeros_like(layers), where=total > 0)
     return np.concatenate([total, fractions], axis=1)
@@ -100,7 +133,9 @@ class Preprocessor:
 
     # --- fitting ------------------------------------------------------------------------------
     @classmethod
-    def fit(cls, geometry: Geometry, energies: np.ndarray, showers: np.ndarray, *, alpha: float = LOGIT_ALPHA) -> Preprocessor:
+    def fit(
+        cls, geometry: Geometry, energies: np.ndarray, showers: np.ndarray, *, alpha: float = LOGIT_ALPHA, groups: np.ndarray | None = None
+    ) -> Preprocessor:
         """Fit on training showers.
 
         Args:
@@ -108,12 +143,13 @@ class Preprocessor:
             energies: incident energies ``(N, 1)`` or ``(N,)`` MeV.
             showers: ``(N, voxels)`` MeV.
             alpha: logit offset.
+            groups: voxel groups of the energy vector (:func:`energy_groups`; default: layers).
         """
         e = np.asarray(energies, dtype=np.float64).reshape(-1, 1)
         v = np.asarray(showers, dtype=np.float64)
         if e.shape[0] < 2 or v.shape[0] != e.shape[0]:
             raise CalogenError(f"preprocessing needs at least 2 showers with matching energies, got {v.shape[0]} and {e.shape[0]}")
-        vec = layer_vector(geometry, v)
+        vec = layer_vector(geometry, v, groups)
         energy_scale = _HEADROOM * max(float((vec[:, 0:1] / e).max()), 1e-12)
         voxel_scale = _HEADROOM * max(float((v / e).max()), 1e-12)
         e_min, e_max = float(e.min()), float(e.max())

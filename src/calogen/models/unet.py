@@ -6,8 +6,12 @@ to its input (as a batch-independent bias map). Residual blocks receive the embe
 first convolution: ``h <- GN(h) * (1 + s) + b``. The coarse levels add linear attention (softmax over
 features for queries, over positions for keys; cost linear in the number of cells). Downsampling halves
 layer and r (never alpha), so the whole network commutes with rolls in alpha. An optional learned linear
-map compresses the layer axis of the input (e.g. 45 -> 12); the output convolution then gives four
-channels that a learned linear map expands back to all layers and a 1x1 convolution mixes into one.
+map compresses the layer axis of the input (e.g. 45 -> 12) and another expands the output back to all
+layers. The output convolution gives five channels: the coefficients of a per-voxel switch
+(:func:`voxel_head`) applied to the network's own input at full resolution. Through the compression
+alone the network could not see each voxel's current value, so its velocities would be smooth across
+layers (blurred, over-populated showers at few steps); the head restores that dependence for a few
+element-wise operations per voxel (full-resolution convolutions would cost more than the whole U-Net).
 
 References: CaloDiffusion, Amram & Pedro, arXiv:2308.03876 (cylindrical convolutions, layer
 compression); Shen et al., "Efficient attention", arXiv:1812.01243 (linear attention).
@@ -31,7 +35,7 @@ from calogen.geometry import Geometry
 from calogen.models.glam import GridMap
 from calogen.models.layers import ConditionEmbedding, group_norm
 
-__all__ = ["CylindricalConv", "ShapeNet", "UNet"]
+__all__ = ["HEAD_CHANNELS", "CylindricalConv", "ShapeNet", "UNet", "voxel_head"]
 
 
 def _coordinates(shape: tuple[int, int, int], layer_position: tuple[float, ...] | None = None) -> torch.Tensor:
@@ -110,6 +114,21 @@ class LinearAttention(nn.Module):
         return x + self.out(h)
 
 
+HEAD_CHANNELS = 5
+"""Output channels of the U-Net proper: the coefficients of :func:`voxel_head`."""
+
+
+def voxel_head(coeffs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-voxel output ``c0 + c1 x + c2 tanh((1 + c3) x + c4)`` from coefficients ``(B, 5, ...)`` and input ``x (B, 1, ...)``.
+
+    A few element-wise operations at full resolution: each voxel's output depends on its own current
+    value through a smooth switch whose position, slope and height the network sets from context.
+    """
+    c0, c1, c2, c3, c4 = coeffs.unbind(dim=1)
+    x = x[:, 0]
+    return (c0 + c1 * x + c2 * torch.tanh((1 + c3) * x + c4)).unsqueeze(1)
+
+
 class UNet(nn.Module):
     """The U-Net proper on ``(B, 1, L, A, R)`` grids; see the module docstring.
 
@@ -138,13 +157,11 @@ class UNet(nn.Module):
         self.embed = ConditionEmbedding(cond_dim, emb_dim)
         shape = grid_shape
         coords = _coordinates(grid_shape, layer_position)
-        self.compress = self.expand = self.mix = None
-        out_channels = 1
+        self.compress = self.expand = None
+        out_channels = HEAD_CHANNELS
         if compress_layers is not None and compress_layers < grid_shape[0]:
-            out_channels = 4
             self.compress = nn.Linear(grid_shape[0], compress_layers, bias=False)
             self.expand = nn.Linear(compress_layers, grid_shape[0])
-            self.mix = nn.Conv3d(out_channels, 1, 1)
             shape = (compress_layers, *grid_shape[1:])
             coords = _coordinates(shape)
         self.stem = CylindricalConv(1, channels[0], coords)
@@ -168,9 +185,10 @@ class UNet(nn.Module):
             c_prev = c
         self.out_norm = group_norm(2 * channels[0])
         self.out = CylindricalConv(2 * channels[0], out_channels, coords)
-        zero = (self.mix.weight, self.mix.bias) if self.mix is not None else tuple(self.out.parameters())
-        for param in zero:  # the network starts as the zero map
+        for param in self.out.parameters():  # zero coefficients: the network starts as the zero map
             nn.init.zeros_(param)
+        if self.expand is not None:
+            nn.init.zeros_(self.expand.bias)
 
     def _along_layers(self, layer: nn.Linear, h: torch.Tensor) -> torch.Tensor:
         return layer(h.transpose(2, 4)).transpose(2, 4)
@@ -178,6 +196,7 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Output ``(B, 1, L, A, R)`` for input ``x (B, 1, L, A, R)``, time ``t (B,)``, condition ``(B, C)``."""
         emb = self.embed(t, cond)
+        x_in = x
         if self.compress is not None:
             x = self._along_layers(self.compress, x)
         stem = h = self.stem(x)
@@ -195,9 +214,9 @@ class UNet(nn.Module):
                 h = F.interpolate(h, size=shape, mode="nearest")
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
         out = self.out(F.silu(self.out_norm(torch.cat([h, stem], dim=1))))
-        if self.expand is not None and self.mix is not None:
-            out = self.mix(self._along_layers(self.expand, out))
-        return out
+        if self.expand is not None:
+            out = self._along_layers(self.expand, out)
+        return voxel_head(out, x_in)
 
 
 class ShapeNet(nn.Module):

@@ -32,6 +32,8 @@ class TrainConfig:
 
     Args:
         batch_size: showers per step (over all processes).
+        energy_batch_size: layer-energy vectors per step for the energy model, drawn from all training
+            showers (held in memory, ``1 + L`` numbers each); None: the step's showers.
         lr: peak AdamW learning rate; weight_decay: AdamW weight decay.
         warmup_steps: linear warm-up, then cosine decay to ``lr * min_lr_ratio`` at ``max_steps``.
         max_steps: optimiser steps.
@@ -48,6 +50,7 @@ class TrainConfig:
     """
 
     batch_size: int = 64
+    energy_batch_size: int | None = None
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_steps: int = 100
@@ -70,6 +73,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise CalogenError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.energy_batch_size is not None and self.energy_batch_size < 1:
+            raise CalogenError(f"train.energy_batch_size must be >= 1 or null, got {self.energy_batch_size}")
         if not 0 < self.val_fraction < 1:
             raise CalogenError(f"train.val_fraction must lie in (0, 1), got {self.val_fraction}")
         if not 0 <= self.ema_decay < 1:
@@ -133,26 +138,29 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset.from_dict("tiny", {
-        "model": {"channels": (4, 8), "emb_dim": 16, "energy_width": 32, "energy_depth": 1, "nfe": 4},
-        "train": {"batch_size": 32, "lr": 3e-3, "warmup_steps": 5, "max_steps": 40, "ema_decay": 0.9,
+        "model": {"channels": (4, 8), "emb_dim": 16, "energy_width": 32, "energy_depth": 1, "nfe": 4,
+                  "energy_sampler": "midpoint", "energy_nfe": 6},
+        "train": {"batch_size": 32, "energy_batch_size": 64, "lr": 3e-3, "warmup_steps": 5, "max_steps": 40, "ema_decay": 0.9,
                   "eval_every": 10, "checkpoint_every": 10, "block_size": 64, "shuffle_blocks": 2},
     }),
     "cpu-small": Preset.from_dict("cpu-small", {
-        "model": {"channels": (4, 8), "compress_layers": 12, "emb_dim": 32, "energy_width": 64,
-                  "energy_depth": 2, "sampler": "midpoint", "nfe": 4},
-        "train": {"batch_size": 32, "lr": 3e-3, "warmup_steps": 100, "max_steps": 3000, "ema_decay": 0.995,
-                  "eval_every": 100, "checkpoint_every": 100, "patience": 10, "val_max": 500},
+        "model": {"channels": (4, 8), "compress_layers": 9, "emb_dim": 32, "energy_width": 128,
+                  "energy_depth": 3, "sampler": "euler", "nfe": 4, "energy_sampler": "midpoint", "energy_nfe": 16},
+        "train": {"batch_size": 32, "energy_batch_size": 512, "lr": 3e-3, "warmup_steps": 100, "max_steps": 4000,
+                  "ema_decay": 0.995, "eval_every": 100, "checkpoint_every": 100, "patience": 12, "val_max": 500},
     }),
     "ds2-base": Preset.from_dict("ds2-base", {
         "model": {"channels": (32, 64, 128), "attention_levels": (1, 2), "compress_layers": 23, "emb_dim": 128,
-                  "energy_width": 256, "energy_depth": 4, "sampler": "heun", "nfe": 16},
-        "train": {"batch_size": 128, "lr": 5e-4, "warmup_steps": 1000, "max_steps": 200_000, "ema_decay": 0.9995,
+                  "energy_width": 256, "energy_depth": 4, "sampler": "heun", "nfe": 16,
+                  "energy_sampler": "heun", "energy_nfe": 32},
+        "train": {"batch_size": 128, "energy_batch_size": 2048, "lr": 5e-4, "warmup_steps": 1000, "max_steps": 200_000, "ema_decay": 0.9995,
                   "eval_every": 2000, "checkpoint_every": 2000},
     }),
     "ds3-base": Preset.from_dict("ds3-base", {
         "model": {"channels": (32, 64, 128), "attention_levels": (2,), "compress_layers": 23, "emb_dim": 128,
-                  "energy_width": 256, "energy_depth": 4, "sampler": "heun", "nfe": 16},
-        "train": {"batch_size": 64, "lr": 5e-4, "warmup_steps": 1000, "max_steps": 300_000, "ema_decay": 0.9995,
+                  "energy_width": 256, "energy_depth": 4, "sampler": "heun", "nfe": 16,
+                  "energy_sampler": "heun", "energy_nfe": 32},
+        "train": {"batch_size": 64, "energy_batch_size": 2048, "lr": 5e-4, "warmup_steps": 1000, "max_steps": 300_000, "ema_decay": 0.9995,
                   "eval_every": 2000, "checkpoint_every": 2000, "block_size": 512},
     }),
 }  # fmt: skip

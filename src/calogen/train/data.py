@@ -123,6 +123,11 @@ class BlockLoader:
         showers = np.concatenate([p.showers for p in parts])[:limit]
         return ShowerData(energies, showers)
 
+    def train_blocks_data(self) -> Iterator[ShowerData]:
+        """The training blocks one at a time, in file order."""
+        for b in self.train_blocks:
+            yield self._read_block(int(b))
+
     def train_energies(self) -> np.ndarray:
         """Incident energies of all training showers, ``(n_train, 1)`` MeV."""
         energies = self.file.read_energies()

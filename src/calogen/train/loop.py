@@ -31,7 +31,7 @@ from calogen.generator import derive_seed
 from calogen.geometry import Geometry
 from calogen.io import ShowerData
 from calogen.models.generator import ModelPair, save_model
-from calogen.models.preprocess import Preprocessor, layer_vector
+from calogen.models.preprocess import Preprocessor, energy_groups, layer_vector
 from calogen.train.checkpoint import latest_checkpoint, optimizer_from_flat, optimizer_to_flat, read_checkpoint, write_checkpoint
 from calogen.train.config import Preset
 from calogen.train.data import BlockLoader
@@ -97,6 +97,23 @@ class Trainer:
         self.params = [p for p in self.raw.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.autocast = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.groups = energy_groups(geometry, preset.model.energy_groups)
+        self.energy_pool: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def set_energy_pool(self, loader: BlockLoader) -> None:
+        """Hold the scaled energy and standardised layer vector of every training shower, from which
+        the energy model draws ``train.energy_batch_size`` rows per step."""
+        parts = [self.tensors(block)[:2] for block in loader.train_blocks_data()]
+        self.energy_pool = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+
+    def _energy_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        size = self.preset.train.energy_batch_size
+        if self.energy_pool is None or size is None:
+            return None
+        n = self.energy_pool[0].shape[0]
+        rows = np.random.default_rng([self.preset.train.seed, 2, step]).integers(0, n, size)[self.dist.rank :: self.dist.world]
+        index = torch.from_numpy(rows).to(self.device)
+        return self.energy_pool[0][index], self.energy_pool[1][index]
 
     def lr_at(self, step: int) -> float:
         """Learning rate of step ``step`` (see the module docstring)."""
@@ -109,15 +126,17 @@ class Trainer:
     def tensors(self, data: ShowerData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Scaled energy ``(B, 1)``, standardised layer vector ``(B, 1 + L)`` and voxels ``(B, voxels)``."""
         e = torch.from_numpy(data.energies.astype(np.float64))
-        vec = torch.from_numpy(layer_vector(self.geometry, data.showers))
+        vec = torch.from_numpy(layer_vector(self.geometry, data.showers, self.groups))
         x = torch.from_numpy(data.showers.astype(np.float64))
         out = (self.pre.energy_forward(e), self.pre.layers_forward(vec, e), self.pre.voxels_forward(x, e))
         return tuple(t.to(self.device, torch.float32) for t in out)  # type: ignore[return-value]
 
-    def losses(self, model: torch.nn.Module, data: ShowerData, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean energy-model and shape-model losses of ``model`` on ``data``."""
+    def losses(
+        self, model: torch.nn.Module, data: ShowerData, generator: torch.Generator, energy_batch: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean energy-model and shape-model losses of ``model`` on ``data`` (energy model: on ``energy_batch`` if given)."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            loss_e, loss_s = model(*self.tensors(data), generator)
+            loss_e, loss_s = model(*self.tensors(data), generator, energy_batch)
         return loss_e.float().mean(), loss_s.float().mean()
 
     def _generator(self, seed: int) -> torch.Generator:
@@ -130,7 +149,7 @@ class Trainer:
             data = ShowerData(data.energies[self.dist.rank :: self.dist.world], data.showers[self.dist.rank :: self.dist.world])
         self.model.train()
         gen = self._generator(derive_seed(cfg.seed, step * self.dist.world + self.dist.rank))
-        loss_e, loss_s = self.losses(self.model, data, gen)
+        loss_e, loss_s = self.losses(self.model, data, gen, self._energy_batch(step))
         loss = loss_e + loss_s
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -176,9 +195,9 @@ def _device(dist: _Dist) -> torch.device:
     return torch.device("cpu")
 
 
-def _fit_preprocessing(loader: BlockLoader, geometry: Geometry, fit_max: int) -> Preprocessor:
-    fit = loader.read_blocks(loader.train_blocks, fit_max)
-    pre = Preprocessor.fit(geometry, fit.energies, fit.showers)
+def _fit_preprocessing(loader: BlockLoader, geometry: Geometry, preset: Preset) -> Preprocessor:
+    fit = loader.read_blocks(loader.train_blocks, preset.train.fit_max)
+    pre = Preprocessor.fit(geometry, fit.energies, fit.showers, groups=energy_groups(geometry, preset.model.energy_groups))
     energies = loader.train_energies()
     return replace(pre, e_min=float(energies.min()), e_max=float(max(energies.max(), energies.min() * 1.0001)))
 
@@ -249,12 +268,14 @@ def train(
         if checkpoint:
             pre = Preprocessor.load(out)
         else:
-            pre = _fit_preprocessing(loader, geometry, cfg.fit_max)
+            pre = _fit_preprocessing(loader, geometry, preset)
             if main:
                 out.mkdir(parents=True, exist_ok=True)
                 pre.save(out)
         val = loader.read_blocks(loader.val_blocks, cfg.val_max)
         trainer = Trainer(geometry, preset, pre, device=device, dist=dist)
+        if cfg.energy_batch_size is not None:
+            trainer.set_energy_pool(loader)
         start = int(meta.get("step", 0))
         best, bad = float(meta.get("best_val", math.inf)), int(meta.get("bad_evals", 0))
         wall = float(meta.get("wall_time_s", 0.0))

@@ -1,0 +1,121 @@
+"""Quality and speed of a trained model against held-out detailed-MC showers, per number of network
+evaluations (NFE), next to calibrated GFLASH: the table of the model issue.
+
+For each NFE the model generates showers for the reference's incident energies (one thread, batch 1000,
+CPU time measured), and the evaluation suite compares them with the reference: classifier AUC on
+low-level (voxels) and high-level features, FPD, the separation power of E_total/E_inc and the mean
+separation power of the layer energies. The detailed MC is timed (CPU time) on log-uniform energies in
+1-100 GeV and 1 GeV-1 TeV, and the speed-up of every generator over it is printed for both ranges (the
+model's cost does not depend on the energy; GFLASH's does, so it is timed on the same energies).
+
+Usage:
+    NUMBA_CACHE_DIR=.cache/numba python benchmarks/bench_model_table.py --model DIR --reference TEST.h5
+        [--n 10000] [--nfe 1 2 4 8 16 32] [--sampler euler] [--mc-showers 200] [--out table.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from calogen.eval.evaluate import EvaluationSettings, evaluate
+from calogen.generator import Generator
+from calogen.io import ShowerFile, write_showers
+from calogen.models import load
+from calogen.sim.full import FullSimulation
+from calogen.sim.gflash import GflashSimulation
+
+RANGES_GEV = {"1-100 GeV": (1.0, 100.0), "1 GeV-1 TeV": (1.0, 1000.0)}
+
+
+def cpu_ms_per_shower(generator: Generator, energies: np.ndarray, *, batch_size: int | None = None) -> tuple[np.ndarray, float]:
+    """Showers and CPU milliseconds per shower of ``generator.sample`` on ``energies`` (MeV)."""
+    start = time.process_time()
+    kwargs = {"batch_size": batch_size} if batch_size else {}
+    showers = generator.sample(energies, seed=1, **kwargs)
+    return showers, (time.process_time() - start) / len(energies) * 1e3
+
+
+def log_uniform(lo_gev: float, hi_gev: float, n: int, seed: int) -> np.ndarray:
+    """``n`` energies in MeV, log-uniform in ``[lo, hi]`` GeV."""
+    return np.exp(np.random.default_rng(seed).uniform(np.log(lo_gev * 1e3), np.log(hi_gev * 1e3), n))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--reference", type=Path, required=True, help="held-out detailed-MC showers")
+    parser.add_argument("--n", type=int, default=10_000, help="showers per sample")
+    parser.add_argument("--nfe", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
+    parser.add_argument("--sampler", default="euler")
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--mc-showers", type=int, default=200, help="detailed-MC showers timed per energy range")
+    parser.add_argument("--metrics", default="hist,cls-low,cls-high,fpd")
+    parser.add_argument("--out", type=Path, help="write the table as JSON")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    model = load(args.model)
+    gflash = GflashSimulation(model.geometry)
+    with ShowerFile(args.reference, model.geometry) as f:
+        ref = f.read(0, args.n)
+    energies = ref.energies[:, 0].astype(np.float64)
+
+    mc = FullSimulation(model.geometry, "e-")
+    mc.sample(np.full(2, 1e3), seed=0)  # compile outside the timing
+    speed: dict[str, dict[str, float]] = {"mc": {}, "gflash": {}}
+    for label, (lo, hi) in RANGES_GEV.items():
+        e_range = log_uniform(lo, hi, args.mc_showers, seed=7)
+        speed["mc"][label] = cpu_ms_per_shower(mc, e_range)[1]
+        speed["gflash"][label] = cpu_ms_per_shower(gflash, log_uniform(lo, hi, 2000, seed=8))[1]
+        print(f"detailed MC {label}: {speed['mc'][label]:.1f} ms/shower; GFLASH {speed['gflash'][label]:.3f}", flush=True)
+
+    rows: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        ref_path = Path(tmp) / "reference.h5"
+        write_showers(ref_path, ref.energies, ref.showers)
+        samples = {}
+        for nfe in args.nfe:
+            showers, ms = cpu_ms_per_shower(model.using(nfe=nfe, sampler=args.sampler), energies, batch_size=args.batch)
+            samples[f"nfe{nfe}"] = Path(tmp) / f"nfe{nfe}.h5"
+            write_showers(samples[f"nfe{nfe}"], ref.energies, showers)
+            rows[f"nfe{nfe}"] = {"ms/shower": ms}
+            print(f"NFE {nfe}: {ms:.2f} ms/shower (CPU, batch {args.batch})", flush=True)
+        showers, _ = cpu_ms_per_shower(gflash, energies)
+        samples["gflash"] = Path(tmp) / "gflash.h5"
+        write_showers(samples["gflash"], ref.energies, showers)
+        rows["gflash"] = {"ms/shower": speed["gflash"]["1-100 GeV"]}
+        settings = EvaluationSettings(metrics=tuple(args.metrics.split(",")), seed=0)
+        record = evaluate(ref_path, samples, model.geometry, Path(tmp) / "eval", settings=settings, progress=True)
+
+    for sample in record["samples"]:
+        row = rows[sample["name"]]
+        groups = sample["separation_power_summary"].get("mean_by_group", {})
+        row["S E_ratio"] = groups.get("e_ratio", float("nan"))
+        row["S layer energies"] = groups.get("e_layer", float("nan"))
+        for c in sample["classifiers"]:
+            row[f"AUC {c['kind']}"] = c["auc_mean"]
+            row[f"AUC {c['kind']} std"] = c["auc_std"]
+        if "fpd" in sample["distances"]:
+            row["FPD"] = sample["distances"]["fpd"]["value"]
+        for label in RANGES_GEV:
+            cost = speed["gflash"][label] if sample["name"] == "gflash" else row["ms/shower"]
+            row[f"speed-up {label}"] = speed["mc"][label] / cost
+
+    columns = ["AUC cls-low", "AUC cls-high", "FPD", "S E_ratio", "S layer energies", "ms/shower", *(f"speed-up {r}" for r in RANGES_GEV)]
+    print("| sample | " + " | ".join(columns) + " |")
+    print("|---" * (len(columns) + 1) + "|")
+    for name, row in rows.items():
+        print(f"| {name} | " + " | ".join(f"{row.get(c, float('nan')):.4g}" for c in columns) + " |")
+    if args.out:
+        args.out.write_text(json.dumps({"speed_ms_per_shower": speed, "rows": rows, "n": args.n, "sampler": args.sampler}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
