@@ -220,13 +220,19 @@ class _Expectation:
         """Energy fraction per layer (Gamma CDF differences at the layer edges, times ``contained``), ``(L,)``."""
         t_max, alpha = longitudinal_parameters(group.energies, group.normals, params)
         beta = gamma_rate(t_max, alpha, params)[:, None]
-        front = params.origin_offset + params.origin_slope * np.log(group.energies / 1000.0)[:, None]
+        front = np.array([origin(float(e), params) for e in group.energies])[:, None]
         lo = gammainc(alpha[:, None], beta * np.maximum(self.z_lo[None, :] / params.x0_mm + front, 0.0))
         hi = gammainc(alpha[:, None], beta * np.maximum(self.z_hi[None, :] / params.x0_mm + front, 0.0))
         layer = ((hi - lo) * self.active * group.energies[:, None]).sum(axis=0)
         if contained is not None:
             layer = layer * contained
         return layer / layer.sum()
+
+    def _overlap(self, energy: float, n_steps: int, params: GflashParameters) -> np.ndarray:
+        """Fraction of each of a shower's depth steps inside each layer, ``(n_steps, L)``."""
+        width = STEP_X0 * params.x0_mm
+        lo = ((np.arange(n_steps) * STEP_X0 - origin(energy, params)) * params.x0_mm)[:, None]
+        return np.clip(np.minimum(lo + width, self.z_hi) - np.maximum(lo, self.z_lo), 0.0, None) / width
 
     def containment(self, group: _Group, params: GflashParameters) -> np.ndarray:
         """Fraction of every layer's energy inside the last radial edge, ``(L,)`` (1 where a layer gets none).
@@ -235,15 +241,13 @@ class _Expectation:
         tail than the Gamma profile alone; the longitudinal fit multiplies its expectation by this.
         """
         t_max, alpha = longitudinal_parameters(group.energies, group.normals, params)
-        width = STEP_X0 * params.x0_mm
         r2 = (self.edges[-1] / params.moliere_radius_mm) ** 2
         inside, total = np.zeros(self.z_lo.size), np.zeros(self.z_lo.size)
         for e, t, a in zip(group.energies, t_max, alpha, strict=True):
             steps = depth_steps(float(e), float(t), float(a), params)
             rc, rt, p = steps.radial
             cdf = p * r2 / (r2 + rc**2) + (1 - p) * r2 / (r2 + rt**2)
-            lo = ((np.arange(steps.energy.size) * STEP_X0 - origin(float(e), params)) * params.x0_mm)[:, None]
-            overlap = np.clip(np.minimum(lo + width, self.z_hi) - np.maximum(lo, self.z_lo), 0.0, None) / width
+            overlap = self._overlap(float(e), steps.energy.size, params)
             weight = steps.energy * e
             inside += (weight * cdf) @ overlap
             total += weight @ overlap
@@ -253,13 +257,10 @@ class _Expectation:
         """Over the depth steps of all model showers: published radial values ``(3, S)``, energy inside the readout
         layers ``(S,)`` MeV and the incident energy of the step's shower ``(S,)`` MeV."""
         t_max, alpha = longitudinal_parameters(group.energies, group.normals, params)
-        width = STEP_X0 * params.x0_mm
         raws, weights = [], []
         for e, t, a in zip(group.energies, t_max, alpha, strict=True):
             steps = depth_steps(float(e), float(t), float(a), params)
-            lo = ((np.arange(steps.energy.size) * STEP_X0 - origin(float(e), params)) * params.x0_mm)[:, None]
-            overlap = np.clip(np.minimum(lo + width, self.z_hi) - np.maximum(lo, self.z_lo), 0.0, None)
-            inside = overlap[:, self.active].sum(axis=1) / width
+            inside = self._overlap(float(e), steps.energy.size, params)[:, self.active].sum(axis=1)
             raws.append(published_radial(steps.tau, float(e), params))
             weights.append(steps.energy * inside * e)
         energies = np.concatenate([np.full(w.size, e) for w, e in zip(weights, group.energies, strict=True)])

@@ -379,11 +379,11 @@ def calibrate_radial(raw: np.ndarray, params: GflashParameters, energy: float | 
 
     ``energy`` (MeV) is the incident energy, a number or one per column ``(K,)``.
     """
-    raw = np.ascontiguousarray(raw, dtype=np.float64)
+    scaled = np.array(raw, dtype=np.float64)
     core, tail = radius_scales(energy, params)
-    rc = np.maximum(raw[0] * core, 1e-4)
-    rt = np.maximum(raw[1] * tail, 1e-4)
-    return np.stack([rc, rt, np.clip(raw[2] + params.core_weight_offset, 0.0, 1.0)])
+    scaled[0] *= core
+    scaled[1] *= tail
+    return _calibrate(scaled, 1.0, 1.0, params.core_weight_offset)
 
 
 def radial_parameters(tau: np.ndarray, energy: float, params: GflashParameters) -> np.ndarray:

@@ -103,7 +103,7 @@ class Trainer:
     def set_energy_pool(self, loader: BlockLoader) -> None:
         """Hold the scaled energy and standardised layer vector of every training shower, from which
         the energy model draws ``train.energy_batch_size`` rows per step."""
-        parts = [self.tensors(block)[:2] for block in loader.train_blocks_data()]
+        parts = [self.energy_tensors(block) for block in loader.train_blocks_data()]
         self.energy_pool = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
 
     def _energy_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -123,13 +123,18 @@ class Trainer:
         p = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
         return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
 
-    def tensors(self, data: ShowerData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Scaled energy ``(B, 1)``, standardised layer vector ``(B, 1 + L)`` and voxels ``(B, voxels)``."""
+    def energy_tensors(self, data: ShowerData) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled energy ``(B, 1)`` and standardised layer vector ``(B, 1 + L)``."""
         e = torch.from_numpy(data.energies.astype(np.float64))
         vec = torch.from_numpy(layer_vector(self.geometry, data.showers, self.groups))
-        x = torch.from_numpy(data.showers.astype(np.float64))
-        out = (self.pre.energy_forward(e), self.pre.layers_forward(vec, e), self.pre.voxels_forward(x, e))
+        out = (self.pre.energy_forward(e), self.pre.layers_forward(vec, e))
         return tuple(t.to(self.device, torch.float32) for t in out)  # type: ignore[return-value]
+
+    def tensors(self, data: ShowerData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`energy_tensors` and the standardised voxels ``(B, voxels)``."""
+        e = torch.from_numpy(data.energies.astype(np.float64))
+        x = self.pre.voxels_forward(torch.from_numpy(data.showers.astype(np.float64)), e)
+        return (*self.energy_tensors(data), x.to(self.device, torch.float32))
 
     def losses(
         self, model: torch.nn.Module, data: ShowerData, generator: torch.Generator, energy_batch: tuple[torch.Tensor, torch.Tensor] | None = None
