@@ -103,8 +103,8 @@ def make_model_dir(directory: Path) -> Path:
     rng = np.random.default_rng(0)
     energies = np.geomspace(1e3, 1e5, 64).astype(np.float32)
     showers = (rng.random((64, geometry.n_voxels)) * energies[:, None] / geometry.n_voxels).astype(np.float32)
-    preprocessor = Preprocessor.fit(geometry, energies, showers)
-    config = ModelConfig(channels=(8, 16), emb_dim=16, energy_width=32, energy_depth=1, sampler="euler", nfe=2)
+    preprocessor = Preprocessor.fit(geometry, energies, showers, radial=True)
+    config = ModelConfig(channels=(8, 16), emb_dim=16, energy_width=32, energy_depth=1, radial_width=8, radial_depth=1, sampler="euler", nfe=2)
     torch.manual_seed(0)
     pair = models.ModelPair(geometry, config, preprocessor.layer_dim)
     models.save_model(directory, geometry=geometry, config=config, preprocessor=preprocessor, raw=pair, ema=copy.deepcopy(pair))
@@ -123,7 +123,7 @@ def test_export_command_writes_a_checked_triton_repository(tmp_path: Path, capsy
     config = check_repository(folder)
     model = load(model_dir)
     assert config.max_batch_size == 32 and config.parameters["nfe"].string_value == "2"
-    assert [list(i.dims) for i in config.input] == [[1], [model.preprocessor.layer_dim], [model.geometry.n_voxels]]
+    assert [list(i.dims) for i in config.input] == [[1], [model.preprocessor.layer_dim + model.preprocessor.radial_dim], [model.geometry.n_voxels]]
     check = check_onnx(folder / "1" / "model.onnx", model.export_module(2), model.noise_shapes(), np.geomspace(2e3, 5e4, 6), seed=3)
     assert check.max_rel_diff < 1e-4
 

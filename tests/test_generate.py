@@ -50,7 +50,7 @@ def test_model_is_a_reproducible_generator(run_dir):
 def test_export_module_matches_sample_with_noise(run_dir):
     model = load(run_dir / "run")
     shapes = model.noise_shapes()
-    assert shapes == {"noise_energy": (6,), "noise_shape": (120,)}
+    assert shapes == {"noise_energy": (6 + 20,), "noise_shape": (120,)}  # layer vector + radial vector (5 layers x 4 r bins)
     energies = np.array([1.5e3, 8e3], dtype=np.float32)
     noise_e, noise_s = model.draw_noise(2, seed=9)
     expected = model.sample_with_noise(energies, noise_e, noise_s, nfe=3, sampler="heun")
@@ -107,3 +107,17 @@ def test_cli_errors_are_one_line(run_dir, tmp_path, capsys):
     assert "unknown sampler" in capsys.readouterr().err
     assert main(["train", "--data", str(run_dir / "train.h5"), "--geometry", "ds2", "--preset", "tiny", "--out", str(tmp_path / "r")]) == 2
     assert "pick the matching --geometry" in capsys.readouterr().err
+
+
+def test_model_directory_from_a_newer_version_is_a_clear_error(run_dir, tmp_path, capsys):
+    import json
+    import shutil
+
+    newer = tmp_path / "newer"
+    shutil.copytree(run_dir / "run", newer)
+    meta = json.loads((newer / "config.json").read_text())
+    meta["model"]["fancy_new_setting"] = 3
+    (newer / "config.json").write_text(json.dumps(meta))
+    assert main(["generate", str(newer), "--n", "2", "--energy", "2GeV", "-o", str(tmp_path / "x.h5")]) == 2
+    assert "unknown to this calogen" in capsys.readouterr().err
+    assert not (tmp_path / "x.h5").exists()

@@ -9,7 +9,7 @@ from _model_data import toy_showers
 
 from calogen.errors import CalogenError
 from calogen.geometry import Geometry
-from calogen.models.generator import rescale_layers
+from calogen.models.generator import cut_and_rescale, rescale_layers
 from calogen.models.preprocess import Preprocessor, energy_groups, group_sums, layer_vector
 
 
@@ -67,13 +67,25 @@ def test_rescale_layers_conserves_energy_exactly():
     showers = torch.tensor(rng.exponential(1.0, (4, geometry.n_voxels)))
     showers[0, geometry.layer_slice(2)] = 0  # an empty layer stays empty
     target = torch.tensor(rng.uniform(10, 1000, (4, geometry.n_layers)))
-    member = torch.tensor(np.eye(geometry.n_layers)[geometry.voxel_layer])
-    out = rescale_layers(showers, target, member)
+    out = rescale_layers(showers, target, torch.from_numpy(geometry.voxel_layer.astype(np.int64)))
     sums = torch.tensor(geometry.layer_energies(out.numpy()))
     expected = target.clone()
     expected[0, 2] = 0
     torch.testing.assert_close(sums, expected, rtol=1e-12, atol=0)
     assert (out[showers == 0] == 0).all()
+
+
+def test_cut_and_rescale_fills_groups_left_empty_without_overflow():
+    groups = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    raw = torch.tensor([[5.0, 0.01, 2.0, 1e-20, 3e-20, 2e-20, 0.0, 0.0, 0.0]])  # float32; threshold 0.015
+    targets = torch.tensor([[700.0, 500.0, 80.0]])
+    out = cut_and_rescale(raw, targets, groups, 0.015)
+    assert torch.isfinite(out).all()
+    sums = torch.zeros(1, 3).index_add_(1, groups, out)
+    torch.testing.assert_close(sums[:, :2], targets[:, :2], rtol=1e-6, atol=0)
+    assert out[0, 1] == 0 and out[0, 0] / out[0, 2] == pytest.approx(2.5)  # cut below threshold, then rescaled
+    assert out[0, 4] == out[0, 3:6].max() and out[0, 4] > 0.7 * 500  # the empty group's energy goes to its largest voxel
+    assert (out[0, 6:] == 0).all()  # nothing to fill from: stays empty
 
 
 @pytest.mark.parametrize("name", ["ds2", "ds1-pions"])

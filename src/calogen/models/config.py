@@ -25,9 +25,12 @@ class ModelConfig:
         energy_groups: what the energy network generates besides the total: the energy fractions of
             ``layers`` or of ``rings`` (one radial bin of one layer); voxels are rescaled to match them.
         energy_width, energy_depth: width and number of residual blocks of the energy network.
+        radial_width, radial_depth: the same for the radial network, which generates how each layer's
+            energy splits over its radial bins (voxels are then rescaled to those ring energies);
+            ``radial_width: 0`` leaves it out (needs ``energy_groups: layers``).
         sampler, nfe: default sampler and number of shape-network evaluations for generation.
-        energy_sampler, energy_nfe: sampler and evaluations of the energy network, which costs little
-            (None: the same as the shape network's).
+        energy_sampler, energy_nfe: sampler and evaluations of the energy and radial networks, which
+            cost little (None: the same as the shape network's).
     """
 
     objective: str = "flow"
@@ -39,6 +42,8 @@ class ModelConfig:
     energy_groups: str = "layers"
     energy_width: int = 128
     energy_depth: int = 3
+    radial_width: int = 0
+    radial_depth: int = 2
     sampler: str = "heun"
     nfe: int = 8
     energy_sampler: str | None = None
@@ -51,6 +56,10 @@ class ModelConfig:
             raise CalogenError(f"model.objective {self.objective!r} is unknown; use one of {OBJECTIVES}")
         if self.energy_groups not in ("layers", "rings"):
             raise CalogenError(f"model.energy_groups {self.energy_groups!r} is unknown; use layers or rings")
+        if self.radial_width < 0 or self.radial_depth < 1:
+            raise CalogenError(f"model.radial_width must be >= 0 and radial_depth >= 1, got {self.radial_width}, {self.radial_depth}")
+        if self.radial_width and self.energy_groups != "layers":
+            raise CalogenError("model.radial_width > 0 needs model.energy_groups: layers (rings already fix the radial profile)")
         if self.time_sampling not in ("logit-normal", "uniform"):
             raise CalogenError(f"model.time_sampling {self.time_sampling!r} is unknown; use logit-normal or uniform")
         if not self.channels or any(c < 1 for c in self.channels):

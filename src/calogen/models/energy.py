@@ -20,10 +20,12 @@ from torch import nn
 
 from calogen.models.layers import ConditionEmbedding
 
-__all__ = ["EnergyNet"]
+__all__ = ["EnergyNet", "ResidualBlock"]
 
 
-class _Block(nn.Module):
+class ResidualBlock(nn.Module):
+    """``h + W2 SiLU(LN(W1 SiLU(LN(h))) * (1 + s) + b)`` with ``(s, b)`` a linear function of the embedding."""
+
     def __init__(self, width: int, emb_dim: int) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(width)
@@ -33,7 +35,11 @@ class _Block(nn.Module):
         self.lin2 = nn.Linear(width, width)
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.film(emb).chunk(2, dim=1)
+        return self.modulated(h, self.film(emb))
+
+    def modulated(self, h: torch.Tensor, film: torch.Tensor) -> torch.Tensor:
+        """The block with its scale-and-shift ``film (B, 2 * width)`` already computed."""
+        scale, shift = film.chunk(2, dim=1)
         z = self.lin1(F.silu(self.norm1(h)))
         return h + self.lin2(F.silu(self.norm2(z) * (1 + scale) + shift))
 
@@ -52,7 +58,7 @@ class EnergyNet(nn.Module):
         super().__init__()
         self.embed = ConditionEmbedding(cond_dim, width)
         self.inp = nn.Linear(dim, width)
-        self.blocks = nn.ModuleList(_Block(width, width) for _ in range(depth))
+        self.blocks = nn.ModuleList(ResidualBlock(width, width) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, dim)
         nn.init.zeros_(self.out.weight)

@@ -6,7 +6,10 @@ Three transforms, each fitted on training data and saved beside the model:
   training range;
 * layer-energy vector ``y = (E_dep / (k_e E), f_1, ..., f_L)`` with ``f_l = E_l / E_dep`` over the
   non-empty layers: ``z = (logit(a + (1 - 2a) y) - mu) / sigma`` per component;
-* voxels ``v``: ``z = (logit(a + (1 - 2a) v / (k_v E)) - mu_i) / sigma_i`` per voxel.
+* voxels ``v``: ``z = (logit(a + (1 - 2a) v / (k_v E)) - mu_i) / sigma_i`` per voxel;
+* optionally the radial vector (the radial model's data): ``q_lr = E_lr / E_l``, the fraction of layer
+  ``l``'s energy in its radial bin ``r``, on a ``(L, R_max)`` grid of slots (:func:`radial_slots`):
+  ``z = (logit(a + (1 - 2a) q) - mu_lr) / sigma_lr``, set to 0 for empty layers and unused slots.
 
 ``a`` is a small logit offset (1e-6), ``k_e`` and ``k_v`` are multiples of the incident energy chosen
 so every training value lies below 1 (larger values, possible only outside the training set, are clipped
@@ -32,7 +35,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -42,7 +45,7 @@ import torch
 from calogen.errors import CalogenError
 from calogen.geometry import Geometry
 
-__all__ = ["ENERGY_GROUPS", "LOGIT_ALPHA", "Preprocessor", "energy_groups", "group_sums", "layer_vector"]
+__all__ = ["ENERGY_GROUPS", "LOGIT_ALPHA", "Preprocessor", "energy_groups", "group_sums", "layer_vector", "radial_slots", "radial_used", "radial_vector"]
 
 LOGIT_ALPHA = 1e-6
 """Offset ``a`` of the logit transform, keeping ``logit(0)`` finite."""
@@ -103,6 +106,41 @@ def layer_vector(geometry: Geometry, showers: np.ndarray, groups: np.ndarray | N
     return np.concatenate([total, fractions], axis=1)
 
 
+def radial_slots(geometry: Geometry) -> tuple[np.ndarray, int]:
+    """Slot ``l * R_max + r`` of every ring (in :func:`energy_groups` ``rings`` order) and ``R_max``.
+
+    ``l`` counts the non-empty layers and ``R_max`` is their largest number of radial bins; slots of
+    layers with fewer bins stay unused.
+    """
+    layers = geometry.nonempty_layers
+    n_r = max(geometry.layers[i].n_r for i in layers)
+    slots = [k * n_r + r for k, i in enumerate(layers) for r in range(geometry.layers[i].n_r)]
+    return np.asarray(slots, dtype=np.int64), n_r
+
+
+def radial_used(geometry: Geometry) -> np.ndarray:
+    """Boolean mask ``(L * R_max,)`` of the slots that belong to a ring."""
+    slots, n_r = radial_slots(geometry)
+    used = np.zeros(len(geometry.nonempty_layers) * n_r, dtype=bool)
+    used[slots] = True
+    return used
+
+
+def radial_vector(geometry: Geometry, showers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Radial fractions ``(N, L * R_max)`` (float64; 0 in unused slots and empty layers) and the
+    non-empty mask ``(N, L * R_max)`` of the slots that carry data."""
+    slots, n_r = radial_slots(geometry)
+    rings = group_sums(showers, energy_groups(geometry, "rings"))
+    n_layers = len(geometry.nonempty_layers)
+    grid = np.zeros((rings.shape[0], n_layers * n_r))
+    grid[:, slots] = rings
+    grid = grid.reshape(-1, n_layers, n_r)
+    layer = grid.sum(axis=2, keepdims=True)
+    fractions = np.divide(grid, layer, out=np.zeros_like(grid), where=layer > 0).reshape(rings.shape[0], -1)
+    mask = np.repeat(layer[:, :, 0] > 0, n_r, axis=1) & radial_used(geometry)
+    return fractions, mask
+
+
 @dataclass(frozen=True)
 class Preprocessor:
     """Fitted preprocessing statistics; see the module docstring for the formulas.
@@ -114,6 +152,8 @@ class Preprocessor:
         layer_mean, layer_std: ``(1 + L,)`` standardisation of the logit layer vector.
         voxel_mean, voxel_std: ``(voxels,)`` standardisation of the logit voxels.
         alpha: logit offset.
+        radial_mean, radial_std: ``(L * R_max,)`` standardisation of the logit radial vector (size 0:
+            no radial model).
     """
 
     e_min: float
@@ -125,17 +165,25 @@ class Preprocessor:
     voxel_mean: np.ndarray
     voxel_std: np.ndarray
     alpha: float = LOGIT_ALPHA
+    radial_mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    radial_std: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def layer_dim(self) -> int:
         """Dimension ``1 + L`` of the layer-energy vector."""
         return int(self.layer_mean.size)
 
+    @property
+    def radial_dim(self) -> int:
+        """Dimension ``L * R_max`` of the radial vector (0 without a radial model)."""
+        return int(self.radial_mean.size)
+
     # --- fitting ------------------------------------------------------------------------------
     @classmethod
     def fit(
-        cls, geometry: Geometry, energies: np.ndarray, showers: np.ndarray, *, alpha: float = LOGIT_ALPHA, groups: np.ndarray | None = None
-    ) -> Preprocessor:
+        cls, geometry: Geometry, energies: np.ndarray, showers: np.ndarray, *, alpha: float = LOGIT_ALPHA,
+        groups: np.ndarray | None = None, radial: bool = False,
+    ) -> Preprocessor:  # fmt: skip
         """Fit on training showers.
 
         Args:
@@ -144,6 +192,7 @@ class Preprocessor:
             showers: ``(N, voxels)`` MeV.
             alpha: logit offset.
             groups: voxel groups of the energy vector (:func:`energy_groups`; default: layers).
+            radial: also fit the radial vector (:func:`radial_vector`).
         """
         e = np.asarray(energies, dtype=np.float64).reshape(-1, 1)
         v = np.asarray(showers, dtype=np.float64)
@@ -168,6 +217,13 @@ class Preprocessor:
             layer_mean=y.mean(0), layer_std=np.maximum(y.std(0), _MIN_STD_LAYER),
             voxel_mean=x.mean(0), voxel_std=np.maximum(x.std(0), _MIN_STD_VOXEL),
         )  # fmt: skip
+        if radial:
+            fractions, mask = radial_vector(geometry, v)
+            q = _logit(alpha + (1 - 2 * alpha) * torch.from_numpy(fractions)).numpy()
+            count = np.maximum(mask.sum(0), 1)
+            mean = np.where(mask, q, 0).sum(0) / count
+            std = np.sqrt(np.where(mask, (q - mean) ** 2, 0).sum(0) / count)
+            stats.update(radial_mean=mean, radial_std=np.maximum(std, _MIN_STD_LAYER))
         return cls(**stats)  # type: ignore[arg-type]
 
     # --- transforms ---------------------------------------------------------------------------
@@ -206,6 +262,21 @@ class Preprocessor:
         fractions = fractions / fractions.sum(dim=1, keepdim=True).clamp_min(1e-12)
         return total * fractions
 
+    def radial_forward(self, fractions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Standardised logit radial vector ``(B, L * R_max)`` from :func:`radial_vector` output (0 where ``mask`` is false)."""
+        u = self.alpha + (1 - 2 * self.alpha) * fractions.clamp(0, 1)
+        z = (_logit(u) - self._t("radial_mean", fractions)) / self._t("radial_std", fractions)
+        return torch.where(mask, z, torch.zeros_like(z))
+
+    def radial_inverse(self, z: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
+        """Radial fractions ``(B, L, R_max)`` from a standardised radial vector; zero in slots that are not
+        ``used (L * R_max,)``, clipped at zero and renormalised to sum 1 in every layer."""
+        u = torch.sigmoid(z * self._t("radial_std", z) + self._t("radial_mean", z))
+        q = ((u - self.alpha) / (1 - 2 * self.alpha)).clamp_min(0) * used.to(z.dtype)
+        n_layers = self.layer_dim - 1
+        q = q.reshape(q.shape[0], n_layers, -1)
+        return q / q.sum(dim=2, keepdim=True).clamp_min(1e-12)
+
     def voxels_forward(self, showers: torch.Tensor, energies: torch.Tensor) -> torch.Tensor:
         """Standardised logit voxels ``(B, voxels)`` from MeV showers ``(B, voxels)`` and MeV ``(B, 1)``."""
         u = self.alpha + (1 - 2 * self.alpha) * (showers / (self.voxel_scale * energies)).clamp(0, 1)
@@ -236,9 +307,12 @@ class Preprocessor:
         try:
             scalars = json.loads((directory / "preprocessing.json").read_text())
             arrays = load_file(str(directory / "preprocessing.safetensors"))
-            return cls(**{k: float(scalars[k]) for k in scalars}, **{k: arrays[k] for k in _ARRAYS})
+            optional = {k: arrays[k] for k in _OPTIONAL_ARRAYS if k in arrays}
+            return cls(**{k: float(scalars[k]) for k in scalars}, **{k: arrays[k] for k in _REQUIRED_ARRAYS}, **optional)
         except (OSError, KeyError, TypeError, ValueError) as exc:
             raise CalogenError(f"{directory}: preprocessing files missing or damaged ({exc}); retrain the model") from None
 
 
-_ARRAYS = ("layer_mean", "layer_std", "voxel_mean", "voxel_std")
+_REQUIRED_ARRAYS = ("layer_mean", "layer_std", "voxel_mean", "voxel_std")
+_OPTIONAL_ARRAYS = ("radial_mean", "radial_std")
+_ARRAYS = _REQUIRED_ARRAYS + _OPTIONAL_ARRAYS

@@ -138,27 +138,27 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset.from_dict("tiny", {
-        "model": {"channels": (4, 8), "emb_dim": 16, "energy_width": 32, "energy_depth": 1, "nfe": 4,
+        "model": {"channels": (4, 8), "emb_dim": 16, "energy_width": 32, "energy_depth": 1, "radial_width": 16, "radial_depth": 1, "nfe": 4,
                   "energy_sampler": "midpoint", "energy_nfe": 6},
         "train": {"batch_size": 32, "energy_batch_size": 64, "lr": 3e-3, "warmup_steps": 5, "max_steps": 40, "ema_decay": 0.9,
                   "eval_every": 10, "checkpoint_every": 10, "block_size": 64, "shuffle_blocks": 2},
     }),
     "cpu-small": Preset.from_dict("cpu-small", {
         "model": {"channels": (4, 8), "compress_layers": 9, "emb_dim": 32, "energy_width": 128,
-                  "energy_depth": 3, "sampler": "euler", "nfe": 4, "energy_sampler": "midpoint", "energy_nfe": 16},
+                  "energy_depth": 3, "radial_width": 32, "radial_depth": 2, "sampler": "euler", "nfe": 2, "energy_sampler": "midpoint", "energy_nfe": 16},
         "train": {"batch_size": 32, "energy_batch_size": 512, "lr": 3e-3, "warmup_steps": 100, "max_steps": 4000,
                   "ema_decay": 0.995, "eval_every": 100, "checkpoint_every": 100, "patience": 12, "val_max": 500},
     }),
     "ds2-base": Preset.from_dict("ds2-base", {
         "model": {"channels": (32, 64, 128), "attention_levels": (1, 2), "compress_layers": 23, "emb_dim": 128,
-                  "energy_width": 256, "energy_depth": 4, "sampler": "heun", "nfe": 16,
+                  "energy_width": 256, "energy_depth": 4, "radial_width": 128, "radial_depth": 3, "sampler": "heun", "nfe": 16,
                   "energy_sampler": "heun", "energy_nfe": 32},
         "train": {"batch_size": 128, "energy_batch_size": 2048, "lr": 5e-4, "warmup_steps": 1000, "max_steps": 200_000, "ema_decay": 0.9995,
                   "eval_every": 2000, "checkpoint_every": 2000},
     }),
     "ds3-base": Preset.from_dict("ds3-base", {
         "model": {"channels": (32, 64, 128), "attention_levels": (2,), "compress_layers": 23, "emb_dim": 128,
-                  "energy_width": 256, "energy_depth": 4, "sampler": "heun", "nfe": 16,
+                  "energy_width": 256, "energy_depth": 4, "radial_width": 128, "radial_depth": 3, "sampler": "heun", "nfe": 16,
                   "energy_sampler": "heun", "energy_nfe": 32},
         "train": {"batch_size": 64, "energy_batch_size": 2048, "lr": 5e-4, "warmup_steps": 1000, "max_steps": 300_000, "ema_decay": 0.9995,
                   "eval_every": 2000, "checkpoint_every": 2000, "block_size": 512},

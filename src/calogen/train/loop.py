@@ -31,7 +31,7 @@ from calogen.generator import derive_seed
 from calogen.geometry import Geometry
 from calogen.io import ShowerData
 from calogen.models.generator import ModelPair, save_model
-from calogen.models.preprocess import Preprocessor, energy_groups, layer_vector
+from calogen.models.preprocess import Preprocessor, energy_groups, layer_vector, radial_vector
 from calogen.train.checkpoint import latest_checkpoint, optimizer_from_flat, optimizer_to_flat, read_checkpoint, write_checkpoint
 from calogen.train.config import Preset
 from calogen.train.data import BlockLoader
@@ -82,6 +82,8 @@ class Trainer:
 
     def __init__(self, geometry: Geometry, preset: Preset, preprocessor: Preprocessor, *, device: torch.device | None = None, dist: _Dist | None = None) -> None:
         self.geometry, self.preset, self.pre = geometry, preset, preprocessor
+        if preset.model.radial_width and not preprocessor.radial_dim:
+            raise CalogenError("the model has a radial network but the preprocessing was fitted without radial=True")
         self.device = device or torch.device("cpu")
         self.dist = dist or _Dist()
         with torch.random.fork_rng(devices=[]):
@@ -98,22 +100,24 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.autocast = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
         self.groups = energy_groups(geometry, preset.model.energy_groups)
-        self.energy_pool: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.energy_pool: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
 
     def set_energy_pool(self, loader: BlockLoader) -> None:
-        """Hold the scaled energy and standardised layer vector of every training shower, from which
-        the energy model draws ``train.energy_batch_size`` rows per step."""
+        """Hold the scaled energy, standardised layer vector (and radial vector) of every training shower,
+        from which the energy and radial models draw ``train.energy_batch_size`` rows per step."""
         parts = [self.energy_tensors(block) for block in loader.train_blocks_data()]
-        self.energy_pool = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+        radial = torch.cat([p[2] for p in parts]) if parts[0][2] is not None else None  # type: ignore[misc]
+        self.energy_pool = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), radial)
 
-    def _energy_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _energy_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
         size = self.preset.train.energy_batch_size
         if self.energy_pool is None or size is None:
             return None
         n = self.energy_pool[0].shape[0]
         rows = np.random.default_rng([self.preset.train.seed, 2, step]).integers(0, n, size)[self.dist.rank :: self.dist.world]
         index = torch.from_numpy(rows).to(self.device)
-        return self.energy_pool[0][index], self.energy_pool[1][index]
+        cond, layers, radial = self.energy_pool
+        return cond[index], layers[index], None if radial is None else radial[index]
 
     def lr_at(self, step: int) -> float:
         """Learning rate of step ``step`` (see the module docstring)."""
@@ -123,26 +127,33 @@ class Trainer:
         p = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
         return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
 
-    def energy_tensors(self, data: ShowerData) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scaled energy ``(B, 1)`` and standardised layer vector ``(B, 1 + L)``."""
+    def energy_tensors(self, data: ShowerData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Scaled energy ``(B, 1)``, standardised layer vector ``(B, 1 + L)`` and radial vector
+        ``(B, L * R)`` (None without a radial model)."""
         e = torch.from_numpy(data.energies.astype(np.float64))
         vec = torch.from_numpy(layer_vector(self.geometry, data.showers, self.groups))
-        out = (self.pre.energy_forward(e), self.pre.layers_forward(vec, e))
-        return tuple(t.to(self.device, torch.float32) for t in out)  # type: ignore[return-value]
+        out = [self.pre.energy_forward(e), self.pre.layers_forward(vec, e)]
+        if self.preset.model.radial_width:
+            fractions, mask = radial_vector(self.geometry, data.showers)
+            out.append(self.pre.radial_forward(torch.from_numpy(fractions), torch.from_numpy(mask)))
+        cond, layers, *radial = (t.to(self.device, torch.float32) for t in out)
+        return cond, layers, radial[0] if radial else None
 
-    def tensors(self, data: ShowerData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def tensors(self, data: ShowerData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """:meth:`energy_tensors` and the standardised voxels ``(B, voxels)``."""
         e = torch.from_numpy(data.energies.astype(np.float64))
         x = self.pre.voxels_forward(torch.from_numpy(data.showers.astype(np.float64)), e)
         return (*self.energy_tensors(data), x.to(self.device, torch.float32))
 
     def losses(
-        self, model: torch.nn.Module, data: ShowerData, generator: torch.Generator, energy_batch: tuple[torch.Tensor, torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean energy-model and shape-model losses of ``model`` on ``data`` (energy model: on ``energy_batch`` if given)."""
+        self, model: torch.nn.Module, data: ShowerData, generator: torch.Generator,
+        energy_batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Mean energy-, radial- and shape-model losses of ``model`` on ``data`` (energy and radial
+        models: on ``energy_batch`` if given)."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            loss_e, loss_s = model(*self.tensors(data), generator, energy_batch)
-        return loss_e.float().mean(), loss_s.float().mean()
+            losses = model(*self.tensors(data), generator, energy_batch)
+        return tuple(loss.float().mean() for loss in losses)  # type: ignore[return-value]
 
     def _generator(self, seed: int) -> torch.Generator:
         return torch.Generator(self.device).manual_seed(seed)
@@ -154,8 +165,8 @@ class Trainer:
             data = ShowerData(data.energies[self.dist.rank :: self.dist.world], data.showers[self.dist.rank :: self.dist.world])
         self.model.train()
         gen = self._generator(derive_seed(cfg.seed, step * self.dist.world + self.dist.rank))
-        loss_e, loss_s = self.losses(self.model, data, gen, self._energy_batch(step))
-        loss = loss_e + loss_s
+        loss_e, loss_r, loss_s = self.losses(self.model, data, gen, self._energy_batch(step))
+        loss = loss_e + loss_r + loss_s
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
@@ -166,7 +177,10 @@ class Trainer:
         with torch.no_grad():
             for e, r in zip(self.ema.parameters(), self.raw.parameters(), strict=True):
                 e.lerp_(r, 1 - cfg.ema_decay)
-        return {"loss": loss.item(), "loss_energy": loss_e.item(), "loss_shape": loss_s.item(), "lr": lr, "grad_norm": float(grad_norm)}
+        record = {"loss": loss.item(), "loss_energy": loss_e.item(), "loss_shape": loss_s.item(), "lr": lr, "grad_norm": float(grad_norm)}
+        if self.raw.radial is not None:
+            record["loss_radial"] = loss_r.item()
+        return record
 
     @torch.no_grad()
     def validate(self, data: ShowerData) -> float:
@@ -175,8 +189,7 @@ class Trainer:
         bs, total = self.preset.train.batch_size, 0.0
         for s in range(0, len(data), bs):
             chunk = ShowerData(data.energies[s : s + bs], data.showers[s : s + bs])
-            loss_e, loss_s = self.losses(self.ema, chunk, gen)
-            total += float(loss_e + loss_s) * len(chunk)
+            total += float(sum(self.losses(self.ema, chunk, gen))) * len(chunk)
         return total / len(data)
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -202,7 +215,8 @@ def _device(dist: _Dist) -> torch.device:
 
 def _fit_preprocessing(loader: BlockLoader, geometry: Geometry, preset: Preset) -> Preprocessor:
     fit = loader.read_blocks(loader.train_blocks, preset.train.fit_max)
-    pre = Preprocessor.fit(geometry, fit.energies, fit.showers, groups=energy_groups(geometry, preset.model.energy_groups))
+    groups = energy_groups(geometry, preset.model.energy_groups)
+    pre = Preprocessor.fit(geometry, fit.energies, fit.showers, groups=groups, radial=bool(preset.model.radial_width))
     energies = loader.train_energies()
     return replace(pre, e_min=float(energies.min()), e_max=float(max(energies.max(), energies.min() * 1.0001)))
 
