@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from calogen.errors import CalogenError
+from calogen.models.preprocess import ENERGY_GROUPS
 
 __all__ = ["ModelConfig"]
 
@@ -54,8 +55,8 @@ class ModelConfig:
 
         if self.objective not in OBJECTIVES:
             raise CalogenError(f"model.objective {self.objective!r} is unknown; use one of {OBJECTIVES}")
-        if self.energy_groups not in ("layers", "rings"):
-            raise CalogenError(f"model.energy_groups {self.energy_groups!r} is unknown; use layers or rings")
+        if self.energy_groups not in ENERGY_GROUPS:
+            raise CalogenError(f"model.energy_groups {self.energy_groups!r} is unknown; use one of {ENERGY_GROUPS}")
         if self.radial_width < 0 or self.radial_depth < 1:
             raise CalogenError(f"model.radial_width must be >= 0 and radial_depth >= 1, got {self.radial_width}, {self.radial_depth}")
         if self.radial_width and self.energy_groups != "layers":

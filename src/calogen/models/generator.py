@@ -5,10 +5,9 @@ scaled incident energy; the radial model, if there is one, samples how each laye
 its radial bins given both; the shape model samples standardised voxels given the energy and the layer
 vector. The voxels are mapped back to MeV, clipped at zero, cut at the geometry's threshold and rescaled
 per layer (or per ring, with a radial model or ``energy_groups: rings``) so every group sums exactly to
-its generated energy. A group the shape model left entirely below threshold is first rescaled from the fourth powers of its values before the cut (which puts the energy on its
-largest voxels) and then cut, so its energy is not lost; it stays empty only if no voxel then reaches the
-threshold. :class:`Pipeline` is that whole computation as one
-``nn.Module`` with an unrolled sampler and explicit noise inputs — the module that ONNX export traces.
+its generated energy, without losing groups the cut left empty (:func:`cut_and_rescale`).
+:class:`Pipeline` is that whole computation as one ``nn.Module`` with an unrolled sampler and explicit
+noise inputs — the module that ONNX export traces.
 
 A model directory holds ``config.json`` (format, geometry, model and training configuration),
 ``weights.safetensors`` (``ema.*`` and ``raw.*`` parameters), ``preprocessing.json`` +
@@ -183,7 +182,6 @@ class Pipeline(nn.Module):
         self.threshold = float(geometry.threshold)
         self.energy_schedule = pair.energy.schedule(steps_for_nfe(self.energy_sampler, self.energy_nfe)[0]).tolist()
         self.shape_schedule = pair.shape.schedule(steps_for_nfe(sampler, nfe)[0]).tolist()
-        self.layer_dim = preprocessor.layer_dim
         groups = energy_groups(geometry, "rings" if pair.radial is not None else pair.config.energy_groups)
         if pair.radial is not None:
             self.register_buffer("radial_slots", torch.from_numpy(radial_slots(geometry)[0]), persistent=False)
@@ -193,7 +191,7 @@ class Pipeline(nn.Module):
     def forward(self, energies: torch.Tensor, noise_energy: torch.Tensor, noise_shape: torch.Tensor) -> torch.Tensor:
         pre = self.preprocessor
         cond = pre.energy_forward(energies)
-        noise_layers = noise_energy[:, : self.layer_dim]
+        noise_layers = noise_energy[:, : pre.layer_dim]
         layers = solve(self.pair.energy, self.pair.energy.prior(noise_layers), self.energy_schedule, cond=cond,
                        sampler=self.energy_sampler, nfe=self.energy_nfe)  # fmt: skip
         shape_cond = torch.cat([cond, layers], dim=1)
@@ -201,7 +199,7 @@ class Pipeline(nn.Module):
                        sampler=self.sampler, nfe=self.nfe)  # fmt: skip
         targets = pre.layers_inverse(layers, energies)
         if self.pair.radial is not None:
-            noise_radial = noise_energy[:, self.layer_dim :]
+            noise_radial = noise_energy[:, pre.layer_dim :]
             radial = solve(self.pair.radial, self.pair.radial.prior(noise_radial), self.energy_schedule, cond=shape_cond,
                            sampler=self.energy_sampler, nfe=self.energy_nfe)  # fmt: skip
             rings = targets[:, :, None] * pre.radial_inverse(radial, self.radial_used)
