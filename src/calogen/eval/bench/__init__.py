@@ -1,0 +1,1 @@
+"""Benchmark of Generators: timing plan, published results and the quality-vs-time plane."""
