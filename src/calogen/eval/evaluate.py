@@ -30,7 +30,7 @@ __all__ = ["ALL_METRICS", "DEFAULT_METRICS", "EvaluationSettings", "SampleEvalua
 
 log = logging.getLogger(__name__)
 
-ALL_METRICS: tuple[str, ...] = ("hist", "cls-low", "cls-high", "cnn", "fpd", "kpd", "prdc")
+ALL_METRICS: tuple[str, ...] = ("hist", "cls-low", "cls-high", "cnn", "fpd", "kpd", "prdc", "families")
 DEFAULT_METRICS: tuple[str, ...] = ALL_METRICS
 _PACKAGES = ("calogen", "numpy", "scipy", "h5py", "torch", "scikit-learn", "numba")
 
@@ -83,6 +83,7 @@ class SampleEvaluation:
     classifiers: list[Any] = field(default_factory=list)
     distances: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)
+    families: Any = None  # calogen.eval.families.FamilyComparison
 
     def scalars(self) -> dict[str, tuple[float, float | None]]:
         """FPD, KPD and PRDC figures as name -> (value, error)."""
@@ -121,6 +122,7 @@ class SampleEvaluation:
             "classifiers": [c.to_dict() for c in self.classifiers],
             "distances": {k: v.to_dict() for k, v in self.distances.items()},
             "timing_ms_per_shower": self.timing,
+            "families": None if self.families is None else self.families.to_dict(),
         }
 
 
@@ -268,6 +270,11 @@ def evaluate(
         sample.classifiers = _run_classifiers(settings.metrics, (ref_path, ref_features), (path, sample.features), geometry, settings, progress)
         sample.distances = _run_distances(settings.metrics, ref_features, sample.features, settings.seed)
         sample.timing = dict((timing or {}).get(name, {}))
+        if "families" in settings.metrics:
+            from calogen.eval.families import FamilySettings, compare_families
+
+            family_settings = FamilySettings(seed=settings.seed, max_showers_per_side=settings.max_showers_per_side)
+            sample.families = compare_families((ref_path, ref_features), (path, sample.features), family_settings)
         samples.append(sample)
 
     record = {
@@ -293,7 +300,8 @@ def evaluate(
         reference_name=reference_name,
         reference_mean_shower=ref_features.mean_shower,
         samples=[
-            SampleReport(s.name, s.histograms, s.features.mean_shower, s.classifiers, s.scalars(), s.timing) for s in samples
+            SampleReport(s.name, s.histograms, s.features.mean_shower, s.classifiers, s.scalars(), s.timing, s.families)
+            for s in samples
         ],
         metadata={"inputs": record["inputs"], "settings": record["settings"], "environment": record["environment"], **(extra or {})},
     )
@@ -344,6 +352,9 @@ def summary_rows(record: dict[str, Any]) -> list[tuple[str, ...]]:
             c = next((c for c in s["classifiers"] if c["kind"] == kind), None)
             cells.append(f"{c['auc_mean']:.4f} ± {c['auc_std']:.4f}" if c else "–")
         row(f"AUC {kind}", cells)
+    families = [{f["family"]: f for f in (s.get("families") or {}).get("families", [])} for s in samples]
+    for key in dict.fromkeys(k for fams in families for k in fams):
+        row(f"AUC family {key}", [f"{f[key]['auc_mean']:.3f} ± {f[key]['auc_std']:.3f}" if key in f else "–" for f in families])
     for key in ("fpd", "kpd"):
         if any(key in s["distances"] for s in samples):
             row(key.upper(), [f"{_f(s['distances'][key]['value'])} ± {_f(s['distances'][key]['error'])}" if key in s["distances"] else "–" for s in samples])

@@ -1,9 +1,17 @@
 """A self-contained HTML report comparing one reference sample with one or more generated samples.
 
 The page embeds its data as JSON and draws every plot in the browser as SVG (no network, no external
-scripts): a summary table, every CaloChallenge histogram with reference vs generated and a ratio panel
-(sorted so the worst separation powers come first), classifier score distributions, and the average
-shower per layer drawn in its true cylindrical (r, alpha) binning, side by side per sample.
+scripts): first what gives each sample away (the AUC of a classifier on each feature family alone, see
+:mod:`calogen.eval.families`, with the mean hits per layer and the voxel-energy spectrum of reference and
+generated showers side by side), then a summary table, every CaloChallenge histogram with reference vs
+generated and a ratio panel (sorted so the worst separation powers come first), classifier score
+distributions, and the average shower per layer drawn in its true cylindrical (r, alpha) binning, side
+by side per sample.
+
+Log-binned histograms (layer energies, voxel spectrum) are drawn as the fraction of entries per decade,
+``f_i / log10(b_(i+1) / b_i)``, on a log x axis: the density per MeV that defines their separation power
+would turn the narrow lowest bins into tall spikes made of a few entries. Other histograms are drawn as
+densities. Separation powers are always those of the densities.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ class SampleReport:
             ``ref_scores``, ``gen_scores``).
         scalars: further figures for the summary table, name -> (value, error or None).
         timing: ms per shower by batch size, if measured.
+        families: the :class:`~calogen.eval.families.FamilyComparison` against the reference, if computed.
     """
 
     name: str
@@ -46,6 +55,7 @@ class SampleReport:
     classifiers: list[Any] = field(default_factory=list)
     scalars: dict[str, tuple[float, float | None]] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)
+    families: Any = None
 
 
 def _rounded(values: Any, digits: int = 5) -> list[float | None]:
@@ -59,6 +69,33 @@ def _rounded(values: Any, digits: int = 5) -> list[float | None]:
 def _score_histogram(scores: np.ndarray, bins: np.ndarray) -> list[float | None]:
     counts, _ = np.histogram(np.asarray(scores, dtype=float), bins=bins, density=True)
     return _rounded(counts)
+
+
+def _drawn(density: np.ndarray, bins: np.ndarray, log_x: bool) -> list[float | None]:
+    """What a histogram panel draws: the density, or for log bins the fraction of entries per decade."""
+    density, bins = np.asarray(density, dtype=float), np.asarray(bins, dtype=float)
+    if not log_x:
+        return _rounded(density)
+    return _rounded(density * np.diff(bins) / np.diff(np.log10(bins)))
+
+
+def _families(comparison: Any) -> dict[str, Any] | None:
+    """The family AUCs and the hits and spectrum profiles of one sample, for the page."""
+    if comparison is None:
+        return None
+    return {
+        "n_per_side": comparison.n_per_side,
+        "n_folds": comparison.settings.n_folds,
+        "families": [
+            {"family": f.family, "label": f.label, "auc_mean": f.auc_mean, "auc_std": f.auc_std} for f in comparison.families
+        ],
+        "layers": list(comparison.layers),
+        "hits_reference": _rounded(comparison.hits_reference),
+        "hits_generated": _rounded(comparison.hits_generated),
+        "spectrum_edges": _rounded(comparison.spectrum_edges, 7),
+        "spectrum_reference": _rounded(comparison.spectrum_reference),
+        "spectrum_generated": _rounded(comparison.spectrum_generated),
+    }
 
 
 def _payload(
@@ -80,13 +117,14 @@ def _payload(
                     "layer": h.layer,
                     "label": h.label,
                     "log_x": bool(h.log_x),
+                    "y": "fraction per decade" if h.log_x else "density",
                     "bins": _rounded(h.bins, 7),
-                    "reference": _rounded(h.reference),
+                    "reference": _drawn(h.reference, h.bins, h.log_x),
                     "samples": {},
                 },
             )
             entry["samples"][sample.name] = {
-                "density": _rounded(h.generated),
+                "values": _drawn(h.generated, h.bins, h.log_x),
                 "counts": _rounded(h.generated_counts),
                 "separation": float(h.separation),
                 "wasserstein": None if h.wasserstein is None else float(h.wasserstein),
@@ -110,6 +148,7 @@ def _payload(
                 "name": s.name,
                 "scalars": {k: [float(v[0]), None if v[1] is None else float(v[1])] for k, v in s.scalars.items()},
                 "timing": s.timing,
+                "families": _families(s.families),
                 "classifiers": [
                     {
                         "kind": c.kind,
