@@ -219,11 +219,20 @@ def test_bench_cli_end_to_end_and_errors(files, tmp_path, capsys):
     record = json.loads((tmp_path / "b" / "bench.json").read_text())
     assert [g["name"] for g in record["generators"]] == ["gflash", "flat"] and record["published"] is None
     assert record["environment"]["torch_threads"] == 1 and record["settings"]["threads"] == 1
+    again = ["bench", "--geometry", "tiny", "--timings-from", str(tmp_path / "b" / "bench.json"), "--plane", "cpu:1",
+             "--metrics", f"flat={files / 'eval' / 'metrics.json'}#gflash", "--out", str(tmp_path / "c")]  # fmt: skip
+    assert main(again) == 0
+    redrawn = json.loads((tmp_path / "c" / "bench.json").read_text())
+    assert redrawn["generators"] == record["generators"] and redrawn["environment"] == record["environment"]
+    assert set(redrawn["quality"]) == {"flat"} and redrawn["plane"] == {"device": "cpu", "batch_size": 1}
     for bad, words in [
         (["-g", "gflash", "-g", "gflash"], "used twice"),
         (["-g", "gan"], "unknown generator kind"),
         (["-g", "gflash", "--plane", "tpu:5"], "must read cpu:BATCH"),
-        (["-g", "gflash", "--plane", "gpu:10", "--no-gpu"], "needs a GPU"),
+        (["-g", "gflash", "--plane", "gpu:10", "--no-gpu"], "needs GPU timings"),
+        ([], "give the generators to time"),
+        (["-g", "gflash", "--timings-from", str(tmp_path / "b" / "bench.json")], "not both"),
+        (["--timings-from", str(files / "eval" / "metrics.json")], "not a bench.json"),
         (["-g", "gflash", "--batch-sizes", "1,x"], "comma-separated integers"),
         (["-g", "gflash", "--metrics", str(files / "missing.json")], "cannot read metrics file"),
     ]:

@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 NAME = "bench"
 HELP = "time generators (CPU, and GPU when present) and draw quality vs time next to the published CaloChallenge results"
@@ -16,7 +17,7 @@ HELP = "time generators (CPU, and GPU when present) and draw quality vs time nex
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the command's options."""
     parser.add_argument(
-        "--generator", "-g", action="append", required=True, metavar="[NAME=]SPEC",
+        "--generator", "-g", action="append", default=[], metavar="[NAME=]SPEC",
         help="model:DIR[@nfe=N,sampler=S,weights=ema|raw], gflash, mc, or NAME=cmd:COMMAND with {energies} "
         "{energies_txt} {n} {seed} {out} (the program writes a CaloChallenge file to {out}); repeat for several",
     )  # fmt: skip
@@ -37,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plane", default="cpu:100", metavar="DEVICE:BATCH", help="timing drawn on the plane (default: cpu:100)")
     parser.add_argument("--published", default="auto", help="published results to overlay: auto (the geometry's dataset), none, or a dataset name")
     parser.add_argument("--seed", type=int, default=0, help="timing seed (default: 0)")
+    parser.add_argument("--timings-from", metavar="BENCH.json", help="reuse the timings of an earlier run instead of timing (no --generator)")
 
 
 def _plane(text: str, gpu: bool) -> tuple[str, int]:
@@ -46,7 +48,7 @@ def _plane(text: str, gpu: bool) -> tuple[str, int]:
     if device not in ("cpu", "gpu") or not batch.isdigit():
         raise BenchError(f"--plane {text!r} must read cpu:BATCH or gpu:BATCH, e.g. cpu:100")
     if device == "gpu" and not gpu:
-        raise BenchError("--plane gpu:... needs a GPU; this machine has none (or --no-gpu was given)")
+        raise BenchError("--plane gpu:... needs GPU timings; there is no GPU here (or --no-gpu was given, or the reused run had none)")
     return device, int(batch)
 
 
@@ -54,15 +56,17 @@ def run(args: argparse.Namespace) -> int:
     """Time, read the metrics, draw and write; prints the timing table."""
     from calogen.energies import EnergySpec
     from calogen.eval.bench.generators import BenchError, parse_generator
-    from calogen.eval.bench.page import write_outputs
-    from calogen.eval.bench.published import DATASETS, published_results
-    from calogen.eval.bench.quality import load_quality
-    from calogen.eval.bench.run import BenchSettings, gpu_name, make_record, time_all
+    from calogen.eval.bench.run import BenchSettings, gpu_name, load_timings, time_all
     from calogen.geometry import Geometry
     from calogen.sim.engines import canonical_particle
 
     geometry = Geometry.resolve(args.geometry)
+    if bool(args.generator) == bool(args.timings_from):
+        raise BenchError("give the generators to time (--generator) or an earlier bench.json (--timings-from), not both")
     specs = [parse_generator(text) for text in args.generator]
+    if args.timings_from:
+        rows, settings, machine = load_timings(args.timings_from, geometry=geometry.name)
+        return _finish(args, geometry, rows, settings, machine)
     names = [s.name for s in specs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -76,13 +80,31 @@ def run(args: argparse.Namespace) -> int:
         batch_sizes=sizes, energies=args.energy, budget_s=args.budget, min_seconds=args.min_seconds,
         min_showers=args.min_showers, seed=args.seed, threads=args.threads, gpu=not args.no_gpu,
     )  # fmt: skip
-    plane = _plane(args.plane, settings.gpu and gpu_name() is not None)
+    particle = canonical_particle(args.particle or ("gamma" if geometry.name == "ds1-photons" else "e-"))
+    _check(args, geometry, names, settings.gpu and gpu_name() is not None and any(s.kind == "model" for s in specs))
+    rows = time_all(specs, geometry, settings, particle=particle)
+    return _finish(args, geometry, rows, settings, None)
+
+
+def _check(args: argparse.Namespace, geometry: Any, names: list[str], gpu: bool) -> tuple[Any, Any, Any]:
+    """Plane, published results and quality: everything that can fail, checked before timing starts."""
+    from calogen.eval.bench.published import DATASETS, published_results
+    from calogen.eval.bench.quality import load_quality
+
+    plane = _plane(args.plane, gpu)
     dataset = geometry.name if args.published == "auto" else None if args.published == "none" else args.published
     published = published_results(dataset) if dataset in DATASETS or args.published not in ("auto", "none") else None
-    particle = canonical_particle(args.particle or ("gamma" if geometry.name == "ds1-photons" else "e-"))
-    quality = load_quality(args.metrics, names, geometry=geometry.name)
-    rows = time_all(specs, geometry, settings, particle=particle)
-    record = make_record(rows, quality, geometry, settings, plane=plane, published=published)
+    return plane, published, load_quality(args.metrics, names, geometry=geometry.name)
+
+
+def _finish(args: argparse.Namespace, geometry: Any, rows: list[dict[str, Any]], settings: Any, machine: dict[str, Any] | None) -> int:
+    """Assemble the record, write the outputs and print the timing table."""
+    from calogen.eval.bench.page import write_outputs
+    from calogen.eval.bench.run import make_record
+
+    gpu = any(r["timing"].get("gpu") for r in rows)
+    plane, published, quality = _check(args, geometry, [r["name"] for r in rows], gpu)
+    record = make_record(rows, quality, geometry, settings, plane=plane, published=published, machine=machine)
     paths = write_outputs(record, args.out)
     for row in rows:
         for device, result in row["timing"].items():

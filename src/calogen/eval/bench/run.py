@@ -25,7 +25,7 @@ from typing import Any
 from calogen.eval.bench.generators import BenchError, GeneratorSpec, ModelOnDevice, build_generator
 from calogen.geometry import Geometry
 
-__all__ = ["BenchSettings", "gpu_name", "make_record", "settings_dict", "time_all"]
+__all__ = ["BenchSettings", "gpu_name", "load_timings", "make_record", "settings_dict", "time_all"]
 
 log = logging.getLogger(__name__)
 
@@ -149,21 +149,47 @@ def make_record(
     *,
     plane: tuple[str, int],
     published: Any | None,
+    machine: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON-ready bench record: timings, quality, plane choice, published entries and the machine."""
+    """The JSON-ready bench record: timings, quality, plane choice, published entries and the machine.
+
+    ``machine`` (``{"environment", "gpu"}``) describes where ``rows`` were timed; default: this machine.
+    """
     from calogen.eval.timing import environment_info
 
     device, batch = plane
     if batch not in settings.batch_sizes:
-        raise BenchError(f"the plane's batch size {batch} is not among the timed ones {settings.batch_sizes}")
+        raise BenchError(f"the plane's batch size {batch} is not among the timed ones {tuple(settings.batch_sizes)}")
+    if machine is None:
+        machine = {"environment": environment_info(), "gpu": gpu_name() if settings.gpu else None}
     return {
         "calogen_bench": 1,
         "geometry": geometry.name,
         "settings": settings_dict(settings),
-        "environment": environment_info(),
-        "gpu": gpu_name() if settings.gpu else None,
+        "environment": machine["environment"],
+        "gpu": machine["gpu"],
         "generators": rows,
         "quality": {name: q.to_dict() for name, q in quality.items()},
         "plane": {"device": device, "batch_size": batch},
         "published": None if published is None else published.to_dict(),
     }
+
+
+def load_timings(path: str, *, geometry: str) -> tuple[list[dict[str, Any]], BenchSettings, dict[str, Any]]:
+    """Rows, settings and machine of an earlier ``bench.json``, to draw them again with other quality figures."""
+    import json
+    from pathlib import Path
+
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BenchError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise BenchError(f"{path} is not valid JSON ({exc}); pass a bench.json written by calogen bench") from None
+    if not isinstance(record, dict) or record.get("calogen_bench") != 1:
+        raise BenchError(f"{path} is not a bench.json written by calogen bench")
+    if record["geometry"] != geometry:
+        raise BenchError(f"{path} timed geometry {record['geometry']!r}, not {geometry!r}")
+    values = dict(record["settings"])
+    values["batch_sizes"] = tuple(values["batch_sizes"])
+    return record["generators"], BenchSettings(**values), {"environment": record["environment"], "gpu": record["gpu"]}
