@@ -102,6 +102,7 @@ def test_model_on_device_reproduces_the_model_and_counts_parameters(files):
     energies = np.geomspace(1.5e3, 8e3, 6)
     on_cpu = ModelOnDevice(model, "cpu")
     np.testing.assert_allclose(on_cpu.sample(energies, seed=3, batch_size=4), model.sample(energies, seed=3), rtol=1e-4, atol=1e-5)
+    assert all(a is not b for a, b in zip(on_cpu.module.parameters(), model.pair.parameters(), strict=False))
     generator, description = build_generator(parse_generator(f"model:{files / 'model'}@nfe=2"), TINY, particle="e-")
     assert description["nfe"] == 2 and description["kind"] == "model"
     rows = time_all([parse_generator(f"m=model:{files / 'model'}@nfe=1")], TINY, FAST, particle="e-")

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import re
 import shlex
 import string
@@ -169,7 +170,8 @@ class ModelOnDevice:
         import torch
 
         self.model, self.geometry, self.device = model, model.geometry, torch.device(device)
-        self.module = model.export_module(model.nfe, model.sampler).to(self.device)
+        # a copy: moving the pipeline moves its networks, which the CPU model shares
+        self.module = copy.deepcopy(model.export_module(model.nfe, model.sampler)).to(self.device)
 
     def modules(self) -> list[Any]:
         return [self.model.pair]
