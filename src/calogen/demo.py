@@ -50,7 +50,7 @@ class DemoSettings:
     nfe: int | None = None
     timing_batch_sizes: tuple[int, ...] = (1, 100, 1000)
     timing_seconds: float = 8.0
-    metrics: tuple[str, ...] = ("hist", "cls-low", "cls-high", "fpd", "kpd", "prdc")
+    metrics: tuple[str, ...] = ("hist", "cls-low", "cls-high", "fpd", "kpd", "prdc", "families")
 
 
 def _fast_generators(geometry: Geometry, nfe: int | None) -> dict[str, Generator]:

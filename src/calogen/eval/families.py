@@ -22,9 +22,13 @@ over the folds. AUC 0.5: the family does not tell the samples apart; 1: it alone
                     ``t`` are dropped), the per-shower form of the voxel-energy spectrum
 ==================  ================================================================================
 
-Why trees and not the CaloChallenge DNN: on these narrow, tabular inputs a boosted tree is invariant
-to monotone rescaling and needs no input normalisation. The classifier uses the first
-``min(N_ref, N_gen, max_showers_per_side)`` showers of each file.
+Why trees and not the DNN of :mod:`calogen.eval.classifier`: on these narrow, tabular inputs a boosted
+tree needs no input scaling and is the sharper, cheaper judge. Measured on DS2, 1500 held-out
+detailed-MC showers vs 1500 of the shipped model (2 NFE), same columns, the DNN at its default
+settings (3 runs): layer energies 0.705 vs 0.526, centres 0.647 vs 0.515, widths 0.825 vs 0.761,
+radial 0.716 vs 0.558, hits 0.995 vs 0.923, voxel spectrum 1.000 vs 1.000 (tree vs DNN), at a third
+to a half of the CPU time. The classifier uses the first ``min(N_ref, N_gen, max_showers_per_side)``
+showers of each file.
 
 :func:`compare_families` also returns the two side-by-side profiles the report draws: the mean
 number of hits per layer and the voxel-energy spectrum as voxels per shower per decade of energy,
@@ -46,7 +50,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +75,8 @@ __all__ = [
     "shower_spectra",
     "spectrum_edges",
 ]
+
+log = logging.getLogger(__name__)
 
 FAMILIES: dict[str, str] = {
     "e_inc": "E_inc (control)",
@@ -326,6 +334,7 @@ def compare_families(
         settings: classifier settings.
         chunk_size: showers read at once for the per-shower voxel spectra.
     """
+    started = time.perf_counter()
     (ref_path, ref), (gen_path, gen) = reference, generated
     if ref.geometry.layers != gen.geometry.layers or ref.threshold != gen.threshold:
         raise FamilyError("reference and generated features differ in geometry or threshold; compute both alike")
@@ -340,6 +349,7 @@ def compare_families(
         std = float(np.std(aucs, ddof=1))
         results.append(FamilyResult(name, label, columns[0][name].shape[1] - 1, float(np.mean(aucs)), std, aucs))
     edges, spec_ref, spec_gen = _profiles(ref, gen)
+    log.info("family classifiers on %s: %d + %d showers, %.1f s", gen_path, n, n, time.perf_counter() - started)
     return FamilyComparison(
         families=results, n_per_side=n, settings=settings, layers=list(ref.geometry.nonempty_layers),
         hits_reference=hits_per_layer(ref).mean(axis=0), hits_generated=hits_per_layer(gen).mean(axis=0),
