@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from calogen.geometry import Geometry
-from calogen.io import ShowerFile, ShowerFileError, ShowerWriter, file_sha256, read_showers, write_showers
+from calogen.io import OutputPathError, ShowerFile, ShowerFileError, ShowerWriter, file_sha256, read_showers, write_showers
 
 TINY = Geometry.builtin("tiny")
 
@@ -99,7 +99,7 @@ def test_interrupted_write_leaves_nothing(tmp_path):
 
 
 def test_writer_rejects_wrong_shapes_and_bad_directories(tmp_path):
-    with pytest.raises(ShowerFileError, match="does not exist"):
+    with pytest.raises(OutputPathError, match="does not exist"):
         ShowerWriter(tmp_path / "no" / "dir.h5", TINY)
     with pytest.raises(ShowerFileError, match="cannot append"):
         with ShowerWriter(tmp_path / "x.h5", TINY) as writer:

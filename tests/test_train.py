@@ -124,7 +124,7 @@ def test_interrupted_checkpoint_write_keeps_the_previous_one(data_file, tmp_path
 
 
 def test_errors_name_the_fix(data_file, tmp_path):
-    with pytest.raises(CalogenError, match="no checkpoint to resume"):
+    with pytest.raises(CalogenError, match="no training run to resume"):
         train(data_file, "tiny", "tiny", tmp_path / "none", resume=True)
     with pytest.raises(CalogenError, match="pick the matching --geometry"):
         train(data_file, "ds2", "tiny", tmp_path / "wrong")

@@ -17,7 +17,11 @@ import numpy as np
 
 from calogen.errors import CalogenError
 
-__all__ = ["EnergySpec", "EnergySpecError", "parse_energy"]
+__all__ = ["DEFAULT_MAX_ENERGY_MEV", "EnergySpec", "EnergySpecError", "format_energy", "parse_energy"]
+
+DEFAULT_MAX_ENERGY_MEV = 1e7
+"""Highest incident energy a simulation accepts unless told otherwise: 10 TeV, above every CaloChallenge
+dataset (DS1 reaches 4.2 TeV); GFLASH time and memory grow linearly with energy (1 PeV: 14 s, 4.5 GB)."""
 
 _UNITS = {"kev": 1e-3, "mev": 1.0, "gev": 1e3, "tev": 1e6}
 _NUMBER = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Z]*)\s*$")
@@ -37,6 +41,14 @@ def parse_energy(text: str) -> float:
     if not value > 0 or not math.isfinite(value):
         raise EnergySpecError(f"energy must be > 0, got {text!r}")
     return value
+
+
+def format_energy(mev: float) -> str:
+    """``mev`` with the largest unit that keeps it >= 1, e.g. ``format_energy(2.5e4) == "25 GeV"``."""
+    for unit, scale in (("TeV", 1e6), ("GeV", 1e3), ("MeV", 1.0)):
+        if abs(mev) >= scale:
+            return f"{mev / scale:g} {unit}"
+    return f"{mev * 1e3:g} keV"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from calogen.errors import CalogenError
 from calogen.geometry import Geometry
 
 __all__ = ["Generator", "derive_seed", "generate_to_file"]
@@ -63,11 +64,18 @@ def generate_to_file(
     """Sample showers for ``energies`` chunk by chunk and stream them into a CaloChallenge file.
 
     Chunk ``k`` is sampled with seed ``derive_seed(seed, k)``, so a file is reproducible for a given
-    ``chunk_size`` and the output appears at ``path`` only when complete.
+    ``chunk_size`` and the output appears at ``path`` only when complete. ``seed`` must lie in
+    ``[0, 2**63)`` (larger values would wrap in :func:`derive_seed`).
     """
     from calogen.io import ShowerWriter
 
     energies = np.asarray(energies, dtype=np.float32).reshape(-1)
+    if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+        raise CalogenError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    if energies.size == 0:
+        raise CalogenError("no incident energies given; pass at least one")
+    if batch_size < 1 or chunk_size < 1:
+        raise CalogenError(f"batch_size and chunk_size must be >= 1, got {batch_size} and {chunk_size}")
     bar = None
     if progress:
         from tqdm.auto import tqdm

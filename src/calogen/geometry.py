@@ -62,6 +62,8 @@ class Layer:
         edges = np.asarray(self.r_edges, dtype=float)
         if edges.ndim != 1 or edges.size < 1:
             raise GeometryError("a layer needs at least one radial edge")
+        if not np.isfinite(edges).all():
+            raise GeometryError(f"radial edges must be finite numbers, got {self.r_edges}")
         if np.any(np.diff(edges) <= 0) or edges[0] < 0:
             raise GeometryError(f"radial edges must be non-negative and increasing, got {self.r_edges}")
         if self.n_alpha < 1:
@@ -274,12 +276,21 @@ class Geometry:
             z_ranges = [(PAR04_READOUT_DEPTH_MM * i, PAR04_READOUT_DEPTH_MM * (i + 1)) for i in range(len(raw))]
         if len(z_ranges) != len(raw):
             raise GeometryError(f"{path}: {len(raw)} layers but {len(z_ranges)} depth ranges")
-        layers = tuple(Layer(e, a, tuple(z)) for (e, a), z in zip(raw, z_ranges, strict=True))  # type: ignore[arg-type]
+        layers = []
+        for i, ((edges, n_alpha), z) in enumerate(zip(raw, z_ranges, strict=True)):
+            try:
+                layers.append(Layer(edges, n_alpha, tuple(z)))  # type: ignore[arg-type]
+            except GeometryError as exc:
+                raise GeometryError(f"{path}: layer {i}: {exc}") from None
+        try:
+            pid = int(entry.attrib.get("pid", "0"))
+        except ValueError:
+            raise GeometryError(f"{path}: pid {entry.attrib['pid']!r} is not an integer PDG id (e.g. 11 or 22)") from None
         return cls(
             name=name or path.stem,
             particle=entry.attrib.get("name", "unknown"),
-            pid=int(entry.attrib.get("pid", 0)),
-            layers=layers,
+            pid=pid,
+            layers=tuple(layers),
             threshold=DS23_THRESHOLD_MEV if threshold is None else threshold,
         )
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +30,14 @@ import numpy as np
 
 from calogen.errors import CalogenError
 from calogen.geometry import Geometry
+from calogen.outputs import GuardedFile, OutputPathError, atomic_path
 
 __all__ = [
     "ShowerData",
     "ShowerFile",
     "ShowerFileError",
     "ShowerWriter",
+    "OutputPathError",
     "atomic_path",
     "file_sha256",
     "read_showers",
@@ -96,8 +97,12 @@ class ShowerFile:
 
     def __init__(self, path: str | os.PathLike[str], geometry: Geometry | None = None) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
+        if self.path.is_dir():
+            raise ShowerFileError(f"{self.path} is a directory; give a CaloChallenge HDF5 file")
+        if not self.path.exists():
             raise ShowerFileError(f"{self.path}: no such file")
+        if not self.path.is_file():
+            raise ShowerFileError(f"{self.path} is not a regular file (device, FIFO or socket); give a CaloChallenge HDF5 file")
         try:
             self._h5 = h5py.File(self.path, "r")
         except OSError as exc:
@@ -194,33 +199,14 @@ def read_showers(path: str | os.PathLike[str], geometry: Geometry | None = None)
         return f.read()
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise ShowerFileError(f"{path}: directory {path.parent} does not exist")
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    except OSError as exc:
-        raise ShowerFileError(f"{path}: cannot write there ({exc.strerror})") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the final file the usual permissions
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 class ShowerWriter:
     """Append showers to a new CaloChallenge file that appears at ``path`` only when complete.
 
-    Data go to a hidden temporary file in the same directory, renamed onto ``path`` by a successful
-    :meth:`close` (or a clean ``with`` exit); an exception or interruption removes it.
+    Data go to a hidden temporary file in the same directory (:func:`calogen.outputs.atomic_path`),
+    renamed onto ``path`` by a successful :meth:`close` (or a clean ``with`` exit); an exception or
+    interruption removes it. HDF5 writes through a :class:`~calogen.outputs.GuardedFile`, so a full disk
+    raises :class:`~calogen.outputs.OutputPathError` from :meth:`append` or :meth:`close` instead of
+    crashing libhdf5.
 
     Args:
         path: destination file.
@@ -242,8 +228,12 @@ class ShowerWriter:
         self.n_voxels = n_voxels.n_voxels if isinstance(n_voxels, Geometry) else int(n_voxels)
         self._atomic = atomic_path(self.path)
         tmp = self._atomic.__enter__()
+        self.closed = False
+        self._file: GuardedFile | None = None
+        self._h5: h5py.File | None = None
         try:
-            self._h5 = h5py.File(tmp, "w")
+            self._file = GuardedFile(tmp)
+            self._h5 = h5py.File(self._file, "w")
             rows = max(1, min(chunk_rows, (4 << 20) // (4 * self.n_voxels)))
             self._energies = self._h5.create_dataset(
                 ENERGY_KEY, shape=(0, 1), maxshape=(None, 1), dtype="f4", chunks=(max(rows, 1024), 1), compression=compression
@@ -259,6 +249,7 @@ class ShowerWriter:
             )
             for key, value in (attrs or {}).items():
                 self._h5.attrs[key] = value
+            self._check_failure()
         except BaseException as exc:
             self._abort(exc)
             raise
@@ -278,16 +269,36 @@ class ShowerWriter:
         self._showers.resize(n1, axis=0)
         self._energies[n0:n1] = energies
         self._showers[n0:n1] = showers
+        self._check_failure()
         self.n_written = n1
 
+    def _check_failure(self) -> None:
+        """Raise the guarded file's write failure, if any, as an :class:`OutputPathError`."""
+        error = self._file.error(self.path) if self._file is not None else None
+        if error is not None:
+            raise error
+
     def close(self) -> None:
-        """Finish the file and move it into place."""
-        self._h5.close()
+        """Finish the file and move it into place (raises :class:`OutputPathError` if a write failed)."""
+        try:
+            assert self._h5 is not None and self._file is not None
+            self._h5.close()
+            self._file.close()
+            self._check_failure()
+        except BaseException as exc:
+            self._abort(exc)
+            raise
+        self.closed = True
         self._atomic.__exit__(None, None, None)
 
     def _abort(self, exc: BaseException) -> None:
-        with contextlib.suppress(Exception):
-            self._h5.close()
+        """Close HDF5 (it cannot fail on a guarded file), then delete the temporary."""
+        self.closed = True
+        if self._h5 is not None:
+            with contextlib.suppress(Exception):
+                self._h5.close()
+        if self._file is not None:
+            self._file.close()
         self._atomic.__exit__(type(exc), exc, exc.__traceback__)
 
     def __enter__(self) -> ShowerWriter:

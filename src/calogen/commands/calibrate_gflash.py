@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 
+from calogen.commands._types import positive_int, seed_int
+
 NAME = "calibrate-gflash"
 HELP = "fit GFLASH parameters to reference showers (e.g. the full simulation) and save them as JSON"
 
@@ -21,9 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--particle", default="e-", help="particle of the reference showers: e- or e+ (default: e-)")
     parser.add_argument("-o", "--output", required=True, metavar="PARAMS.json", help="where to write the fitted parameters")
     parser.add_argument("--start", metavar="JSON", help="parameters to start from (medium, settings); default: published values")
-    parser.add_argument("--n-model", type=int, default=256, help="GFLASH showers per energy group for the profiles (default: 256)")
-    parser.add_argument("--n-hits", type=int, default=200, help="GFLASH showers per energy group for the hit-count fit (default: 200)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the model showers (default: 0)")
+    parser.add_argument("--n-model", type=positive_int, default=256, help="GFLASH showers per energy group for the profiles (default: 256)")
+    parser.add_argument("--n-hits", type=positive_int, default=200, help="GFLASH showers per energy group for the hit-count fit (default: 200)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of the model showers (default: 0)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,11 +37,11 @@ def run(args: argparse.Namespace) -> int:
     from calogen.geometry import Geometry
     from calogen.sim.calibrate import calibrate_gflash
     from calogen.sim.gflash import GflashParameters
-    from calogen.sim.run import check_output_path
+    from calogen.outputs import check_destination
 
     if args.seed < 0:
         raise CalogenError(f"--seed must be >= 0, got {args.seed}")
-    check_output_path(args.output)
+    check_destination(args.output)
     geometry = Geometry.resolve(args.geometry)
     start = None if args.start is None else GflashParameters.load(args.start)
     params = calibrate_gflash(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from calogen.commands._types import positive_int, seed_int
+
 NAME = "demo"
 HELP = "the main job: detailed MC vs the shipped model vs GFLASH, evaluated and timed, one report.html"
 
@@ -11,10 +13,10 @@ HELP = "the main job: detailed MC vs the shipped model vs GFLASH, evaluated and 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the command's options."""
     parser.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
-    parser.add_argument("--n", type=int, default=2000, help="held-out detailed-MC showers (default: 2000)")
+    parser.add_argument("--n", type=positive_int, default=2000, help="held-out detailed-MC showers (default: 2000)")
     parser.add_argument("--energy", default="loguniform:1GeV:100GeV", help="incident energies (default: loguniform:1GeV:100GeV)")
-    parser.add_argument("--seed", type=int, default=2026, help="run seed")
-    parser.add_argument("--nfe", type=int, default=None, help="network evaluations of the model's sampler")
+    parser.add_argument("--seed", type=seed_int, default=2026, help="run seed")
+    parser.add_argument("--nfe", type=positive_int, default=None, help="network evaluations of the model's sampler")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

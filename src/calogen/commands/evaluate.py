@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from calogen.commands._types import positive_int, seed_int
+
 NAME = "evaluate"
 HELP = "compare generated showers with reference showers (CaloChallenge metrics, metrics.json, report.html)"
 
@@ -14,12 +16,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("generated", nargs="+", help="generated CaloChallenge HDF5 file(s); NAME=PATH to label one")
     parser.add_argument("--geometry", required=True, help="built-in geometry (ds1-photons, ds1-pions, ds2, ds3, tiny) or a binning XML")
     parser.add_argument("--out", required=True, help="output directory for metrics.json and report.html")
-    parser.add_argument("--metrics", default=None, help="comma-separated subset of hist,cls-low,cls-high,cnn,fpd,kpd,prdc, or 'all' (default: all)")
+    parser.add_argument("--metrics", default=None, help="comma-separated subset of hist,cls-low,cls-high,cnn,fpd,kpd,prdc,families, or 'all' (default: all)")
     parser.add_argument("--threshold", type=float, default=None, help="per-voxel threshold in MeV (default: the geometry's)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of classifier splits and FPD/KPD resampling")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of classifier splits and FPD/KPD resampling")
     parser.add_argument("--official-classifier", action="store_true", help="use the CaloChallenge classifier settings (3x2048 DNN, 50 epochs; slow)")
-    parser.add_argument("--max-showers", type=int, default=10_000, help="showers per file used by the classifiers (default: 10000)")
-    parser.add_argument("--chunk-size", type=int, default=5_000, help="showers per chunk while streaming")
+    parser.add_argument("--max-showers", type=positive_int, default=10_000, help="showers per file used by the classifiers (default: 10000)")
+    parser.add_argument("--chunk-size", type=positive_int, default=5_000, help="showers per chunk while streaming")
     parser.add_argument("--reference-name", default="reference", help="label of the reference in the report")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -31,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
     from calogen.errors import CalogenError
     from calogen.eval.evaluate import DEFAULT_METRICS, EvaluationSettings, evaluate, format_table, parse_metrics, summary_rows
     from calogen.geometry import Geometry
+    from calogen.outputs import check_output_dir
 
+    out = check_output_dir(args.out)
     geometry = Geometry.resolve(args.geometry)
     generated: dict[str, str] = {}
     for item in args.generated:
@@ -41,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
         if name in generated:
             raise CalogenError(f"two generated samples are called {name!r}; label them NAME=PATH")
         generated[name] = path
-    if args.max_showers < 10 or args.chunk_size < 1:
-        raise CalogenError("--max-showers must be >= 10 and --chunk-size >= 1")
+    if args.max_showers < 10:
+        raise CalogenError(f"--max-showers must be >= 10, got {args.max_showers}")
     settings = EvaluationSettings(
         metrics=parse_metrics(args.metrics) if args.metrics else DEFAULT_METRICS,
         threshold=args.threshold,
@@ -51,9 +55,15 @@ def run(args: argparse.Namespace) -> int:
         official_classifier=args.official_classifier,
         max_showers_per_side=args.max_showers,
     )
-    record = evaluate(
-        args.reference, generated, geometry, args.out, settings=settings, reference_name=args.reference_name, progress=not args.quiet
-    )
+    created = not out.exists()
+    try:
+        record = evaluate(
+            args.reference, generated, geometry, out, settings=settings, reference_name=args.reference_name, progress=not args.quiet
+        )
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):  # bad values found while streaming: leave nothing behind
+            out.rmdir()
+        raise
     print(format_table(summary_rows(record)))
     print(f"\nwrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'report.html'}")
     return 0

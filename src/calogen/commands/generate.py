@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from calogen.commands._types import positive_int, seed_int
+
 NAME = "generate"
 HELP = "generate showers with a trained model into a CaloChallenge HDF5 file"
 
@@ -20,11 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--energy", metavar="SPEC", help="incident energies: 10GeV, loguniform:1GeV:100GeV, uniform:A:B, list:A,B")
     source.add_argument("--energies-from", metavar="REF.h5", help="take the incident energies of this shower file")
-    parser.add_argument("--n", type=int, help="number of showers (required with --energy; default with --energies-from: all)")
-    parser.add_argument("--nfe", type=int, help="network evaluations per model (default: the model's)")
+    parser.add_argument("--n", type=positive_int, help="number of showers (required with --energy; default with --energies-from: all)")
+    parser.add_argument("--nfe", type=positive_int, help="network evaluations per model (default: the model's)")
     parser.add_argument("--sampler", help="euler, heun, midpoint or ab2 (default: the model's)")
-    parser.add_argument("--batch-size", type=int, default=1000, help="showers per network batch (default: 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of energies and noise (default: 0)")
+    parser.add_argument("--batch-size", type=positive_int, default=1000, help="showers per network batch (default: 1000)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="seed of energies and noise (default: 0)")
     parser.add_argument("--weights", choices=("ema", "raw"), default="ema", help="which weights to use (default: ema)")
     parser.add_argument("-o", "--output", required=True, metavar="GEN.h5", help="output file, written when complete")
     parser.add_argument(
@@ -45,12 +47,13 @@ def run(args: argparse.Namespace) -> int:
     from calogen.io import ShowerFile
     from calogen.models import load
     from calogen.models.samplers import steps_for_nfe
+    from calogen.outputs import check_destination
 
+    check_destination(args.output)
     model = load(args.model, weights=args.weights)
-    nfe, sampler = args.nfe or model.config.nfe, args.sampler or model.config.sampler
+    nfe = model.config.nfe if args.nfe is None else args.nfe
+    sampler = model.config.sampler if args.sampler is None else args.sampler
     steps_for_nfe(sampler, nfe)
-    if args.batch_size < 1:
-        raise CalogenError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.energy is not None:
         if args.n is None:
             raise CalogenError("--energy needs --n, the number of showers")
@@ -58,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         with ShowerFile(args.energies_from) as ref:
             energies = ref.read_energies()[:, 0]
+        if energies.size == 0:
+            raise CalogenError(f"{args.energies_from} holds no showers; give a file with incident energies or use --energy")
         if args.n is not None:
             if not 1 <= args.n <= energies.size:
                 raise CalogenError(f"--n must lie in 1..{energies.size} (showers in {args.energies_from}), got {args.n}")

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from calogen.commands._types import positive_int, seed_int
+
 NAME = "simulate"
 HELP = "simulate showers with the full Monte Carlo or GFLASH into a CaloChallenge HDF5 file"
 
@@ -24,14 +26,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--energy", required=True, metavar="SPEC", help="incident energies: 10GeV, loguniform:1GeV:1TeV, uniform:A:B, list:A,B"
     )
-    parser.add_argument("--n", type=int, required=True, help="number of showers")
-    parser.add_argument("--seed", type=int, default=0, help="run seed; shower i uses a seed derived from (seed, i) (default: 0)")
+    parser.add_argument("--n", type=positive_int, required=True, help="number of showers")
+    parser.add_argument("--seed", type=seed_int, default=0, help="run seed; shower i uses a seed derived from (seed, i) (default: 0)")
     parser.add_argument("-o", "--output", required=True, metavar="FILE.h5", help="output file, written when complete")
-    parser.add_argument("--workers", type=int, default=1, help="processes; the output does not depend on it (default: 1)")
+    parser.add_argument("--workers", type=positive_int, default=1, help="processes; the output does not depend on it (default: 1)")
     parser.add_argument(
-        "--chunk-size", type=int, default=1000, help="showers per chunk, the unit of checkpointing (default: 1000)"
+        "--chunk-size", type=positive_int, default=1000, help="showers per chunk, the unit of checkpointing (default: 1000)"
     )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run with the same settings")
+    parser.add_argument(
+        "--max-energy", default="10TeV", metavar="E", help="refuse incident energies above this (default: 10TeV; raise it deliberately)"
+    )
     parser.add_argument(
         "--gflash-params",
         metavar="JSON|NAME",
@@ -53,6 +58,7 @@ def _gflash_parameters(value: str) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Validate the request, then simulate; returns 0 on success."""
+    from calogen.energies import parse_energy
     from calogen.sim.engines import EngineError, configure_numba_cache, engine_spec
 
     configure_numba_cache()
@@ -75,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=progress,
         resume=args.resume,
+        max_energy=parse_energy(args.max_energy),
     )
     print(f"wrote {args.n} {spec.particle} showers ({spec.name}, {spec.geometry.name}) to {path}")
     return 0

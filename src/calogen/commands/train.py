@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from calogen.commands._types import positive_int
+
 NAME = "train"
 HELP = "train a generative model (energy + shape, flow matching) on a CaloChallenge HDF5 file"
 
@@ -18,10 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``calogen train``."""
     parser.add_argument("--data", required=True, metavar="TRAIN.h5", help="training showers (CaloChallenge HDF5)")
     parser.add_argument("--geometry", required=True, help="built-in geometry name or CaloChallenge binning XML")
-    parser.add_argument("--preset", default="cpu-small", help="tiny, cpu-small, ds2-base, ds3-base or a YAML/JSON file (default: cpu-small)")
+    parser.add_argument(
+        "--preset", help="tiny, cpu-small, ds2-base, ds3-base or a YAML/JSON file (default: cpu-small; with --resume: the run's own)"
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="model directory to create (or continue with --resume)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    parser.add_argument("--max-steps", type=int, metavar="N", help="override the preset's number of optimiser steps")
+    parser.add_argument("--max-steps", type=positive_int, metavar="N", help="override the preset's number of optimiser steps")
     parser.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: when stderr is a terminal)"
     )
@@ -29,11 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train and print where the model went; returns 0."""
-    from calogen.errors import CalogenError
     from calogen.train.loop import train
 
-    if args.max_steps is not None and args.max_steps < 1:
-        raise CalogenError(f"--max-steps must be >= 1, got {args.max_steps}")
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     result = train(args.data, args.geometry, args.preset, args.out, resume=args.resume, max_steps=args.max_steps, progress=progress)
     note = " (stopped early)" if result.stopped_early else ""

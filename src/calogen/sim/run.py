@@ -39,22 +39,25 @@ import os
 import shutil
 import signal
 import threading
+import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from calogen.energies import EnergySpec, EnergySpecError
+from calogen.energies import DEFAULT_MAX_ENERGY_MEV, EnergySpec, EnergySpecError, format_energy
 from calogen.errors import CalogenError
 from calogen.io import ShowerWriter
+from calogen.outputs import check_destination
 from calogen.sim.engines import EngineSpec
 
-__all__ = ["RunError", "check_output_path", "simulate_to_file", "work_dir"]
+__all__ = ["RunError", "simulate_to_file", "work_dir"]
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "calogen-simulate-partial/1"
+PIECE_SECONDS = 0.1  # one process simulates a chunk in pieces of about this long, so Ctrl-C acts promptly
 
 
 class RunError(CalogenError):
@@ -84,10 +87,17 @@ def _spec_text(spec: EnergySpec) -> str:
     return f"{spec.kind}:" + ":".join(values)
 
 
-def _draw_energies(energies: EnergySpec | str | np.ndarray, n: int | None, seed: int) -> tuple[np.ndarray, str]:
+def _draw_energies(
+    energies: EnergySpec | str | np.ndarray, n: int | None, seed: int, max_energy: float
+) -> tuple[np.ndarray, str]:
     """The run's incident energies, float32 ``(n,)`` MeV, and a text that identifies them."""
     if isinstance(energies, (str, EnergySpec)):
         spec = EnergySpec.parse(energies) if isinstance(energies, str) else energies
+        if spec.range[1] > max_energy:
+            raise RunError(
+                f"energy {format_energy(spec.range[1])} exceeds the limit of {format_energy(max_energy)}; "
+                "lower it or raise the limit (--max-energy)"
+            )
         if n is None or n < 1:
             raise RunError(f"number of showers must be >= 1, got {n}")
         return spec.sample(n, seed=seed).astype(np.float32), _spec_text(spec)
@@ -99,6 +109,11 @@ def _draw_energies(energies: EnergySpec | str | np.ndarray, n: int | None, seed:
     bad = ~(np.isfinite(values) & (values > 0))
     if bad.any():
         raise EnergySpecError(f"incident energies must be finite and > 0 MeV; entry {int(np.argmax(bad))} is {values[bad][0]}")
+    if values.max() > max_energy:
+        raise RunError(
+            f"entry {int(np.argmax(values))} ({format_energy(float(values.max()))}) exceeds the energy limit of "
+            f"{format_energy(max_energy)}; raise the limit (max_energy) to simulate it"
+        )
     return values, "array:sha256=" + hashlib.sha256(values.tobytes()).hexdigest()
 
 
@@ -109,17 +124,6 @@ def _check_settings(seed: int, chunk_size: int, workers: int) -> None:
         raise RunError(f"chunk size must be >= 1, got {chunk_size}")
     if workers < 1:
         raise RunError(f"workers must be >= 1, got {workers}")
-
-
-def check_output_path(path: str | os.PathLike[str]) -> None:
-    """Raise :class:`RunError` unless a file can be created at ``path`` (call before any long computation)."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise RunError(f"{path}: directory {path.parent} does not exist; create it first")
-    if path.is_dir():
-        raise RunError(f"{path} is a directory; give a file name such as {path / 'showers.h5'}")
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        raise RunError(f"{path}: directory {path.parent} is not writable; choose another output path")
 
 
 # --- the work directory ------------------------------------------------------------------------
@@ -207,6 +211,22 @@ def _simulate(engine: Any, energies: np.ndarray, seed: int, first_index: int, n_
     return _as_showers(engine.simulate(energies, seed=seed, first_index=first_index), energies.size, n_voxels)
 
 
+def _simulate_in_pieces(engine: Any, energies: np.ndarray, seed: int, first_index: int, n_voxels: int) -> np.ndarray:
+    """:func:`_simulate` in pieces of about :data:`PIECE_SECONDS`, so a Ctrl-C in this process (whose
+    compiled engine code does not look at signals) is acted on within one piece. Shower ``i`` is
+    seeded from ``(seed, first_index + i)``, so the result does not depend on the pieces."""
+    out = np.empty((energies.size, n_voxels), dtype=np.float32)
+    start, piece = 0, 1
+    while start < energies.size:
+        stop = min(start + piece, energies.size)
+        t0 = time.perf_counter()
+        out[start:stop] = _simulate(engine, energies[start:stop], seed, first_index + start, n_voxels)
+        elapsed = time.perf_counter() - t0
+        piece = max(1, min(4 * piece, int(piece * PIECE_SECONDS / max(elapsed, 1e-6))))
+        start = stop
+    return out
+
+
 _worker_spec: EngineSpec | None = None
 _worker_engine: Any = None
 
@@ -255,7 +275,7 @@ def _chunk_results(
     if workers == 1 or len(starts) == 1:
         engine = spec.build()
         for task in tasks:
-            yield _simulate(engine, *task)
+            yield _simulate_in_pieces(engine, *task)
         return
     with _sigint_ignored():  # inherited by the new processes: Ctrl-C during their start-up is the parent's
         pool = multiprocessing.get_context("spawn").Pool(min(workers, len(starts)), _init_worker, (spec,))
@@ -303,7 +323,7 @@ def _publish(tmp: Path, path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
+    os.replace(tmp, check_destination(path))
 
 
 # --- the driver --------------------------------------------------------------------------------
@@ -318,6 +338,7 @@ def simulate_to_file(
     workers: int = 1,
     progress: bool = False,
     resume: bool = False,
+    max_energy: float = DEFAULT_MAX_ENERGY_MEV,
 ) -> Path:
     """Simulate ``n`` showers into the CaloChallenge file ``path`` (see the module docstring).
 
@@ -332,14 +353,15 @@ def simulate_to_file(
         workers: number of processes; the output does not depend on it.
         progress: show a progress bar (showers/s) on stderr.
         resume: continue the unfinished run in ``work_dir(path)`` when its settings match.
+        max_energy: highest incident energy accepted (MeV); a run above it is refused before it starts.
 
     Returns:
         ``path``. Raises :class:`RunError` (a CalogenError) for bad settings before simulating anything.
     """
     path = Path(path)
     _check_settings(seed, chunk_size, workers)
-    energies, energy_text = _draw_energies(spec_or_energies, n, seed)
-    check_output_path(path)
+    energies, energy_text = _draw_energies(spec_or_energies, n, seed, max_energy)
+    check_destination(path)
     n_showers, n_chunks = energies.size, -(-energies.size // chunk_size)
     run, attrs = _metadata(engine, energy_text, n_showers, int(seed), chunk_size)
     work = work_dir(path)
@@ -359,8 +381,10 @@ def simulate_to_file(
                 writer.append(energies[k * chunk_size : (k + 1) * chunk_size], showers)
                 if bar is not None:
                     bar.update(showers.shape[0])
+        writer.close()
     except BaseException as exc:
-        writer.__exit__(type(exc), exc, exc.__traceback__)
+        if not writer.closed:
+            writer.__exit__(type(exc), exc, exc.__traceback__)
         if completed == 0:  # nothing worth keeping
             shutil.rmtree(work, ignore_errors=True)
             raise
@@ -369,7 +393,6 @@ def simulate_to_file(
             completed, n_chunks, work,
         )  # fmt: skip
         raise
-    writer.close()
     _publish(work / "showers.h5", path)
     shutil.rmtree(work)
     return path

@@ -9,6 +9,11 @@ DistributedDataParallel, each process taking every ``world``-th shower of a batc
 
 Learning rate at step ``s``: ``lr (s + 1) / warmup`` during warm-up, then
 ``lr (m + (1 - m) (1 + cos(pi p)) / 2)`` with ``p`` the fraction of the remaining steps done.
+
+The run directory holds ``run.json`` (the SHA-256 of the training file, the geometry and the preset),
+written before anything else. A new run needs an empty or missing directory; ``resume=True`` refuses
+another data file, geometry or preset, and restarts cleanly a run stopped before its first checkpoint.
+A new run that fails before its first checkpoint removes the directory it created.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,9 +38,11 @@ from calogen.geometry import Geometry
 from calogen.io import ShowerData
 from calogen.models.generator import ModelPair, save_model
 from calogen.models.preprocess import Preprocessor, energy_groups, layer_vector, radial_vector
+from calogen.outputs import check_output_dir
 from calogen.train.checkpoint import latest_checkpoint, optimizer_from_flat, optimizer_to_flat, read_checkpoint, write_checkpoint
-from calogen.train.config import Preset
+from calogen.train.config import PRESETS, Preset
 from calogen.train.data import BlockLoader
+from calogen.train.run_record import check_same_run, read_run, run_identity, write_run
 
 __all__ = ["TrainResult", "Trainer", "train"]
 
@@ -246,7 +254,7 @@ def _truncate_history(path: Path, step: int) -> None:
 def train(
     data: str | os.PathLike[str],
     geometry: Geometry | str,
-    preset: Preset | str,
+    preset: Preset | str | None,
     out: str | os.PathLike[str],
     *,
     resume: bool = False,
@@ -258,23 +266,33 @@ def train(
     Args:
         data: CaloChallenge HDF5 training file.
         geometry: its readout (built-in name, binning XML or Geometry).
-        preset: built-in preset name, preset file or :class:`Preset`.
-        out: model directory (created; must not hold a model unless ``resume``).
-        resume: continue from the newest checkpoint in ``out`` (its stored preset is used).
+        preset: built-in preset name, preset file or :class:`Preset`; None means ``cpu-small`` for a new
+            run and the stored preset when resuming (a given preset must equal the stored one).
+        out: model directory (created; must be empty or missing unless ``resume``).
+        resume: continue the run in ``out`` from its newest checkpoint, or from the start if it was
+            stopped before the first one; refused if ``data``, the geometry or the preset differ.
         max_steps: override ``train.max_steps``.
         progress: show a tqdm progress bar.
     """
     geometry = Geometry.resolve(geometry)
-    preset = Preset.resolve(preset) if not isinstance(preset, Preset) else preset
-    out = Path(out)
+    given = None if preset is None else preset if isinstance(preset, Preset) else Preset.resolve(preset)
+    out = check_output_dir(out)
+    created = not out.exists()
+    if not resume and not created and any(out.iterdir()):
+        raise CalogenError(
+            f"{out} is not empty (it holds a model or an interrupted run); pass --resume to continue it, or choose another --out"
+        )
+    stored = read_run(out) if resume else None
     checkpoint = latest_checkpoint(out) if resume else None
-    if resume and checkpoint is None:
-        raise CalogenError(f"{out}: no checkpoint to resume from; start without --resume")
-    if not resume and (out / "config.json").exists():
-        raise CalogenError(f"{out} already holds a model; use --resume to continue it or choose another --out")
+    if resume and stored is None and checkpoint is None:
+        raise CalogenError(f"{out}: no training run to resume there; start without --resume")
     tensors, meta = read_checkpoint(checkpoint) if checkpoint else ({}, {})
     if checkpoint:
-        preset = Preset.from_dict(preset.name, meta["preset"])
+        preset = Preset.from_dict(given.name if given else "resumed", meta["preset"])
+    elif stored is not None and given is None:
+        preset = Preset.from_dict("resumed", stored["preset"])
+    else:
+        preset = given or PRESETS["cpu-small"]
     if max_steps is not None:
         preset = replace(preset, train=replace(preset.train, max_steps=max_steps))
     cfg = preset.train
@@ -284,12 +302,20 @@ def train(
     loader = BlockLoader(data, geometry, batch_size=cfg.batch_size, block_size=cfg.block_size,
                          shuffle_blocks=cfg.shuffle_blocks, val_fraction=cfg.val_fraction, seed=cfg.seed)  # fmt: skip
     try:
+        identity = run_identity(data, geometry, preset)
+        if stored is not None:
+            check_same_run(out, stored, identity, given)
+        elif resume:
+            log.warning("%s has no run.json (written by an older calogen); cannot check that --data and the preset match", out)
+        if not checkpoint and main:  # a new run, or one stopped before its first checkpoint: start clean
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "history.jsonl").unlink(missing_ok=True)
+            write_run(out, identity)
         if checkpoint:
             pre = Preprocessor.load(out)
         else:
             pre = _fit_preprocessing(loader, geometry, preset)
             if main:
-                out.mkdir(parents=True, exist_ok=True)
                 pre.save(out)
         val = loader.read_blocks(loader.val_blocks, cfg.val_max)
         trainer = Trainer(geometry, preset, pre, device=device, dist=dist)
@@ -339,5 +365,9 @@ def train(
         if stopped:
             log.info("stopped early at step %d: validation loss did not improve %d times", step, cfg.patience)
         return TrainResult(out, step, best, stopped, wall + time.perf_counter() - t0)
+    except BaseException:
+        if created and main and latest_checkpoint(out) is None:  # nothing worth keeping
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:
         loader.close()

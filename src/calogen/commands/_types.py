@@ -1,0 +1,38 @@
+"""Argument types shared by the subcommands: checked by argparse, so a bad value is a usage error (exit 2).
+
+Example:
+    >>> seed_int("7"), positive_int("3")
+    (7, 3)
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["MAX_SEED", "positive_int", "seed_int"]
+
+MAX_SEED = 2**63 - 1
+"""Largest seed: seeds are stored as int64 in output files and hashed into 63-bit child seeds."""
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """A seed: an integer in ``[0, 2**63)``."""
+    value = _integer(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed must lie in 0..2**63-1 ({MAX_SEED}), got {value}")
+    return value
