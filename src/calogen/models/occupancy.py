@@ -1,0 +1,290 @@
+"""Occupancy: how many voxels of each ring are hit, and what each hit holds.
+
+The shape network alone spreads a ring's energy over too many voxels: the shipped cpu-small model made
+about 760 hits per DS2 shower (MC: 620), 190 of them below 0.3 MeV where the MC has 4, because a MIP
+in the sensitive layer deposits far more than the threshold. The occupancy stage replaces the
+threshold cut of :func:`~calogen.models.rescale.cut_and_rescale` when a model has one:
+
+1. **Counts.** :class:`HitCountNet` gives, for every ring ``g`` (one radial bin of one layer), a
+   categorical distribution over its number of hits ``k_g`` in ``0..max_count``, given the generated
+   ring energies of the shower and its incident energy. One residual MLP is shared by all layers; each
+   row is one layer's ``R`` ring energies (``log1p(T / t) / 10``, ``t`` the threshold), modulated by the
+   incident energy and a learned layer embedding. ``k_g`` is drawn by inverse CDF from a uniform
+   ``u = Phi(z)`` of an explicit standard-normal noise ``z``, over the counts that are possible:
+   ``k = 0`` for an empty ring, else ``1 <= k <= min(size_g, T_g / t)``.
+2. **Placement.** :func:`keep_largest` keeps exactly the ``k_g`` voxels of each ring with the largest
+   shape-network logits.
+3. **Energies.** :func:`occupy` gives each kept voxel ``f_g + (T_g - k_g f_g) w_i / sum_g w`` with
+   ``w_i = sigmoid(x_i)^gamma`` (``x_i`` the voxel's logit; ``gamma < 1`` narrows the spread of the
+   shape network's values) and ``f_g = min(floor, T_g / k_g)``, so every ring sums exactly to
+   ``T_g`` (to float rounding) and every kept voxel holds at least the threshold. ``floor`` and
+   ``gamma`` are fitted to the training showers' voxel-energy spectrum.
+
+Everything is a torch operation on whole batches (sort, gather, scatter, cumsum, erf), so the exported
+ONNX graph contains it. A model directory holds it as ``occupancy.json`` (:class:`OccupancyConfig` and
+provenance) and ``occupancy.safetensors``; directories without them generate as before.
+
+Example:
+    >>> groups = torch.tensor([0, 0, 0, 1, 1])
+    >>> members = torch.from_numpy(group_members(groups.numpy()))
+    >>> keep_largest(torch.tensor([[0.1, 3.0, 2.0, 5.0, 4.0]]), torch.tensor([[2.0, 1.0]]), groups, members)
+    tensor([[False,  True,  True,  True, False]])
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from calogen.errors import CalogenError
+from calogen.geometry import Geometry
+from calogen.models.energy import ResidualBlock
+from calogen.models.preprocess import energy_groups, radial_slots, sigmoid
+from calogen.models.rescale import group_members, group_totals, readout_targets
+
+__all__ = [
+    "OCCUPANCY_FILES", "HitCountNet", "Occupancy", "OccupancyConfig", "OccupancyError", "keep_largest", "load_occupancy", "occupy",
+    "ring_features", "save_occupancy",
+]  # fmt: skip
+
+OCCUPANCY_FILES = ("occupancy.json", "occupancy.safetensors")
+"""Files of the occupancy stage in a model directory."""
+
+_ENERGY_SCALE = 10.0
+"""Ring energies enter the count network as ``log1p(T / threshold) / 10`` (order one up to ~20 TeV / t)."""
+
+_SLACK = 1 + 1e-5
+"""``k <= T / (t * _SLACK)``: float rounding of ``T / k`` can never take a kept voxel below ``t``."""
+
+
+class OccupancyError(CalogenError):
+    """Occupancy settings or files are invalid."""
+
+
+@dataclass(frozen=True)
+class OccupancyConfig:
+    """Settings of the occupancy stage.
+
+    Args:
+        width, depth: hidden width and residual blocks of :class:`HitCountNet`.
+        max_count: largest number of hits per ring (the most alpha bins of any ring).
+        floor: least energy (MeV) of a kept voxel, when the ring holds enough; at least the threshold.
+        gamma: power of the shape network's sigmoid values that share the rest of the ring's energy.
+    """
+
+    width: int = 64
+    depth: int = 2
+    max_count: int = 16
+    floor: float = 1.0
+    gamma: float = 0.5
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = int if f.type in (int, "int") else float
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+                raise OccupancyError(f"occupancy.{f.name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+            if not math.isfinite(value):
+                raise OccupancyError(f"occupancy.{f.name} must be finite, got {value!r}")
+        if self.width < 1 or self.depth < 1 or self.max_count < 1:
+            raise OccupancyError(f"occupancy width, depth and max_count must be >= 1, got {self.width}, {self.depth}, {self.max_count}")
+        if self.floor < 0 or not 0 < self.gamma <= 4:
+            raise OccupancyError(f"occupancy.floor must be >= 0 and 0 < gamma <= 4, got {self.floor}, {self.gamma}")
+
+
+def keep_largest(scores: torch.Tensor, counts: torch.Tensor, groups: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
+    """Boolean mask ``(B, voxels)``: exactly ``counts (B, G)`` voxels of each group, those with the largest ``scores``.
+
+    ``counts`` must lie in ``0..size_g``; ties are broken by the sort, so the count is always exact.
+    """
+    b, (n_groups, k_max) = scores.shape[0], members.shape
+    padded = torch.cat([scores, torch.full_like(scores[:, :1], -torch.inf)], dim=1)[:, members]  # (B, G, K)
+    order = padded.argsort(dim=2, descending=True)
+    kept_sorted = (torch.arange(k_max, device=scores.device) < counts[:, :, None]).to(scores.dtype)
+    kept = torch.zeros_like(kept_sorted).scatter(2, order, kept_sorted)  # (B, G, K) in member order
+    position = _positions(groups, members)
+    return kept.reshape(b, n_groups * k_max)[:, groups * k_max + position] > 0
+
+
+def _positions(groups: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
+    """Position ``(voxels,)`` of every voxel among its group's members."""
+    n_voxels = groups.shape[0]
+    flat = members.flatten()
+    columns = torch.arange(members.shape[1], device=members.device).repeat(members.shape[0])
+    valid = flat < n_voxels
+    return torch.zeros(n_voxels, dtype=torch.int64, device=groups.device).scatter(0, flat[valid], columns[valid])
+
+
+def occupy(
+    logits: torch.Tensor, targets: torch.Tensor, counts: torch.Tensor, groups: torch.Tensor, members: torch.Tensor, *,
+    threshold: float, floor: float, gamma: float,
+) -> torch.Tensor:  # fmt: skip
+    """Showers ``(B, voxels)`` MeV: ``counts`` voxels per group hold exactly ``targets`` (module docstring, steps 2-3).
+
+    Args:
+        logits: ``(B, voxels)`` the shape network's voxel logits (order and weights).
+        targets: ``(B, G)`` group energies MeV, each 0 or at least ``threshold`` (:func:`readout_targets`).
+        counts: ``(B, G)`` hits per group: 0 where the target is 0, else ``1..min(size_g, T_g / threshold)``.
+        groups, members: voxel groups and :func:`~calogen.models.rescale.group_members`.
+        threshold, floor, gamma: the readout threshold and :class:`OccupancyConfig` values.
+    """
+    keep = keep_largest(logits, counts, groups, members)
+    weights = torch.where(keep, sigmoid(logits) ** gamma, torch.zeros_like(logits))
+    total = group_totals(weights, groups, targets.shape[1])
+    # a group whose kept weights all underflowed shares equally
+    weights = torch.where((total > 0)[:, groups], weights, keep.to(logits.dtype))
+    total = group_totals(weights, groups, targets.shape[1])
+    k = counts.to(targets.dtype)
+    base = torch.minimum(torch.full_like(targets, max(floor, threshold)), targets / k.clamp_min(1))
+    share = (targets - k * base) / total.clamp_min(torch.finfo(total.dtype).tiny)
+    return torch.where(keep, base[:, groups] + share[:, groups] * weights, torch.zeros_like(logits))
+
+
+def ring_features(targets: torch.Tensor, threshold: float, slots: torch.Tensor, n_slots: int) -> torch.Tensor:
+    """Count-network input ``(B, L * R_max)``: ``T / t`` of every ring in its radial slot, 0 elsewhere."""
+    return torch.zeros(targets.shape[0], n_slots, dtype=targets.dtype, device=targets.device).index_copy(1, slots, targets / threshold)
+
+
+class HitCountNet(nn.Module):
+    """Count logits ``(B, L * R, C)`` from ring energies over the threshold ``(B, L * R)`` and incident energies ``(B, 1)`` MeV.
+
+    Rows are layers (``log1p(T / t) / 10`` of its ``R`` rings and of the whole layer), modulated by an
+    embedding of ``ln(E_inc / MeV) / 10`` plus a learned layer embedding, as in
+    :class:`~calogen.models.radial.RadialNet`.
+
+    Args:
+        n_layers, n_r: ``L`` and ``R``.
+        n_classes: ``C = max_count + 1``.
+        width, depth: hidden width and residual blocks.
+    """
+
+    def __init__(self, n_layers: int, n_r: int, n_classes: int, *, width: int, depth: int) -> None:
+        super().__init__()
+        self.n_layers, self.n_r, self.n_classes = n_layers, n_r, n_classes
+        self.embed = nn.Sequential(nn.Linear(1, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU())
+        self.layer_embedding = nn.Parameter(0.1 * torch.randn(n_layers, width, device="cpu"))
+        self.inp = nn.Linear(n_r + 1, width)
+        self.blocks = nn.ModuleList(ResidualBlock(width, width) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+        self.out = nn.Linear(width, n_r * n_classes)
+
+    def forward(self, features: torch.Tensor, energies: torch.Tensor) -> torch.Tensor:
+        b, n_l, n_r = features.shape[0], self.n_layers, self.n_r
+        rows = features.reshape(b * n_l, n_r)
+        layer = rows.sum(dim=1, keepdim=True)
+        h = self.inp(torch.log1p(torch.cat([rows, layer], dim=1)) / _ENERGY_SCALE)
+        emb = self.embed(torch.log(energies) / _ENERGY_SCALE)
+        for block in self.blocks:
+            film = block.film(emb)[:, None, :] + F.linear(self.layer_embedding, block.film.weight)
+            h = block.modulated(h, film.reshape(b * n_l, -1))
+        return self.out(F.silu(self.norm(h))).reshape(b, n_l * n_r, self.n_classes)
+
+
+class Occupancy(nn.Module):
+    """The occupancy stage for one geometry: counts from ring energies, then :func:`occupy`.
+
+    ``forward(logits (B, voxels), targets (B, G) MeV, energies (B, 1) MeV, noise (B, G)) -> (B, voxels) MeV``.
+
+    Args:
+        geometry: the readout; groups are its rings (:func:`~calogen.models.preprocess.energy_groups`).
+        config: settings.
+    """
+
+    def __init__(self, geometry: Geometry, config: OccupancyConfig) -> None:
+        super().__init__()
+        self.geometry, self.config, self.threshold = geometry, config, float(geometry.threshold)
+        groups = energy_groups(geometry, "rings")
+        slots, n_r = radial_slots(geometry)
+        n_layers = len(geometry.nonempty_layers)
+        self.n_groups, self.n_slots = int(groups.max()) + 1, n_layers * n_r
+        self.net = HitCountNet(n_layers, n_r, config.max_count + 1, width=config.width, depth=config.depth)
+        members = group_members(groups)
+        self.register_buffer("groups", torch.from_numpy(groups.astype(np.int64)), persistent=False)
+        self.register_buffer("members", torch.from_numpy(members), persistent=False)
+        self.register_buffer("slots", torch.from_numpy(slots), persistent=False)
+        self.register_buffer("sizes", torch.from_numpy(np.bincount(groups)), persistent=False)
+
+    def logits(self, targets: torch.Tensor, energies: torch.Tensor) -> torch.Tensor:
+        """Count logits ``(B, G, C)`` of every ring (before the possible-count mask)."""
+        features = ring_features(targets, self.threshold, self.slots, self.n_slots)
+        return self.net(features, energies)[:, self.slots]
+
+    def possible(self, targets: torch.Tensor) -> torch.Tensor:
+        """Boolean ``(B, G, C)``: counts a ring can have (0 iff empty; at most its size and ``T / t``)."""
+        k = torch.arange(self.config.max_count + 1, device=targets.device, dtype=targets.dtype)
+        most = torch.minimum(torch.floor(targets / (self.threshold * _SLACK)), self.sizes.to(targets.dtype))
+        filled = (k >= 1) & (k <= most.clamp_min(1)[:, :, None])
+        full = (targets > 0)[:, :, None]
+        return (full & filled) | (~full & (k == 0))
+
+    def counts(self, targets: torch.Tensor, energies: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Hits ``(B, G)`` (integer-valued, float) drawn from the possible counts by inverse CDF of ``Phi(noise)``."""
+        logits = self.logits(targets, energies).to(targets.dtype)
+        logits = torch.where(self.possible(targets), logits, torch.full_like(logits, -torch.inf))
+        cdf = torch.softmax(logits, dim=2).cumsum(dim=2)
+        u = 0.5 * (1 + torch.erf(noise / math.sqrt(2)))
+        drawn = (cdf < u[:, :, None] * cdf[:, :, -1:]).sum(dim=2).to(targets.dtype)
+        # rounding can leave u above the last step of the CDF: the largest possible count then
+        most = (self.possible(targets).to(targets.dtype) * torch.arange(logits.shape[2], dtype=targets.dtype, device=targets.device)).amax(2)
+        return torch.minimum(drawn, most)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor, energies: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        targets = readout_targets(targets, self.threshold)
+        counts = self.counts(targets, energies, noise)
+        c = self.config
+        return occupy(logits, targets, counts, self.groups, self.members, threshold=self.threshold, floor=c.floor, gamma=c.gamma)
+
+
+# --- files --------------------------------------------------------------------------------------
+def save_occupancy(directory: str | os.PathLike[str], occupancy: Occupancy, provenance: dict[str, Any]) -> None:
+    """Write ``occupancy.json`` (settings and provenance) and ``occupancy.safetensors`` into a model directory."""
+    from calogen.train.checkpoint import atomic_write_json, atomic_write_tensors
+
+    directory = Path(directory)
+    atomic_write_tensors(directory / OCCUPANCY_FILES[1], occupancy.net.state_dict())
+    atomic_write_json(directory / OCCUPANCY_FILES[0], {"occupancy": asdict(occupancy.config), "provenance": provenance})
+
+
+def load_occupancy(directory: str | os.PathLike[str], geometry: Geometry) -> Occupancy | None:
+    """The occupancy stage of a model directory, or None if it has none.
+
+    Raises:
+        OccupancyError: its files are incomplete, damaged or do not fit the geometry.
+    """
+    import json
+
+    from safetensors import safe_open
+
+    directory = Path(directory)
+    present = [(directory / name).is_file() for name in OCCUPANCY_FILES]
+    if not any(present):
+        return None
+    if not all(present):
+        raise OccupancyError(f"{directory}: needs both {' and '.join(OCCUPANCY_FILES)} or neither; copy the model again or refit")
+    try:
+        meta = json.loads((directory / OCCUPANCY_FILES[0]).read_text())
+        settings = meta["occupancy"]
+        unknown = set(settings) - {f.name for f in fields(OccupancyConfig)}
+        if unknown:
+            raise OccupancyError(f"{directory}/{OCCUPANCY_FILES[0]}: unknown settings {sorted(unknown)} (written by a newer calogen?)")
+        config = OccupancyConfig(**settings)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise OccupancyError(f"{directory}/{OCCUPANCY_FILES[0]} cannot be read ({exc}); refit the occupancy stage") from None
+    occupancy = Occupancy(geometry, config)
+    try:
+        with safe_open(str(directory / OCCUPANCY_FILES[1]), framework="pt") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+        occupancy.net.load_state_dict(state)
+    except Exception as exc:  # OSError, safetensors' error, or a shape mismatch (RuntimeError)
+        raise OccupancyError(f"{directory}/{OCCUPANCY_FILES[1]} does not fit {OCCUPANCY_FILES[0]} ({str(exc).splitlines()[0]}); refit") from None
+    if not all(bool(torch.isfinite(v).all()) for v in state.values()):
+        raise OccupancyError(f"{directory}/{OCCUPANCY_FILES[1]} holds NaN or inf; refit the occupancy stage")
+    return occupancy.eval().requires_grad_(False)

@@ -1,0 +1,236 @@
+"""Fit the occupancy stage (:mod:`calogen.models.occupancy`) of a trained model to its training showers.
+
+Two steps, both on training showers only:
+
+1. **Count network.** Every training shower gives its ring energies ``T`` and hits per ring ``k``
+   (voxels at or above the threshold). :class:`~calogen.models.occupancy.HitCountNet` learns
+   ``p(k | T, E_inc)`` by cross-entropy over the possible counts (Adam, cosine learning rate,
+   ``val_fraction`` of the showers held out; the weights with the best validation loss are kept).
+2. **Spectrum.** The model generates ring energies and logits for ``n_spectrum`` training energies;
+   counts are drawn from the fitted network, and ``floor`` and ``gamma`` are chosen on a grid to
+   minimise the separation power of the voxel-energy spectrum (49 log bins from the threshold, as in
+   :mod:`calogen.eval.histograms`) against those training showers.
+
+Same data, settings and seed give the same weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from calogen.errors import CalogenError
+from calogen.geometry import Geometry
+from calogen.models.occupancy import OCCUPANCY_FILES, Occupancy, OccupancyConfig, occupy, save_occupancy
+from calogen.models.preprocess import energy_groups, group_sums
+from calogen.models.rescale import readout_targets
+
+__all__ = ["FitSettings", "fit_counts", "fit_occupancy", "fit_spectrum", "ring_counts", "spectrum_separation"]
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Settings of :func:`fit_counts` and :func:`fit_spectrum`.
+
+    Args:
+        steps: optimiser steps of the count network.
+        batch_size: showers per step.
+        lr: peak learning rate (cosine decay to 5%).
+        val_fraction: showers held out to pick the best weights.
+        eval_every: steps between validation losses.
+        seed: initialisation, batches and count noise.
+        n_spectrum: showers generated for the floor/gamma grid.
+        gammas, floors: the grid (floors in MeV; values below the threshold act as the threshold).
+    """
+
+    steps: int = 1500
+    batch_size: int = 128
+    lr: float = 3e-3
+    val_fraction: float = 0.1
+    eval_every: int = 100
+    seed: int = 0
+    n_spectrum: int = 2000
+    gammas: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 1.0)
+    floors: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.eval_every < 1 or self.n_spectrum < 1:
+            raise CalogenError("occupancy fit: steps, batch_size, eval_every and n_spectrum must be >= 1")
+        if not 0 < self.val_fraction < 1 or not self.lr > 0:
+            raise CalogenError(f"occupancy fit: need 0 < val_fraction < 1 and lr > 0, got {self.val_fraction}, {self.lr}")
+        if not self.gammas or not self.floors or min(self.gammas) <= 0 or min(self.floors) < 0:
+            raise CalogenError("occupancy fit: gammas must be positive and floors >= 0, neither empty")
+
+
+def ring_counts(geometry: Geometry, showers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ring energies ``(N, G)`` MeV (float64) and hits per ring ``(N, G)`` of showers ``(N, voxels)``."""
+    groups = energy_groups(geometry, "rings")
+    showers = np.asarray(showers, dtype=np.float32)
+    hits = (showers >= np.float32(geometry.threshold)) & (showers > 0)
+    return group_sums(showers, groups), np.rint(group_sums(hits.astype(np.float32), groups))
+
+
+def _loss(occupancy: Occupancy, targets: torch.Tensor, energies: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy per shower (summed over rings) of the true counts among the possible ones."""
+    logits = occupancy.logits(targets, energies)
+    logits = torch.where(occupancy.possible(targets), logits, torch.full_like(logits, -1e9))
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[2]), counts.long().reshape(-1), reduction="none")
+    return nll.reshape(counts.shape).sum(dim=1).mean()
+
+
+def fit_counts(
+    occupancy: Occupancy, energies: np.ndarray, showers: np.ndarray, settings: FitSettings = FitSettings(), *, log: Any = None
+) -> dict[str, Any]:  # fmt: skip
+    """Train ``occupancy.net`` in place on training showers; returns a record (losses, steps, seconds).
+
+    Showers whose ring energies violate the readout (a ring below the threshold) are used as read out:
+    their targets pass :func:`~calogen.models.rescale.readout_targets` like generated ones.
+    """
+    started = time.perf_counter()
+    geometry_rings, hits = ring_counts(occupancy.geometry, showers)
+    targets = readout_targets(torch.from_numpy(geometry_rings).float(), occupancy.threshold)
+    counts = torch.from_numpy(hits).float()
+    counts = torch.where(targets > 0, counts.clamp(1, occupancy.config.max_count), torch.zeros_like(counts))
+    counts = torch.minimum(counts, torch.floor(targets / (occupancy.threshold * (1 + 1e-5))))
+    e = torch.from_numpy(np.asarray(energies, dtype=np.float32).reshape(-1, 1))
+    n = e.shape[0]
+    gen = torch.Generator().manual_seed(settings.seed)
+    order = torch.randperm(n, generator=gen)
+    n_val = max(1, int(round(settings.val_fraction * n)))
+    val, train = order[:n_val], order[n_val:]
+    if train.numel() < 1:
+        raise CalogenError(f"occupancy fit needs more showers than the validation part, got {n}")
+    torch.manual_seed(settings.seed)
+    net = occupancy.net.train()
+    opt = torch.optim.Adam(net.parameters(), lr=settings.lr)
+    best, best_state, history = math.inf, copy.deepcopy(net.state_dict()), []
+    for step in range(1, settings.steps + 1):
+        lr = settings.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (step - 1) / settings.steps)))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        batch = train[torch.randint(train.numel(), (settings.batch_size,), generator=gen)]
+        loss = _loss(occupancy, targets[batch], e[batch], counts[batch])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % settings.eval_every == 0 or step == settings.steps:
+            with torch.no_grad():
+                v = float(_loss(occupancy, targets[val], e[val], counts[val]))
+            history.append({"step": step, "train": loss.item(), "val": v})
+            if log is not None:
+                log(f"occupancy counts step {step}: train {loss.item():.3f} val {v:.3f}")
+            if v < best:
+                best, best_state = v, copy.deepcopy(net.state_dict())
+    net.load_state_dict(best_state)
+    net.eval()
+    return {"best_val_nll_per_shower": best, "history": history, "n_train": int(train.numel()), "n_val": int(n_val),
+            "seconds": time.perf_counter() - started, "settings": dataclasses.asdict(settings)}  # fmt: skip
+
+
+def spectrum_separation(reference: np.ndarray, generated: np.ndarray, threshold: float) -> float:
+    """Separation power of the voxel-energy spectra (49 log bins from the threshold to the reference maximum)."""
+    from calogen.eval.separation import separation_from_counts
+
+    ref, gen = reference[reference >= threshold], generated[generated >= threshold]
+    top = max(float(ref.max(initial=0.0)), 10 * threshold)
+    bins = np.logspace(np.log10(threshold), np.log10(np.float32(top)), 50)
+    return separation_from_counts(np.histogram(ref, bins)[0], np.histogram(gen, bins)[0], bins)
+
+
+def fit_spectrum(
+    occupancy: Occupancy, stages: tuple[torch.Tensor, torch.Tensor, torch.Tensor], reference: np.ndarray,
+    settings: FitSettings = FitSettings(),
+) -> dict[str, Any]:  # fmt: skip
+    """Choose ``floor`` and ``gamma`` (set on ``occupancy.config``) minimising :func:`spectrum_separation`.
+
+    Args:
+        occupancy: with a fitted count network.
+        stages: ``(targets (N, G) MeV, logits (N, voxels), energies (N, 1) MeV)`` generated by the model.
+        reference: the training showers ``(N, voxels)`` MeV of the same energies.
+    """
+    targets, logits, energies = stages
+    t = occupancy.threshold
+    gen = torch.Generator().manual_seed(settings.seed + 1)
+    targets = readout_targets(targets, t)
+    with torch.no_grad():
+        counts = occupancy.counts(targets, energies, torch.randn(targets.shape, generator=gen))
+    grid = {}
+    for gamma in settings.gammas:
+        for floor in sorted({max(f, t) for f in settings.floors}):
+            with torch.no_grad():
+                x = occupy(logits, targets, counts, occupancy.groups, occupancy.members, threshold=t, floor=floor, gamma=gamma)
+            grid[(gamma, floor)] = spectrum_separation(reference, x.numpy(), t)
+    (gamma, floor), best = min(grid.items(), key=lambda item: item[1])
+    occupancy.config = dataclasses.replace(occupancy.config, gamma=gamma, floor=floor)
+    return {"gamma": gamma, "floor": floor, "separation": best, "grid": [[g, f, s] for (g, f), s in grid.items()]}
+
+
+def fit_occupancy(
+    model_dir: str | os.PathLike[str], data: str | os.PathLike[str], *, out: str | os.PathLike[str] | None = None,
+    n_showers: int | None = None, config: OccupancyConfig = OccupancyConfig(), settings: FitSettings = FitSettings(),
+    log: Any = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Fit the occupancy stage of a trained model to its training showers and add it to the model directory.
+
+    Args:
+        model_dir: a model directory (:func:`calogen.load`).
+        data: its training showers (CaloChallenge HDF5); the first ``n_showers`` (default: all) are used.
+        out: write a copy of the model with the stage here (default: add it to ``model_dir``).
+        n_showers: showers to use.
+        config: network settings (``max_count`` is set to the geometry's most alpha bins).
+        settings: fit settings.
+        log: callable receiving progress lines.
+
+    Returns:
+        the provenance record written into ``occupancy.json``.
+    """
+    from calogen.io import ShowerFile
+    from calogen.models.generator import EVALUATION_CHUNK, load
+
+    model = load(model_dir)
+    with ShowerFile(data, model.geometry) as f:
+        n = f.n_showers if n_showers is None else min(n_showers, f.n_showers)
+        showers = f.read(0, n)
+    max_count = max(model.geometry.layers[i].n_alpha for i in model.geometry.nonempty_layers)
+    config = dataclasses.replace(config, max_count=max_count)
+    torch.manual_seed(settings.seed)
+    occupancy = Occupancy(model.geometry, config)
+    energies = showers.energies.reshape(-1)
+    counts_record = fit_counts(occupancy, energies, showers.showers, settings, log=log)
+    m = min(settings.n_spectrum, n)
+    e = energies[:m].astype(np.float32).reshape(-1, 1)
+    noise_energy, noise_shape = model.draw_noise(m, seed=settings.seed)
+    module = model.export_module(model.nfe, model.sampler)
+    parts: list[tuple[torch.Tensor, torch.Tensor]] = []
+    with torch.inference_mode():
+        for s in range(0, m, EVALUATION_CHUNK):
+            sl = slice(s, s + EVALUATION_CHUNK)
+            targets, _, logits = module.stages(torch.from_numpy(e[sl]), torch.from_numpy(noise_energy[sl]), torch.from_numpy(noise_shape[sl]))
+            parts.append((targets, logits))
+    stages = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), torch.from_numpy(e))
+    spectrum_record = fit_spectrum(occupancy, stages, showers.showers[:m], settings)
+    if log is not None:
+        log(f"occupancy spectrum: gamma {spectrum_record['gamma']}, floor {spectrum_record['floor']:.3g} MeV, "
+            f"separation {spectrum_record['separation']:.4f} on {m} training showers")  # fmt: skip
+    target = Path(model_dir if out is None else out)
+    if out is not None:
+        if target.exists() and any(target.iterdir()):
+            raise CalogenError(f"--out {target} exists and is not empty; choose a new directory")
+        shutil.copytree(model_dir, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*OCCUPANCY_FILES))
+    provenance = {
+        "data": str(data), "n_showers": n, "model_nfe": model.nfe, "model_sampler": model.sampler,
+        "counts": counts_record, "spectrum": spectrum_record,
+    }  # fmt: skip
+    save_occupancy(target, occupancy, provenance)
+    return provenance

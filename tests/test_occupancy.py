@@ -1,0 +1,181 @@
+"""Occupancy stage: exact counts and energies, count sampling, fitting, files, ONNX."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from calogen.geometry import Geometry
+from calogen.models.occupancy import (
+    Occupancy, OccupancyConfig, OccupancyError, keep_largest, load_occupancy, occupy, save_occupancy,
+)  # fmt: skip
+from calogen.models.preprocess import energy_groups
+from calogen.models.rescale import group_members, group_totals, readout_targets
+from calogen.train.occupancy import FitSettings, fit_counts, fit_spectrum, ring_counts
+
+TINY = Geometry.builtin("tiny")
+T = float(TINY.threshold)
+
+
+def _rings(geometry: Geometry = TINY) -> tuple[torch.Tensor, torch.Tensor]:
+    groups = energy_groups(geometry, "rings")
+    return torch.from_numpy(groups), torch.from_numpy(group_members(groups))
+
+
+def _mc_like(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Showers whose hits per ring grow with the incident energy and whose hits hold ~1-10 MeV."""
+    rng = np.random.default_rng(seed)
+    e = np.exp(rng.uniform(np.log(1e3), np.log(1e5), n)).astype(np.float32)
+    p = np.clip(0.05 + 0.25 * np.log10(e / 1e3), 0, 1)[:, None] * np.exp(-np.arange(TINY.n_voxels) % 4 / 2.0)[None]
+    hit = rng.random((n, TINY.n_voxels)) < p
+    return e, np.where(hit, rng.lognormal(1.0, 0.5, hit.shape), 0).astype(np.float32)
+
+
+def test_keep_largest_keeps_exactly_the_largest():
+    groups, members = _rings()
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(8, TINY.n_voxels, generator=g)
+    scores[0, :3] = 1.0  # ties
+    sizes = torch.bincount(groups)
+    counts = torch.floor(torch.rand(8, sizes.numel(), generator=g) * (sizes + 1)).clamp(max=sizes.float())
+    keep = keep_largest(scores, counts, groups, members)
+    assert torch.equal(group_totals(keep.float(), groups, sizes.numel()), counts)
+    for b in range(1, 8):  # every kept score is at least every dropped one of its ring
+        for r in range(sizes.numel()):
+            s, k = scores[b, groups == r], keep[b, groups == r]
+            if k.any() and (~k).any():
+                assert s[k].min() >= s[~k].max()
+
+
+def test_occupy_conserves_ring_energies_exactly_and_respects_threshold():
+    groups, members = _rings()
+    g = torch.Generator().manual_seed(1)
+    n_groups = int(groups.max()) + 1
+    logits = 3 * torch.randn(16, TINY.n_voxels, generator=g) - 8
+    logits[0] = -200.0  # sigmoid underflows to 0: the ring shares equally
+    targets = readout_targets(torch.rand(16, n_groups, generator=g) ** 4 * 50, T)
+    sizes = torch.bincount(groups).float()
+    most = torch.minimum(torch.floor(targets / (T * (1 + 1e-5))), sizes)
+    counts = torch.where(targets > 0, torch.ceil(torch.rand(16, n_groups, generator=g) * most).clamp_min(1), torch.zeros_like(targets))
+    for floor, gamma in ((0.0, 1.0), (1.0, 0.5), (5.0, 0.3)):
+        x = occupy(logits, targets, counts, groups, members, threshold=T, floor=floor, gamma=gamma)
+        sums = group_totals(x.double(), groups, n_groups)
+        assert torch.allclose(sums, targets.double(), rtol=1e-6, atol=0)
+        assert ((x == 0) | (x >= T)).all()
+        assert torch.equal(group_totals((x > 0).float(), groups, n_groups), counts)
+        assert (x[x > 0] >= torch.minimum(torch.tensor(max(floor, T)), x[x > 0]) - 1e-6).all()
+
+
+def test_counts_are_possible_and_reproducible_from_the_noise():
+    torch.manual_seed(0)
+    occ = Occupancy(TINY, OccupancyConfig(width=8, depth=1, max_count=6)).eval()
+    g = torch.Generator().manual_seed(2)
+    targets = readout_targets(torch.rand(32, occ.n_groups, generator=g) ** 3 * 5, T)
+    e, noise = torch.full((32, 1), 1e4), torch.randn(32, occ.n_groups, generator=g)
+    with torch.no_grad():
+        k = occ.counts(targets, e, noise)
+        assert torch.equal(k, occ.counts(targets, e, noise))
+        possible = occ.possible(targets)
+        assert possible.gather(2, k.long()[:, :, None]).all()
+        assert ((k == 0) == (targets == 0)).all()
+        showers = occ(torch.randn(32, TINY.n_voxels, generator=g), targets, e, noise)
+    assert torch.allclose(group_totals(showers.double(), occ.groups, occ.n_groups), targets.double(), rtol=1e-6, atol=0)
+
+
+def test_fit_learns_counts_deterministically_and_fits_the_spectrum():
+    e, showers = _mc_like(400, seed=3)
+    settings = FitSettings(steps=400, batch_size=64, lr=1e-2, eval_every=50, n_spectrum=100, gammas=(0.5, 1.0), floors=(0.0, 1.0))
+    fitted = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        occ = Occupancy(TINY, OccupancyConfig(width=16, depth=1, max_count=6))
+        record = fit_counts(occ, e, showers, settings)
+        fitted.append(occ)
+    first, last = record["history"][0]["val"], record["best_val_nll_per_shower"]
+    assert last < first
+    assert all(torch.equal(a, b) for a, b in zip(fitted[0].net.state_dict().values(), fitted[1].net.state_dict().values()))
+    # counts drawn for the MC's own ring energies reproduce its mean hits per shower at low and high energy
+    rings, hits = ring_counts(TINY, showers)
+    targets = readout_targets(torch.from_numpy(rings).float(), T)
+    with torch.no_grad():
+        k = occ.counts(targets, torch.from_numpy(e)[:, None], torch.randn(targets.shape, generator=torch.Generator().manual_seed(5)))
+    for sel in (e < 5e3, e > 2e4):
+        assert abs(float(k[sel].sum(1).mean()) / float(hits[sel].sum(1).mean()) - 1) < 0.1
+    logits = torch.where(torch.from_numpy(showers) > 0, torch.log(torch.from_numpy(showers) + 1e-3), torch.full((400, TINY.n_voxels), -15.0))
+    result = fit_spectrum(occ, (targets, logits, torch.from_numpy(e)[:, None]), showers, settings)
+    assert (occ.config.gamma, occ.config.floor) == (result["gamma"], result["floor"])
+    assert result["separation"] == min(s for _, _, s in result["grid"])
+
+
+def test_files_round_trip_and_bad_files_are_refused(tmp_path):
+    torch.manual_seed(0)
+    occ = Occupancy(TINY, OccupancyConfig(width=8, depth=1, max_count=6, floor=1.5, gamma=0.4))
+    assert load_occupancy(tmp_path, TINY) is None  # a model directory without the stage
+    save_occupancy(tmp_path, occ, {"data": "test"})
+    back = load_occupancy(tmp_path, TINY)
+    assert back is not None and back.config == occ.config
+    assert all(torch.equal(a, b) for a, b in zip(occ.net.state_dict().values(), back.net.state_dict().values()))
+    meta = json.loads((tmp_path / "occupancy.json").read_text())
+    (tmp_path / "occupancy.json").write_text(json.dumps({**meta, "occupancy": {**meta["occupancy"], "gamma": -1}}))
+    with pytest.raises(OccupancyError, match="gamma"):
+        load_occupancy(tmp_path, TINY)
+    (tmp_path / "occupancy.json").write_text(json.dumps({**meta, "occupancy": {**meta["occupancy"], "colour": 1}}))
+    with pytest.raises(OccupancyError, match="unknown settings"):
+        load_occupancy(tmp_path, TINY)
+    (tmp_path / "occupancy.json").write_text(json.dumps(meta))
+    save_occupancy(tmp_path, Occupancy(TINY, OccupancyConfig(width=4, depth=1, max_count=6)), {})
+    (tmp_path / "occupancy.json").write_text(json.dumps(meta))
+    with pytest.raises(OccupancyError, match="does not fit"):
+        load_occupancy(tmp_path, TINY)
+    (tmp_path / "occupancy.safetensors").unlink()
+    with pytest.raises(OccupancyError, match="both"):
+        load_occupancy(tmp_path, TINY)
+
+
+def test_occupancy_exports_to_onnx(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    occ = Occupancy(TINY, OccupancyConfig(width=8, depth=1, max_count=6)).eval()
+    g = torch.Generator().manual_seed(4)
+    args = (
+        torch.randn(5, TINY.n_voxels, generator=g), readout_targets(torch.rand(5, occ.n_groups, generator=g) ** 3 * 5, T),
+        torch.full((5, 1), 2e4), torch.randn(5, occ.n_groups, generator=g),
+    )  # fmt: skip
+    path = tmp_path / "occ.onnx"
+    names = ["logits", "targets", "energies", "noise"]
+    torch.onnx.export(occ, args, str(path), input_names=names, output_names=["showers"], opset_version=17, dynamo=False,
+                      dynamic_axes={n: {0: "batch"} for n in [*names, "showers"]})  # fmt: skip
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = session.run(None, {n: a.numpy() for n, a in zip(names, args)})[0]
+    with torch.no_grad():
+        expected = occ(*args).numpy()
+    assert np.array_equal(out > 0, expected > 0)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fit_occupancy_command_adds_the_stage_to_a_copy(tmp_path, capsys):
+    from _model_data import toy_showers
+
+    from calogen.cli import main
+    from calogen.io import ShowerWriter
+
+    with ShowerWriter(tmp_path / "train.h5", TINY) as w:
+        w.append(*toy_showers(TINY, 120, seed=2, e_range=(1e3, 1e4)))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["train", "--data", str(tmp_path / "train.h5"), "--geometry", "tiny", "--preset", "tiny",
+                     "--out", str(tmp_path / "run"), "--max-steps", "2", "--no-progress"]) == 0  # fmt: skip
+        args = ["fit-occupancy", str(tmp_path / "run"), "--data", str(tmp_path / "train.h5"), "--steps", "20", "--spectrum-showers", "30"]
+        assert main([*args, "--out", str(tmp_path / "occ")]) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert "occupancy stage fitted on 120 showers" in capsys.readouterr().out
+    assert load_occupancy(tmp_path / "run", TINY) is None  # the original is untouched
+    occ = load_occupancy(tmp_path / "occ", TINY)
+    assert occ is not None and occ.config.max_count == 6
+    assert main([*args, "--out", str(tmp_path / "occ")]) == 2  # never into a non-empty directory
+    assert "not empty" in capsys.readouterr().err
