@@ -186,6 +186,7 @@ def test_bench_record_plane_and_page(files, tmp_path):
     record = make_record(rows, quality, TINY, FAST, plane=("cpu", 20), published=published_results("ds2"))
     for row in rows:
         assert [b["batch_size"] for b in row["timing"]["cpu"]["batches"]] == [1, 20] and row["n_parameters"] == 0
+        assert len(row["load_average"]["before"]) == 3 and len(row["load_average"]["after_cpu"]) == 3
     points = plane_points(record)
     gflash = next(p for p in points["ours"] if p["name"] == "gflash")
     assert gflash["auc_high"] == list(quality["gflash"].values["auc_high"]) and gflash["auc_low"] is None
@@ -234,6 +235,7 @@ def test_bench_cli_end_to_end_and_errors(files, tmp_path, capsys):
         ([], "give the generators to time"),
         (["-g", "gflash", "--timings-from", str(tmp_path / "b" / "bench.json")], "not both"),
         (["--timings-from", str(files / "eval" / "metrics.json")], "not a bench.json"),
+        (["-g", "gflash", "--out", str(files / "ref.h5")], "not a directory"),
         (["-g", "gflash", "--batch-sizes", "1,x"], "comma-separated integers"),
         (["-g", "gflash", "--metrics", str(files / "missing.json")], "cannot read metrics file"),
     ]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from calogen.commands._types import positive_int, seed_int
+
 NAME = "bench"
 HELP = "time generators (CPU, and GPU when present) and draw quality vs time next to the published CaloChallenge results"
 
@@ -32,12 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-sizes", default="1,100,10000", help="comma-separated batch sizes (default: 1,100,10000)")
     parser.add_argument("--budget", type=float, default=60.0, metavar="S", help="seconds per generator and batch size, warm-up included (default: 60)")
     parser.add_argument("--min-seconds", type=float, default=1.0, help="timed seconds wanted per batch size (default: 1)")
-    parser.add_argument("--min-showers", type=int, default=1000, help="timed showers wanted per batch size (default: 1000)")
-    parser.add_argument("--threads", type=int, default=None, help="torch and numba CPU threads (default: leave as set)")
+    parser.add_argument("--min-showers", type=positive_int, default=1000, help="timed showers wanted per batch size (default: 1000)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch and numba CPU threads (default: leave as set)")
     parser.add_argument("--no-gpu", action="store_true", help="do not time on the GPU even when one is present")
     parser.add_argument("--plane", default="cpu:100", metavar="DEVICE:BATCH", help="timing drawn on the plane (default: cpu:100)")
     parser.add_argument("--published", default="auto", help="published results to overlay: auto (the geometry's dataset), none, or a dataset name")
-    parser.add_argument("--seed", type=int, default=0, help="timing seed (default: 0)")
+    parser.add_argument("--seed", type=seed_int, default=0, help="timing seed (default: 0)")
     parser.add_argument("--timings-from", metavar="BENCH.json", help="reuse the timings of an earlier run instead of timing (no --generator)")
 
 
@@ -87,10 +89,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace, geometry: Any, names: list[str], gpu: bool) -> tuple[Any, Any, Any]:
-    """Plane, published results and quality: everything that can fail, checked before timing starts."""
+    """Output directory, plane, published results and quality: everything that can fail, checked before timing starts."""
     from calogen.eval.bench.published import DATASETS, published_results
     from calogen.eval.bench.quality import load_quality
+    from calogen.outputs import check_output_dir
 
+    check_output_dir(args.out)
     plane = _plane(args.plane, gpu)
     dataset = geometry.name if args.published == "auto" else None if args.published == "none" else args.published
     published = published_results(dataset) if dataset in DATASETS or args.published not in ("auto", "none") else None

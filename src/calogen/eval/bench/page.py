@@ -56,8 +56,9 @@ def _timing_rows(record: dict[str, Any]) -> list[list[str]]:
                     f"{b['ms_per_shower_median']:.4g} <span class=note>({b['ms_per_shower_p16']:.3g}–{b['ms_per_shower_p84']:.3g}, "
                     f"{b['n_showers']} showers{', ' + _e(b['note']) if b['note'] else ''})</span>"
                 )  # fmt: skip
-            threads = result["environment"].get("torch_threads")
-            cells.append(_e(threads))
+            cells.append(_e(result["environment"].get("torch_threads")))
+            load = g.get("load_average") or {}
+            cells.append(_e(" → ".join(f"{v[0]:g}" for v in (load.get("before"), load.get("after_cpu")) if v) or "–") if device == "cpu" else "–")
             rows.append(cells)
     return rows
 
@@ -85,7 +86,7 @@ def render_page(record: dict[str, Any], svg: str) -> str:
             + "</p>"
         )
     parts.append("<h2>Time per shower (ms; median, 16–84 % of timed calls)</h2>")
-    parts.append(_table(["generator", "device", "parameters", *(f"batch {s}" for s in sizes), "threads"], _timing_rows(record)))
+    parts.append(_table(["generator", "device", "parameters", *(f"batch {s}" for s in sizes), "threads", "load (1 min)"], _timing_rows(record)))
     notes = [f"{_e(g['name'])}: {_e(g['gpu_note'])}" for g in record["generators"] if g["gpu_note"]]
     if notes:
         parts.append("<p class=note>GPU: " + "; ".join(notes) + ".</p>")
@@ -108,12 +109,12 @@ def render_page(record: dict[str, Any], svg: str) -> str:
 
 def write_outputs(record: dict[str, Any], out_dir: str | os.PathLike[str]) -> list[Path]:
     """Render everything, then write :data:`OUTPUT_FILES` into ``out_dir`` (created if missing); returns the paths."""
-    from calogen.io import atomic_path
+    from calogen.outputs import atomic_path, check_output_dir
 
     svg, png = plane_figures(record)
     page = render_page(record, svg)
     text = json.dumps(record, indent=1, allow_nan=False)
-    out = Path(out_dir)
+    out = check_output_dir(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

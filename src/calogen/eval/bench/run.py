@@ -5,7 +5,8 @@ Each generator is built, counted (parameters of its torch modules) and timed wit
 batch 10000 (the detailed Monte Carlo) is timed on fewer showers per call and says so. On a machine
 with CUDA, model generators are timed again with their networks on the GPU (:class:`ModelOnDevice`);
 GFLASH, the detailed MC and external commands have no GPU path and are recorded as such. The threads
-used are set before timing (``threads``) and recorded with the machine.
+used are set before timing (``threads``) and recorded with the machine, and the load averages before
+and after each generator's CPU timing say how much other work competed for the CPU.
 
 Example:
     >>> from calogen.geometry import Geometry
@@ -19,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -85,6 +87,14 @@ def _set_threads(threads: int | None) -> None:
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
+def _load() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (other work competing for the CPU), None where unknown."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
 def _time(generator: Any, settings: BenchSettings) -> dict[str, Any]:
     from calogen.eval.timing import time_generator
 
@@ -115,7 +125,9 @@ def time_all(specs: list[GeneratorSpec], geometry: Geometry, settings: BenchSett
     rows = []
     for spec, generator, description in built:
         log.info("timing %s on CPU", spec.name)
+        load_before = _load()
         timing: dict[str, Any] = {"cpu": _time(generator, settings), "gpu": None}
+        load = {"before": load_before, "after_cpu": _load()}
         gpu_note = "no GPU on this machine" if gpu is None and settings.gpu else "GPU timing switched off" if not settings.gpu else ""
         if gpu is not None:
             if spec.kind == "model":
@@ -130,6 +142,7 @@ def time_all(specs: list[GeneratorSpec], geometry: Geometry, settings: BenchSett
                 "description": description,
                 "n_parameters": count_parameters(generator),
                 "timing": timing,
+                "load_average": load,
                 "gpu_note": gpu_note,
             }
         )
