@@ -4,9 +4,10 @@ The classifier tests of :mod:`calogen.eval.classifier` say *whether* generated s
 from reference ones; this module says *by what*. For each family of per-shower features below, a
 gradient-boosted tree classifier (scikit-learn ``HistGradientBoostingClassifier``) is trained to
 separate reference (label 0) from generated (label 1) showers on ``log10(E_inc / MeV)`` and that
-family's columns only; its ROC AUC is measured by stratified k-fold cross-validation (every shower is
-tested once, by a model that did not see it) and reported as the mean and sample standard deviation
-over the folds. AUC 0.5: the family does not tell the samples apart; 1: it alone separates them.
+family's columns only; its ROC AUC is measured by k-fold cross-validation (every shower is
+tested once, by a model that did not see it; a reference and a generated shower of equal ``E_inc``
+always share a fold, so samples generated from the reference's energies are judged fairly) and
+reported as the mean and sample standard deviation over the folds. AUC 0.5: the family does not tell the samples apart; 1: it alone separates them.
 
 ==================  ================================================================================
 ``e_inc``           control: no column besides ``log10 E_inc``; far from 0.5 means the incident
@@ -72,6 +73,7 @@ __all__ = [
     "compare_families",
     "family_auc",
     "family_columns",
+    "hits_per_layer",
     "shower_spectra",
     "spectrum_edges",
 ]
@@ -109,10 +111,10 @@ class FamilySettings:
     """Classifier and cross-validation settings of the per-family test.
 
     Args:
-        n_folds: folds of the stratified cross-validation; the spread is over these.
+        n_folds: folds of the cross-validation; the spread is over these.
         max_showers_per_side: the first this many showers of each file are used (None: all).
         seed: seed of the fold assignment and of the trees (each fold ``k`` uses ``derive_seed(seed, k)``).
-        max_iter: most boosting iterations (early stopping on 10% of the training fold usually stops sooner).
+        max_iter: most boosting iterations (early stopping on 10% of the training fold may stop sooner).
         learning_rate: boosting learning rate.
         max_leaf_nodes: leaves per tree.
     """
@@ -177,7 +179,7 @@ class FamilyComparison:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record (arrays as lists)."""
         return {
-            "classifier": "sklearn HistGradientBoostingClassifier, stratified k-fold ROC AUC",
+            "classifier": "sklearn HistGradientBoostingClassifier, k-fold cross-validated ROC AUC, E_inc twins in one fold",
             "settings": dataclasses.asdict(self.settings),
             "n_per_side": self.n_per_side,
             "families": [dataclasses.asdict(f) for f in self.families],
