@@ -151,6 +151,28 @@ def test_generator_failure_reaches_every_request_and_batcher_recovers() -> None:
         assert batcher.submit(energies(2), seed=1).result(10).shape == (2, 3)
 
 
+def test_a_failing_request_merged_with_others_fails_alone() -> None:
+    gen = PerShowerGenerator()
+
+    def refuses_666(requests):  # type: ignore[no-untyped-def]
+        if any(seed == 666 for _, seed in requests):
+            raise RuntimeError("boom")
+        return gen.sample_many(requests)
+
+    gate = Gate(refuses_666)
+    with DynamicBatcher(gate, BatchingConfig(max_batch_size=8, max_queue_delay_ms=0)) as batcher:
+        first = batcher.submit(energies(1), seed=1)
+        assert gate.entered.wait(10)
+        merged = [batcher.submit(energies(2), seed=s) for s in (2, 666, 3)]  # queued: one merged batch
+        gate.release.set()
+        assert first.result(10).shape == (1, 120)
+        with pytest.raises(RuntimeError, match="boom"):
+            merged[1].result(10)
+        for future, seed in ((merged[0], 2), (merged[2], 3)):
+            np.testing.assert_array_equal(future.result(10), gen.sample(energies(2), seed=seed))
+    assert batcher.stats.snapshot()["requests"] == {"ok": 3, "error": 1}
+
+
 def test_request_larger_than_max_batch_is_refused() -> None:
     with DynamicBatcher(PerShowerGenerator().sample_many, BatchingConfig(max_batch_size=4)) as batcher:
         with pytest.raises(InferenceError, match="1 to 4 energies"):

@@ -2,7 +2,8 @@
 
 - :mod:`~calogen.serve.protocol` — the served model's tensors, metadata, config and request validation.
 - :mod:`~calogen.serve.batching` — the dynamic batcher (bounded queue, merged seeded batches, timeouts).
-- :mod:`~calogen.serve.metrics` — batcher statistics as JSON and Prometheus text.
+- :mod:`~calogen.serve.limits` — what one request may ask: energy range, body size before and after decoding.
+- :mod:`~calogen.serve.metrics` — batcher statistics as JSON, Prometheus text and Triton's model statistics.
 - :mod:`~calogen.serve.service` — one Generator behind a batcher: what both front ends call.
 - :mod:`~calogen.serve.kserve_http`, :mod:`~calogen.serve.kserve_grpc` — the two transports.
 - :mod:`~calogen.serve.server` — start and stop both on a host.

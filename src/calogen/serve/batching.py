@@ -3,7 +3,8 @@
 Requests wait in a bounded FIFO queue. One worker thread takes the oldest request and keeps adding
 queued requests, in order, while the merged batch stays within ``max_batch_size`` showers and the
 oldest request has waited less than ``max_queue_delay_ms`` (Triton's dynamic batcher works alike).
-The merged batch runs as one ``sample_many`` call.
+The merged batch runs as one ``sample_many`` call; if that call fails, its requests run one by one, so
+one failing request never fails the others.
 
 Reproducibility: a request carries its own seed, and ``sample_many([(e1, s1), (e2, s2)])`` must equal
 ``[sample(e1, seed=s1), sample(e2, seed=s2)]``. Generators that can merge requests in one pass offer
@@ -36,7 +37,7 @@ import numpy as np
 
 from calogen.errors import CalogenError
 from calogen.generator import Generator
-from calogen.serve.metrics import BatcherStats
+from calogen.serve.metrics import BatcherStats, RequestTiming
 from calogen.serve.protocol import InferenceError, RequestTimeout, ServerBusy, ServerUnavailable
 
 __all__ = ["BatchingConfig", "DynamicBatcher", "SampleMany", "batched_sampler"]
@@ -113,6 +114,8 @@ class _Request:
     energies: np.ndarray
     seed: int
     future: concurrent.futures.Future[np.ndarray]
+    received: float  # when the server got the request (time.monotonic)
+    input_s: float  # time spent checking and decoding its tensors
     enqueued: float
     deadline: float
 
@@ -146,24 +149,28 @@ class DynamicBatcher:
         """True until :meth:`close` is called."""
         return not self._closing
 
-    def submit(self, energies: np.ndarray, seed: int, *, timeout_s: float | None = None) -> concurrent.futures.Future[np.ndarray]:
+    def submit(
+        self, energies: np.ndarray, seed: int, *, timeout_s: float | None = None, received: float | None = None, input_s: float = 0.0
+    ) -> concurrent.futures.Future[np.ndarray]:
         """Queue showers for ``energies`` (``(n,)`` MeV, ``1 <= n <= max_batch_size``) with ``seed``.
 
         Returns a future of the ``(n, voxels)`` float32 showers. Raises :class:`ServerBusy` when the
-        queue is full and :class:`ServerUnavailable` after :meth:`close`.
+        queue is full and :class:`ServerUnavailable` after :meth:`close`. ``received`` (``time.monotonic()``
+        when the request arrived, default now) and ``input_s`` (time spent decoding it) go into the statistics.
         """
         energies = np.ascontiguousarray(energies, dtype=np.float32).reshape(-1)
         if not 1 <= energies.size <= self.config.max_batch_size:
             raise InferenceError(f"a request needs 1 to {self.config.max_batch_size} energies, got {energies.size}")
         now = time.monotonic()
+        received = now if received is None else received
         timeout = self.config.timeout_s if timeout_s is None else min(timeout_s, self.config.timeout_s)
-        request = _Request(energies, int(seed), concurrent.futures.Future(), now, now + timeout)
+        request = _Request(energies, int(seed), concurrent.futures.Future(), received, input_s, now, now + timeout)
         with self._cond:
             if self._closing:
-                self.stats.record_request("unavailable")
+                self.stats.record_request("unavailable", now - received)
                 raise ServerUnavailable("the server is shutting down; send the request to another instance")
             if len(self._queue) >= self.config.max_queue_size:
-                self.stats.record_request("busy")
+                self.stats.record_request("busy", now - received)
                 raise ServerBusy(f"request queue full ({self.config.max_queue_size} waiting); retry later or raise --max-queue-size")
             self._queue.append(request)
             self.stats.set_queue_depth(len(self._queue))
@@ -176,7 +183,9 @@ class DynamicBatcher:
             self._closing = True
             if not drain:
                 while self._queue:
-                    self._queue.popleft().future.set_exception(ServerUnavailable("the server shut down before running the request"))
+                    request = self._queue.popleft()
+                    request.future.set_exception(ServerUnavailable("the server shut down before running the request"))
+                    self.stats.record_request("unavailable", time.monotonic() - request.received)
             self._cond.notify_all()
         self._worker.join(timeout_s)
 
@@ -214,7 +223,7 @@ class DynamicBatcher:
         return batch
 
     def _execute(self, batch: list[_Request]) -> None:
-        """Run the live requests of ``batch`` as one call and hand each its showers."""
+        """Drop cancelled and timed-out requests of ``batch``, run the others."""
         now = time.monotonic()
         live = []
         for request in batch:
@@ -222,25 +231,41 @@ class DynamicBatcher:
                 continue  # the client gave up
             if now > request.deadline:
                 request.future.set_exception(RequestTimeout(f"request waited {now - request.enqueued:.3f} s in the queue, over its timeout"))
-                self.stats.record_request("timeout")
+                self.stats.record_request("timeout", now - request.received)
                 continue
             live.append(request)
-        if not live:
-            return
+        if live:
+            self._run_requests(live)
+
+    def _run_requests(self, live: list[_Request]) -> None:
+        """Run requests as one ``sample_many`` call and hand each its showers.
+
+        If the merged call fails, each request runs alone, so only the requests that fail by
+        themselves report the error.
+        """
         start = time.monotonic()
         try:
             showers = self._sample_many([(r.energies, r.seed) for r in live])
             if len(showers) != len(live) or any(s.shape[0] != r.energies.size for s, r in zip(showers, live)):
                 raise RuntimeError("sample_many returned showers that do not match the requests")
-        except Exception as exc:  # the generator failed: every request of the batch reports it
-            log.exception("batch of %d requests failed", len(live))
-            for request in live:
-                request.future.set_exception(exc)
-                self.stats.record_request("error")
+        except Exception as exc:  # the generator failed
+            if len(live) > 1:
+                log.warning("batch of %d requests failed (%s); running them one by one", len(live), exc)
+                for request in live:
+                    self._run_requests([request])
+                return
+            log.exception("request of %d showers failed", live[0].energies.size)
+            live[0].future.set_exception(exc)
+            self.stats.record_request("error", time.monotonic() - live[0].received)
             return
         end = time.monotonic()
-        self.stats.record_batch(sum(r.energies.size for r in live), end - start)
+        timings, outputs = [], []
         for request, result in zip(live, showers):
-            request.future.set_result(np.ascontiguousarray(result, dtype=np.float32))
-            self.stats.record_request("ok", end - request.enqueued)
+            begin = time.monotonic()
+            outputs.append(np.ascontiguousarray(result, dtype=np.float32))
+            done = time.monotonic()
+            timings.append(RequestTiming(done - request.received, start - request.enqueued, request.input_s, end - start, done - begin))
+        self.stats.record_batch(sum(r.energies.size for r in live), end - start, time.monotonic() - end, timings)
+        for request, result in zip(live, outputs):
+            request.future.set_result(result)
         log.debug("ran %d requests, %d showers in %.1f ms", len(live), sum(r.energies.size for r in live), (end - start) * 1e3)

@@ -1,10 +1,12 @@
 """The KServe v2 gRPC front end, on the service definition shipped with ``tritonclient``.
 
 Implements ``ServerLive``, ``ServerReady``, ``ServerMetadata``, ``ModelReady``, ``ModelMetadata``,
-``ModelConfig``, ``RepositoryIndex`` and ``ModelInfer`` of ``inference.GRPCInferenceService``; the
-other methods answer ``UNIMPLEMENTED``. Tensors travel in ``raw_input_contents`` /
-``raw_output_contents`` (as Triton clients send them) or in the typed ``contents`` fields. Refused
-requests end with the status code of their :class:`~calogen.serve.protocol.InferenceError`.
+``ModelConfig``, ``ModelStatistics``, ``RepositoryIndex`` and ``ModelInfer`` of
+``inference.GRPCInferenceService``; the other methods answer ``UNIMPLEMENTED``. Tensors travel in
+``raw_input_contents`` / ``raw_output_contents`` (as Triton clients send them) or in the typed
+``contents`` fields. Refused requests end with the status code of their
+:class:`~calogen.serve.protocol.InferenceError`; messages beyond ``RequestLimits.max_body_bytes`` are
+refused by gRPC itself with ``RESOURCE_EXHAUSTED``.
 
 Reference: https://github.com/triton-inference-server/common/blob/main/protobuf/grpc_service.proto
 """
@@ -12,6 +14,7 @@ Reference: https://github.com/triton-inference-server/common/blob/main/protobuf/
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from typing import Any
 
 import grpc
@@ -20,7 +23,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
 from calogen.errors import CalogenError
-from calogen.serve.protocol import NUMPY_TYPES, SHOWER_OUTPUT, InferenceError, InputTensor, decode_tensor
+from calogen.serve.protocol import NUMPY_TYPES, SERVER_EXTENSIONS, SHOWER_OUTPUT, InferenceError, InputTensor, decode_tensor
 from calogen.serve.service import InferenceService
 
 __all__ = ["KServeServicer", "create_server"]
@@ -38,7 +41,6 @@ _CONTENTS_FIELD = {
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
 }
-_MAX_MESSAGE = 2**31 - 1
 _NO_DEADLINE_S = 1e7  # gRPC reports a huge time_remaining for calls without a deadline
 
 
@@ -56,8 +58,7 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         return pb.ServerReadyResponse(ready=self.service.ready)
 
     def ServerMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
-        extensions = ["binary_tensor_data", "model_configuration", "model_repository"]
-        return pb.ServerMetadataResponse(name="calogen", version=self.server_version, extensions=extensions)
+        return pb.ServerMetadataResponse(name="calogen", version=self.server_version, extensions=SERVER_EXTENSIONS)
 
     def ModelReady(self, request: Any, context: grpc.ServicerContext) -> Any:
         spec = self.service.spec
@@ -77,18 +78,32 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
     def ModelConfig(self, request: Any, context: grpc.ServicerContext) -> Any:
         return pb.ModelConfigResponse(config=self._checked(context, request.name, request.version).config())
 
+    def ModelStatistics(self, request: Any, context: grpc.ServicerContext) -> Any:
+        spec = self.service.spec
+        if request.name:
+            self._checked(context, request.name, request.version)
+        return pb.ModelStatisticsResponse(model_stats=[self.service.batcher.stats.model_statistics(spec.name, spec.version)])
+
     def RepositoryIndex(self, request: Any, context: grpc.ServicerContext) -> Any:
         spec = self.service.spec
         state = "READY" if self.service.ready else "UNAVAILABLE"
         return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(name=spec.name, version=spec.version, state=state)])
 
     def ModelInfer(self, request: Any, context: grpc.ServicerContext) -> Any:
+        received = time.monotonic()
         try:
-            inputs = _inputs(request)
+            try:
+                inputs = _inputs(request)
+            except InferenceError:
+                if request.model_name == self.service.spec.name:
+                    self.service.record_refused(received)
+                raise
             params = {key: _parameter(value) for key, value in request.parameters.items()}
             outputs = [o.name for o in request.outputs]
             remaining = _deadline_s(context)
-            future, seed = self.service.submit(request.model_name, request.model_version, inputs, params, outputs, timeout_s=remaining)
+            future, seed = self.service.submit(
+                request.model_name, request.model_version, inputs, params, outputs, timeout_s=remaining, received=received
+            )
             showers = future.result(timeout=remaining)
         except InferenceError as exc:
             context.abort(getattr(grpc.StatusCode, exc.grpc_code), str(exc))
@@ -111,6 +126,20 @@ class KServeServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         except InferenceError as exc:
             context.abort(getattr(grpc.StatusCode, exc.grpc_code), str(exc))
         return self.service.spec
+
+
+def _unimplemented(name: str):  # type: ignore[no-untyped-def]
+    """A servicer method that answers ``UNIMPLEMENTED`` (the generated one also logs a traceback)."""
+
+    def method(self: KServeServicer, request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, f"calogen serve does not implement {name}")
+
+    return method
+
+
+for _name in vars(service_pb2_grpc.GRPCInferenceServiceServicer):
+    if not _name.startswith("_") and _name not in vars(KServeServicer):
+        setattr(KServeServicer, _name, _unimplemented(_name))
 
 
 def _inputs(request: Any) -> list[InputTensor]:
@@ -145,8 +174,15 @@ def _parameter(value: Any) -> object:
 
 
 def create_server(service: InferenceService, address: str, *, max_workers: int = 64) -> tuple[grpc.Server, int]:
-    """A not yet started gRPC server for ``service`` bound to ``address`` (``host:port``, port 0 picks one); returns it and its port."""
-    options = [("grpc.max_receive_message_length", _MAX_MESSAGE), ("grpc.max_send_message_length", _MAX_MESSAGE)]
+    """A not yet started gRPC server for ``service`` bound to ``address`` (``host:port``, port 0 picks one); returns it and its port.
+
+    Incoming messages are limited to ``service.limits.max_body_bytes`` (after decompression).
+    """
+    options = [
+        ("grpc.max_receive_message_length", service.limits.max_body_bytes),
+        ("grpc.max_send_message_length", 2**31 - 1),
+        ("grpc.so_reuseport", 0),  # a port in use is an error, not shared with another server
+    ]
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="calogen-grpc"), options=options)
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(KServeServicer(service), server)
     try:

@@ -1,14 +1,18 @@
 """The KServe v2 HTTP/REST front end (FastAPI), as Triton speaks it.
 
 Endpoints: ``GET /v2/health/live``, ``/v2/health/ready``, ``/v2`` (server metadata),
-``/v2/models/{m}[/versions/{v}]`` (metadata), ``.../ready``, ``.../config``, ``POST .../infer``,
-``POST /v2/repository/index``, plus ``GET /metrics`` (Prometheus text) and ``GET /stats`` (JSON).
+``/v2/models/{m}[/versions/{v}]`` (metadata), ``.../ready``, ``.../config``, ``.../stats``,
+``GET /v2/models/stats``, ``POST .../infer``, ``POST /v2/repository/index``, plus ``GET /metrics``
+(Prometheus text) and ``GET /stats`` (JSON). Protobuf answers (config, statistics) are JSON as Triton
+writes it: field names as in the ``.proto``, 64-bit integers as numbers, primitive fields always present.
 
 Infer bodies are JSON, or JSON followed by raw tensors when the ``Inference-Header-Content-Length``
 header gives the JSON length (Triton's binary tensor extension: an input's ``binary_data_size``
 parameter is its byte count; outputs come back binary when the output's ``binary_data`` parameter or
-the request's ``binary_data_output`` parameter is true). Bodies may be gzip or deflate encoded.
-Errors are ``{"error": message}`` with a 4xx/5xx status.
+the request's ``binary_data_output`` parameter is true). Bodies may be gzip or deflate encoded. A body
+is read and inflated in bounded pieces: past ``RequestLimits.max_body_bytes`` (as sent) or
+``max_inflated_bytes`` (decoded) it is refused with 413 without being kept. Errors are
+``{"error": message}`` with a 4xx/5xx status.
 
 Reference: https://github.com/triton-inference-server/server/blob/main/docs/protocol/extension_binary_data.md
 """
@@ -16,23 +20,43 @@ Reference: https://github.com/triton-inference-server/server/blob/main/docs/prot
 from __future__ import annotations
 
 import asyncio
-import gzip
+import base64
 import json
+import logging
+import time
 import zlib
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from calogen.serve.protocol import NUMPY_TYPES, SHOWER_OUTPUT, InferenceError, InputTensor, decode_tensor
+from calogen.serve.protocol import (
+    NUMPY_TYPES,
+    SERVER_EXTENSIONS,
+    SHOWER_OUTPUT,
+    InferenceError,
+    InputTensor,
+    ModelNotFound,
+    PayloadTooLarge,
+    decode_tensor,
+)
 from calogen.serve.service import InferenceService
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "proto_to_json"]
+
+log = logging.getLogger(__name__)
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-SERVER_EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository"]
+DISCARD_BYTES = 64 << 20
+"""How much of a body beyond the limit is read and thrown away, so that the client, still sending, can
+read the 413; a larger body is left unread and its connection closed."""
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+_NUMBER_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
+"""numpy kinds of JSON values accepted for each kind of datatype (a float input takes integers too)."""
 
 
 def create_app(service: InferenceService, *, server_version: str = "0.1.0") -> FastAPI:
@@ -42,6 +66,15 @@ def create_app(service: InferenceService, *, server_version: str = "0.1.0") -> F
     @app.exception_handler(InferenceError)
     async def refused(request: Request, exc: InferenceError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def not_served(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": f"{request.method} {request.url.path}: {exc.detail}"}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
 
     @app.get("/v2/health/live")
     async def live() -> Response:
@@ -53,7 +86,7 @@ def create_app(service: InferenceService, *, server_version: str = "0.1.0") -> F
 
     @app.get("/v2")
     async def server_metadata() -> dict[str, Any]:
-        return {"name": "calogen", "version": server_version, "extensions": SERVER_EXTENSIONS}
+        return {"name": "calogen", "version": server_version, "extensions": list(SERVER_EXTENSIONS)}
 
     @app.post("/v2/repository/index")
     async def repository_index() -> list[dict[str, str]]:
@@ -67,6 +100,10 @@ def create_app(service: InferenceService, *, server_version: str = "0.1.0") -> F
     @app.get("/stats")
     async def stats() -> dict[str, object]:
         return service.batcher.stats.snapshot()
+
+    @app.get("/v2/models/stats")
+    async def all_statistics() -> dict[str, object]:
+        return {"model_stats": [proto_to_json(service.batcher.stats.model_statistics(service.spec.name, service.spec.version))]}
 
     for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
 
@@ -83,13 +120,26 @@ def create_app(service: InferenceService, *, server_version: str = "0.1.0") -> F
         @app.get(prefix + "/config")
         async def model_config(model: str, version: str = "") -> dict[str, object]:
             service.spec.check(model, version)
-            return json_format.MessageToDict(service.spec.config(), preserving_proto_field_name=True)
+            return proto_to_json(service.spec.config())
+
+        @app.get(prefix + "/stats")
+        async def model_statistics(model: str, version: str = "") -> dict[str, object]:
+            service.spec.check(model, version)
+            return {"model_stats": [proto_to_json(service.batcher.stats.model_statistics(service.spec.name, service.spec.version))]}
 
         @app.post(prefix + "/infer")
         async def infer(request: Request, model: str, version: str = "") -> Response:
-            body = _decompress(await request.body(), request.headers.get("content-encoding"))
-            header, inputs, outputs, binary_out = _parse_body(body, request.headers.get(HEADER_LENGTH))
-            future, seed = service.submit(model, version, inputs, header.get("parameters") or {}, list(outputs))
+            received = time.monotonic()
+            try:
+                raw = await _read_body(request, service.limits.max_body_bytes)
+                service.spec.check(model, version)
+                body = _inflate(raw, request.headers.get("content-encoding"), service.limits.max_inflated_bytes)
+                header, inputs, outputs, binary_out = _parse_body(body, request.headers.get(HEADER_LENGTH))
+            except InferenceError as exc:
+                if not isinstance(exc, ModelNotFound) and model == service.spec.name:
+                    service.record_refused(received)
+                raise
+            future, seed = service.submit(model, version, inputs, header.get("parameters") or {}, list(outputs), received=received)
             try:
                 showers = await asyncio.wrap_future(future)
             except InferenceError:  # a refusal (timeout, shutdown) keeps its own status
@@ -101,18 +151,57 @@ def create_app(service: InferenceService, *, server_version: str = "0.1.0") -> F
     return app
 
 
-def _decompress(body: bytes, encoding: str | None) -> bytes:
-    """The request body with its ``Content-Encoding`` (gzip or deflate) undone."""
-    try:
-        if encoding == "gzip":
-            return gzip.decompress(body)
-        if encoding == "deflate":
-            return zlib.decompress(body)
-    except (OSError, zlib.error) as exc:
-        raise InferenceError(f"cannot decompress {encoding} request body: {exc}") from None
-    if encoding not in (None, "identity"):
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body as sent, at most ``limit`` bytes; raises :class:`PayloadTooLarge` beyond.
+
+    The part beyond the limit is read and dropped up to :data:`DISCARD_BYTES`, so the client gets the
+    413; a body declared larger than that is not read at all.
+    """
+    too_large = PayloadTooLarge(f"request body exceeds the server's limit of {limit} bytes; send fewer showers per request or raise --max-body-bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + DISCARD_BYTES:
+        raise too_large
+    parts, size = [], 0
+    async for part in request.stream():
+        size += len(part)
+        if size <= limit:
+            parts.append(part)
+        elif size > limit + DISCARD_BYTES:
+            break
+    if size > limit:
+        raise too_large
+    return b"".join(parts)
+
+
+def _inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """``body`` with its ``Content-Encoding`` (gzip or deflate) undone, never more than ``limit`` bytes."""
+    too_large = PayloadTooLarge(
+        f"request body inflates beyond the server's limit of {limit} bytes; send fewer showers per request or raise --max-inflated-bytes"
+    )
+    if encoding in (None, "identity"):
+        if len(body) > limit:
+            raise too_large
+        return body
+    wbits = _WBITS.get(encoding)
+    if wbits is None:
         raise InferenceError(f"unsupported Content-Encoding {encoding!r}; use gzip, deflate or none")
-    return body
+    parts, size, data = [], 0, body
+    try:
+        while data:  # one pass per gzip member
+            inflater = zlib.decompressobj(wbits)
+            while data and not inflater.eof:
+                part = inflater.decompress(data, limit - size + 1)
+                size += len(part)
+                if size > limit:
+                    raise too_large
+                parts.append(part)
+                data = inflater.unconsumed_tail
+            if not inflater.eof:
+                raise InferenceError(f"{encoding} request body is truncated")
+            data = inflater.unused_data
+    except zlib.error as exc:
+        raise InferenceError(f"cannot decompress {encoding} request body: {exc}") from None
+    return b"".join(parts)
 
 
 def _parse_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], list[InputTensor], dict[str, bool], bool]:
@@ -127,6 +216,8 @@ def _parse_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any],
         header = json.loads(body[:size])
     except ValueError as exc:
         raise InferenceError(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InferenceError("request JSON is nested too deeply; inputs need at most a list of numbers per tensor") from None
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
         raise InferenceError("request JSON must be an object with an 'inputs' list")
     binary = memoryview(body)[size:]
@@ -166,9 +257,12 @@ def _input(item: Any, binary: memoryview) -> tuple[InputTensor, int]:
     if "data" not in item:
         raise InferenceError(f"input {name!r} has neither 'data' nor a 'binary_data_size' parameter")
     try:
-        data = np.asarray(item.get("data"), dtype=dtype).reshape(-1)
-    except (TypeError, ValueError) as exc:
-        raise InferenceError(f"input {name!r}: 'data' is not a list of {datatype} values: {exc}") from None
+        values = np.asarray(item["data"])
+        if values.dtype.kind not in _NUMBER_KINDS[dtype.kind]:
+            raise TypeError(f"found {values.dtype.kind!r}-kind values (JSON strings, booleans or nulls?)")
+        data = values.astype(dtype).reshape(-1)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InferenceError(f"input {name!r}: 'data' must be a list of JSON numbers for {datatype}: {exc}") from None
     return decode_tensor(name, datatype, shape, data.astype(dtype.newbyteorder("<")).tobytes()), 0
 
 
@@ -190,3 +284,35 @@ def _response(service: InferenceService, request_id: object, showers: np.ndarray
     output["parameters"] = {"binary_data_size": len(raw)}
     head = json.dumps(result).encode()
     return Response(head + raw, media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(head))})
+
+
+def proto_to_json(message: Message) -> dict[str, Any]:
+    """``message`` as Triton's HTTP JSON: proto field names, 64-bit integers as numbers, enums by name,
+    primitive and repeated fields even when default, sub-messages when set."""
+    out: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        value = getattr(message, field.name)
+        is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
+        if field.is_repeated and not is_map:
+            out[field.name] = [_json_value(field, v) for v in value]
+        elif is_map:
+            value_field = field.message_type.fields_by_name["value"]
+            out[field.name] = {str(k): _json_value(value_field, v) for k, v in value.items()}
+        elif field.message_type is not None or field.containing_oneof is not None:
+            if message.HasField(field.name):
+                out[field.name] = _json_value(field, value)
+        else:
+            out[field.name] = _json_value(field, value)
+    return out
+
+
+def _json_value(field: FieldDescriptor, value: Any) -> Any:
+    """One scalar or message value of ``field`` as JSON."""
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        return proto_to_json(value)
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        named = field.enum_type.values_by_number.get(value)
+        return named.name if named is not None else value
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        return base64.b64encode(value).decode()
+    return value

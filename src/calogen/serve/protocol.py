@@ -1,8 +1,8 @@
 """The KServe v2 / Triton view of a calogen Generator, shared by the HTTP and gRPC front ends.
 
-A served model takes ``INCIDENT_ENERGY`` (FP32, ``[B, 1]``, MeV) and an optional ``SEED`` (INT64, one
-element; the request parameter ``seed`` does the same) and returns ``SHOWERS`` (FP32,
-``[B, voxels]``, MeV). The transports only decode bytes into ``(name, datatype, shape, array)``
+A served model takes ``INCIDENT_ENERGY`` (FP32, ``[B, 1]``, MeV, within the served energy range) and an
+optional ``SEED`` (INT64, ``[B, 1]`` all equal, or one element; the request parameter ``seed`` does the
+same) and returns ``SHOWERS`` (FP32, ``[B, voxels]``, MeV). The transports only decode bytes into ``(name, datatype, shape, array)``
 tensors; validation, the metadata and the model configuration live here, so both speak alike.
 
 Reference: KServe open inference protocol v2, https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/
@@ -21,11 +21,13 @@ from calogen.errors import CalogenError
 __all__ = [
     "ENERGY_INPUT",
     "SEED_INPUT",
+    "SERVER_EXTENSIONS",
     "SHOWER_OUTPUT",
     "InferenceError",
     "InputTensor",
     "ModelNotFound",
     "ModelSpec",
+    "PayloadTooLarge",
     "RequestTimeout",
     "ServerBusy",
     "ServerUnavailable",
@@ -36,6 +38,8 @@ __all__ = [
 ENERGY_INPUT = "INCIDENT_ENERGY"
 SEED_INPUT = "SEED"
 SHOWER_OUTPUT = "SHOWERS"
+SERVER_EXTENSIONS = ("binary_tensor_data", "model_configuration", "parameters", "statistics")
+"""The KServe/Triton protocol extensions both front ends implement in full (``parameters``: the seed)."""
 
 NUMPY_TYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
@@ -66,6 +70,13 @@ class ModelNotFound(InferenceError):
 
     http_status = 404
     grpc_code = "NOT_FOUND"
+
+
+class PayloadTooLarge(InferenceError):
+    """The request body is larger than the server's limit (see :class:`~calogen.serve.limits.RequestLimits`)."""
+
+    http_status = 413
+    grpc_code = "RESOURCE_EXHAUSTED"
 
 
 class ServerBusy(InferenceError):
@@ -107,6 +118,7 @@ class ModelSpec:
         name: model name in URLs and requests.
         n_voxels: voxels per shower (the width of ``SHOWERS``).
         max_batch_size: the most showers one request may ask for.
+        energy_range: smallest and largest incident energy served, MeV.
         version: the one version served.
         parameters: free-form facts shown in the config (geometry, engine, NFE of a few-step sampler).
         max_queue_delay_us: the dynamic batcher's wait for more requests, for the config.
@@ -116,6 +128,7 @@ class ModelSpec:
     name: str
     n_voxels: int
     max_batch_size: int
+    energy_range: tuple[float, float] = (0.0, float("inf"))
     version: str = "1"
     parameters: Mapping[str, str] = field(default_factory=dict)
     max_queue_delay_us: int = 0
@@ -136,13 +149,17 @@ class ModelSpec:
             "platform": "calogen",
             "inputs": [
                 {"name": ENERGY_INPUT, "datatype": "FP32", "shape": [-1, 1]},
-                {"name": SEED_INPUT, "datatype": "INT64", "shape": [1]},
+                {"name": SEED_INPUT, "datatype": "INT64", "shape": [-1, 1]},
             ],
             "outputs": [{"name": SHOWER_OUTPUT, "datatype": "FP32", "shape": [-1, self.n_voxels]}],
         }
 
     def config(self):  # type: ignore[no-untyped-def]
-        """The Triton ``ModelConfig`` protobuf describing this model (inputs without the batch dimension)."""
+        """The Triton ``ModelConfig`` protobuf describing this model (inputs without the batch dimension).
+
+        One CPU instance (the batcher's worker), no pinned memory; the served energy range is the
+        parameter ``energy_range_mev`` (``min:max``).
+        """
         from tritonclient.grpc import model_config_pb2 as mc
 
         config = mc.ModelConfig(name=self.name, platform="calogen", backend="calogen", max_batch_size=self.max_batch_size)
@@ -153,7 +170,10 @@ class ModelSpec:
         if self.preferred_batch_size:
             config.dynamic_batching.preferred_batch_size.append(self.preferred_batch_size)
         config.version_policy.specific.versions.append(int(self.version))
-        for key, value in self.parameters.items():
+        config.instance_group.add(name=f"{self.name}_0", kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+        config.optimization.input_pinned_memory.enable = False
+        config.optimization.output_pinned_memory.enable = False
+        for key, value in {**self.parameters, "energy_range_mev": "{:g}:{:g}".format(*self.energy_range)}.items():
             config.parameters[key].string_value = str(value)
         return config
 
@@ -213,6 +233,13 @@ def _energies(spec: ModelSpec, tensor: InputTensor) -> np.ndarray:
     energies = np.array(tensor.data, dtype=np.float32).reshape(-1)  # a writable copy of the request buffer
     if not np.all(np.isfinite(energies)) or np.any(energies <= 0):
         raise InferenceError(f"input {ENERGY_INPUT!r} must hold finite positive energies in MeV")
+    low, high = spec.energy_range
+    outside = (energies < low) | (energies > high)
+    if outside.any():
+        raise InferenceError(
+            f"input {ENERGY_INPUT!r}: {float(energies[outside][0]):g} MeV is outside the range [{low:g}, {high:g}] MeV "
+            f"served for model {spec.name!r} (see its config parameter 'energy_range_mev'; the server's --energy-range sets it)"
+        )
     return energies
 
 

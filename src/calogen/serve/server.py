@@ -1,8 +1,13 @@
 """Run the HTTP and gRPC front ends of one :class:`~calogen.serve.service.InferenceService`.
 
 :func:`start` binds both (port 0 picks a free one), runs HTTP (uvicorn) in a thread and gRPC in its
-own thread pool, and returns a :class:`RunningServer`; :meth:`RunningServer.stop` refuses new
-requests, drains the batcher and closes both. The ``calogen serve`` command and the tests use it alike.
+own thread pool, and returns a :class:`RunningServer`; :meth:`RunningServer.stop` reports not ready,
+stops accepting, answers every request already received, then closes both. The ``calogen serve``
+command and the tests use it alike.
+
+The HTTP listening socket is created with ``IPPROTO_TCP`` so that asyncio sets ``TCP_NODELAY`` on every
+accepted connection (with protocol 0 it does not, and each small response waits for the client's
+delayed ACK, about 40 ms).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 from calogen.errors import CalogenError
 from calogen.serve.service import InferenceService
 
-__all__ = ["RunningServer", "start"]
+__all__ = ["RunningServer", "check_ports", "start"]
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +38,19 @@ class RunningServer:
     _http_thread: threading.Thread
     _grpc: object
 
-    def stop(self, *, grace_s: float = 5.0) -> None:
-        """Refuse new requests, finish queued ones, then close both front ends."""
-        self.service.close(drain=True)
-        self._grpc.stop(grace_s).wait()  # type: ignore[attr-defined]
+    def stop(self, *, grace_s: float | None = None) -> None:
+        """Report not ready, stop accepting, answer the requests already received, then close both front ends.
+
+        ``grace_s`` bounds the wait for requests in flight (default: the batcher's ``timeout_s`` plus
+        10 s, by when every queued request has run or timed out); later ones are cancelled.
+        """
+        grace = self.service.batcher.config.timeout_s + 10 if grace_s is None else grace_s
+        self.service.begin_shutdown()
+        grpc_done = self._grpc.stop(grace)  # type: ignore[attr-defined]
         self._http.should_exit = True  # type: ignore[attr-defined]
-        self._http_thread.join(grace_s)
+        grpc_done.wait()
+        self._http_thread.join(grace)
+        self.service.close(drain=True)
 
     def __enter__(self) -> RunningServer:
         return self
@@ -54,16 +66,16 @@ def start(service: InferenceService, *, host: str = "127.0.0.1", http_port: int 
     from calogen.serve.kserve_grpc import create_server
     from calogen.serve.kserve_http import create_app
 
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, http_port))
-    except OSError as exc:
-        sock.close()
-        raise CalogenError(f"cannot bind HTTP to {host}:{http_port} ({exc.strerror}); choose another --http-port") from None
+    check_ports(http_port, grpc_port)
+    sock = _listen(host, http_port)
     grpc_host = f"[{host}]" if ":" in host else host
-    grpc_server, bound_grpc = create_server(service, f"{grpc_host}:{grpc_port}", max_workers=grpc_workers)
-    config = uvicorn.Config(create_app(service), log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+    try:
+        grpc_server, bound_grpc = create_server(service, f"{grpc_host}:{grpc_port}", max_workers=grpc_workers)
+    except CalogenError:
+        sock.close()
+        raise
+    grace = service.batcher.config.timeout_s + 10
+    config = uvicorn.Config(create_app(service), log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=round(grace))
     http = uvicorn.Server(config)
     thread = threading.Thread(target=http.run, kwargs={"sockets": [sock]}, name="calogen-http", daemon=True)
     thread.start()
@@ -76,3 +88,26 @@ def start(service: InferenceService, *, host: str = "127.0.0.1", http_port: int 
     port = sock.getsockname()[1]
     log.info("serving model %r: HTTP on %s:%d, gRPC on %s:%d", service.spec.name, host, port, host, bound_grpc)
     return RunningServer(service, host, port, bound_grpc, http, thread, grpc_server)
+
+
+def check_ports(http_port: int, grpc_port: int) -> None:
+    """Raise :class:`CalogenError` unless both ports lie in 0..65535 and differ (0 picks a free one)."""
+    for option, port in (("--http-port", http_port), ("--grpc-port", grpc_port)):
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise CalogenError(f"{option} must be a port number from 0 to 65535 (0 picks a free one), got {port!r}")
+    if http_port == grpc_port != 0:
+        raise CalogenError(f"HTTP and gRPC need different ports, both are {http_port}; change --http-port or --grpc-port")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on ``host:port`` whose connections get ``TCP_NODELAY`` from asyncio."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise CalogenError(f"cannot listen for HTTP on {host}:{port} ({exc.strerror or exc}); choose another --http-port or --host") from None
+    return sock

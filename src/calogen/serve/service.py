@@ -23,6 +23,7 @@ import concurrent.futures
 import itertools
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -31,7 +32,8 @@ import numpy as np
 from calogen.errors import CalogenError
 from calogen.generator import Generator, derive_seed
 from calogen.serve.batching import BatchingConfig, DynamicBatcher, SampleMany, batched_sampler
-from calogen.serve.protocol import InferenceError, InputTensor, ModelSpec, parse_inputs
+from calogen.serve.limits import RequestLimits, generator_energy_range
+from calogen.serve.protocol import InferenceError, InputTensor, ModelNotFound, ModelSpec, parse_inputs
 
 __all__ = ["InferenceService"]
 
@@ -47,6 +49,8 @@ class InferenceService:
         seed: server seed; a request without a seed gets ``derive_seed(seed, request_number)``
             and the response reports it.
         sample_many: overrides :func:`~calogen.serve.batching.batched_sampler` of ``generator``.
+        limits: energy range and request sizes (the energy range defaults to the generator's,
+            :func:`~calogen.serve.limits.generator_energy_range`).
     """
 
     def __init__(
@@ -58,14 +62,17 @@ class InferenceService:
         parameters: Mapping[str, str] | None = None,
         seed: int = 0,
         sample_many: SampleMany | None = None,
+        limits: RequestLimits | None = None,
     ) -> None:
         self.generator = generator
         batching = batching or BatchingConfig()
+        self.limits = limits or RequestLimits()
         params = {"geometry": generator.geometry.name, **(parameters or {})}
         self.spec = ModelSpec(
             name=name,
             n_voxels=generator.geometry.n_voxels,
             max_batch_size=batching.max_batch_size,
+            energy_range=self.limits.energy_range or generator_energy_range(generator),
             parameters=params,
             max_queue_delay_us=round(batching.max_queue_delay_ms * 1e3),
             preferred_batch_size=batching.max_batch_size,
@@ -74,6 +81,7 @@ class InferenceService:
         self._seed = int(seed)
         self._counter = itertools.count()
         self._counter_lock = threading.Lock()
+        self._draining = False
 
     @classmethod
     def from_source(
@@ -88,6 +96,7 @@ class InferenceService:
         name: str | None = None,
         batching: BatchingConfig | None = None,
         seed: int = 0,
+        limits: RequestLimits | None = None,
     ) -> InferenceService:
         """Serve a trained model directory, or a simulation ``engine`` (``gflash``, ``full``) for ``geometry``.
 
@@ -104,14 +113,14 @@ class InferenceService:
 
             generator = make_engine(engine, geometry, particle)
             params = {"engine": engine, "particle": particle}
-            return cls(generator, name=name or engine, batching=batching, parameters=params, seed=seed)
+            return cls(generator, name=name or engine, batching=batching, parameters=params, seed=seed, limits=limits)
         from calogen.models import load
 
         model = load(model_dir)
         params = {"engine": "model", "nfe": str(nfe or model.config.nfe), "sampler": model.config.sampler, "exact": str(exact).lower()}
         model_name = name or Path(str(model_dir)).resolve().name
         many = batched_sampler(model, nfe=nfe, merge=not exact)
-        return cls(model, name=model_name, batching=batching, parameters=params, seed=seed, sample_many=many)
+        return cls(model, name=model_name, batching=batching, parameters=params, seed=seed, sample_many=many, limits=limits)
 
     def __enter__(self) -> InferenceService:
         return self
@@ -121,8 +130,8 @@ class InferenceService:
 
     @property
     def ready(self) -> bool:
-        """True while the service takes requests."""
-        return self.batcher.accepting
+        """True while the service takes new requests (false once shutdown begins)."""
+        return self.batcher.accepting and not self._draining
 
     def submit(
         self,
@@ -133,19 +142,39 @@ class InferenceService:
         outputs: Sequence[str] = (),
         *,
         timeout_s: float | None = None,
+        received: float | None = None,
     ) -> tuple[concurrent.futures.Future[np.ndarray], int]:
-        """Validate and queue one inference request; returns the future of its showers and its seed."""
+        """Validate and queue one inference request; returns the future of its showers and its seed.
+
+        ``received`` is ``time.monotonic()`` when the transport got the request (for the statistics).
+        """
+        start = time.monotonic()
+        received = start if received is None else received
         try:
             self.spec.check(model, version)
+        except ModelNotFound:
+            self.batcher.stats.record_request("not_found", None)
+            raise
+        try:
             energies, seed = parse_inputs(self.spec, inputs, parameters, outputs)
         except InferenceError:
-            self.batcher.stats.record_request("invalid")
+            self.batcher.stats.record_request("invalid", time.monotonic() - received)
             raise
         if seed is None:
             with self._counter_lock:
                 seed = derive_seed(self._seed, next(self._counter))
-        return self.batcher.submit(energies, seed, timeout_s=timeout_s), seed
+        future = self.batcher.submit(energies, seed, timeout_s=timeout_s, received=received, input_s=time.monotonic() - start)
+        return future, seed
+
+    def record_refused(self, received: float) -> None:
+        """Count a request for this model that the transport refused before :meth:`submit` (body too large, malformed)."""
+        self.batcher.stats.record_request("invalid", time.monotonic() - received)
+
+    def begin_shutdown(self) -> None:
+        """Report not ready, so that load balancers stop sending; requests already received still run."""
+        self._draining = True
 
     def close(self, *, drain: bool = True) -> None:
         """Stop taking requests and (with ``drain``) finish the queued ones."""
+        self._draining = True
         self.batcher.close(drain=drain)
