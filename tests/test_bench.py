@@ -191,6 +191,9 @@ def test_bench_record_plane_and_page(files, tmp_path):
     gflash = next(p for p in points["ours"] if p["name"] == "gflash")
     assert gflash["auc_high"] == list(quality["gflash"].values["auc_high"]) and gflash["auc_low"] is None
     assert next(p for p in points["ours"] if p["name"] == "mc")["fpd"] is None
+    cpu_points = plane_points(make_record(rows, quality, TINY, FAST, plane=("cpu", 20), published=None, clock="cpu"))
+    timed = rows[0]["timing"]["cpu"]["batches"][1]
+    assert timed["cpu_ms_per_shower_median"] > 0 and cpu_points["ours"][0]["ms"] == timed["cpu_ms_per_shower_median"]
     assert points["published"] == [] and "CaloDREAM" in points["published_untimed"]  # nobody published batch 20
     assert points["reference"]["name"] == "GEANT4"
     record100 = {**record, "settings": {**record["settings"], "batch_sizes": [1, 100]}, "plane": {"device": "cpu", "batch_size": 100}}
@@ -208,6 +211,8 @@ def test_bench_record_plane_and_page(files, tmp_path):
     assert json.loads((tmp_path / "out" / "bench.json").read_text())["quality"]["gflash"]["source"]["sample"] == "gflash"
     with pytest.raises(BenchError, match="not among the timed"):
         make_record(rows, quality, TINY, FAST, plane=("cpu", 100), published=None)
+    with pytest.raises(BenchError, match="clock"):
+        make_record(rows, quality, TINY, FAST, plane=("cpu", 20), published=None, clock="tsc")
 
 
 def test_bench_cli_end_to_end_and_errors(files, tmp_path, capsys):
@@ -221,12 +226,12 @@ def test_bench_cli_end_to_end_and_errors(files, tmp_path, capsys):
     record = json.loads((tmp_path / "b" / "bench.json").read_text())
     assert [g["name"] for g in record["generators"]] == ["gflash", "flat"] and record["published"] is None
     assert record["environment"]["torch_threads"] == 1 and record["settings"]["threads"] == 1
-    again = ["bench", "--geometry", "tiny", "--timings-from", str(tmp_path / "b" / "bench.json"), "--plane", "cpu:1",
+    again = ["bench", "--geometry", "tiny", "--timings-from", str(tmp_path / "b" / "bench.json"), "--plane", "cpu:1", "--clock", "cpu",
              "--metrics", f"flat={files / 'eval' / 'metrics.json'}#gflash", "--out", str(tmp_path / "c")]  # fmt: skip
     assert main(again) == 0
     redrawn = json.loads((tmp_path / "c" / "bench.json").read_text())
     assert redrawn["generators"] == record["generators"] and redrawn["environment"] == record["environment"]
-    assert set(redrawn["quality"]) == {"flat"} and redrawn["plane"] == {"device": "cpu", "batch_size": 1}
+    assert set(redrawn["quality"]) == {"flat"} and redrawn["plane"] == {"device": "cpu", "batch_size": 1, "clock": "cpu"}
     for bad, words in [
         (["-g", "gflash", "-g", "gflash"], "used twice"),
         (["-g", "gan"], "unknown generator kind"),

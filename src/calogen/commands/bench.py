@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=positive_int, default=None, help="torch and numba CPU threads (default: leave as set)")
     parser.add_argument("--no-gpu", action="store_true", help="do not time on the GPU even when one is present")
     parser.add_argument("--plane", default="cpu:100", metavar="DEVICE:BATCH", help="timing drawn on the plane (default: cpu:100)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall", help="time drawn on the plane: wall (default) or process CPU time")
     parser.add_argument("--published", default="auto", help="published results to overlay: auto (the geometry's dataset), none, or a dataset name")
     parser.add_argument("--seed", type=seed_int, default=0, help="timing seed (default: 0)")
     parser.add_argument("--timings-from", metavar="BENCH.json", help="reuse the timings of an earlier run instead of timing (no --generator)")
@@ -108,7 +109,7 @@ def _finish(args: argparse.Namespace, geometry: Any, rows: list[dict[str, Any]],
 
     gpu = any(r["timing"].get("gpu") for r in rows)
     plane, published, quality = _check(args, geometry, [r["name"] for r in rows], gpu)
-    record = make_record(rows, quality, geometry, settings, plane=plane, published=published, machine=machine)
+    record = make_record(rows, quality, geometry, settings, plane=plane, published=published, machine=machine, clock=args.clock)
     paths = write_outputs(record, args.out)
     for row in rows:
         for device, result in row["timing"].items():

@@ -56,6 +56,8 @@ class BatchTiming:
         warmup_seconds: wall time of the warm-up calls.
         capped: the showers per call were reduced to stay within the time budget.
         note: why a budget cut the measurement short, empty otherwise.
+        cpu_ms_per_shower_median: median per-call process CPU time per shower (all threads); below the
+            wall time when other work competed for the CPU, above it when several threads ran.
     """
 
     batch_size: int
@@ -71,6 +73,7 @@ class BatchTiming:
     warmup_seconds: float
     capped: bool = False
     note: str = ""
+    cpu_ms_per_shower_median: float | None = None
 
 
 @dataclass(frozen=True)
@@ -159,13 +162,18 @@ def _energy_spec(energies: EnergySpec | str | float) -> EnergySpec:
     return EnergySpec("fixed", (value,))
 
 
-def _call(generator: Generator, spec: EnergySpec, n: int, seed: int, index: int) -> float:
-    """Seconds taken by call ``index`` of ``sample`` with ``n`` energies (drawn untimed); checks the output."""
+def _call(generator: Generator, spec: EnergySpec, n: int, seed: int, index: int, cpu: list[float] | None = None) -> float:
+    """Seconds taken by call ``index`` of ``sample`` with ``n`` energies (drawn untimed); checks the output.
+
+    The process CPU seconds of the call are appended to ``cpu`` when given.
+    """
     energies = spec.sample(n, seed=derive_seed(derive_seed(seed, 0), index))
     seed = derive_seed(derive_seed(seed, 1), index)
-    start = time.perf_counter()
+    cpu_start, start = time.process_time(), time.perf_counter()
     showers = generator.sample(energies, seed=seed, batch_size=len(energies))
     seconds = time.perf_counter() - start
+    if cpu is not None:
+        cpu.append(time.process_time() - cpu_start)
     if np.shape(showers)[0] != len(energies):
         raise TimingError(
             f"{type(generator).__name__}.sample returned {np.shape(showers)[0]} showers for {len(energies)} energies"
@@ -229,9 +237,10 @@ def time_generator(
             call_index += 1
         warmup_seconds = time.perf_counter() - start
         times: list[float] = []
+        cpu_times: list[float] = []
         note = ""
         while True:
-            times.append(_call(generator, spec, per_call, seed, call_index))
+            times.append(_call(generator, spec, per_call, seed, call_index, cpu_times))
             call_index += 1
             enough = len(times) >= min_repeats and len(times) * per_call >= min_showers and sum(times) >= min_seconds
             if enough:
@@ -258,6 +267,7 @@ def time_generator(
                 warmup_seconds=float(warmup_seconds),
                 capped=capped,
                 note=note,
+                cpu_ms_per_shower_median=float(np.median(cpu_times)) * 1000.0 / per_call,
             )
         )
         estimate_s = float(median) / 1000.0

@@ -54,6 +54,7 @@ def _timing_rows(record: dict[str, Any]) -> list[list[str]]:
                 cells.append(
                     "–" if b is None else
                     f"{b['ms_per_shower_median']:.4g} <span class=note>({b['ms_per_shower_p16']:.3g}–{b['ms_per_shower_p84']:.3g}, "
+                    + (f"CPU time {b['cpu_ms_per_shower_median']:.3g}, " if b.get("cpu_ms_per_shower_median") is not None else "") +
                     f"{b['n_showers']} showers{', ' + _e(b['note']) if b['note'] else ''})</span>"
                 )  # fmt: skip
             cells.append(_e(result["environment"].get("torch_threads")))
@@ -85,7 +86,7 @@ def render_page(record: dict[str, Any], svg: str) -> str:
             + (f" Not timed on {points['device'].upper()} at batch {points['batch_size']}: {_e(', '.join(points['published_untimed']))}." if points["published_untimed"] else "")
             + "</p>"
         )
-    parts.append("<h2>Time per shower (ms; median, 16–84 % of timed calls)</h2>")
+    parts.append("<h2>Time per shower (ms; wall-time median, 16–84 % of timed calls, median process CPU time)</h2>")
     parts.append(_table(["generator", "device", "parameters", *(f"batch {s}" for s in sizes), "threads", "load (1 min)"], _timing_rows(record)))
     notes = [f"{_e(g['name'])}: {_e(g['gpu_note'])}" for g in record["generators"] if g["gpu_note"]]
     if notes:

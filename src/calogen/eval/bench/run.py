@@ -163,16 +163,20 @@ def make_record(
     plane: tuple[str, int],
     published: Any | None,
     machine: dict[str, Any] | None = None,
+    clock: str = "wall",
 ) -> dict[str, Any]:
     """The JSON-ready bench record: timings, quality, plane choice, published entries and the machine.
 
     ``machine`` (``{"environment", "gpu"}``) describes where ``rows`` were timed; default: this machine.
+    ``clock`` is the time drawn on the plane: ``wall`` or the process ``cpu`` time.
     """
     from calogen.eval.timing import environment_info
 
     device, batch = plane
     if batch not in settings.batch_sizes:
         raise BenchError(f"the plane's batch size {batch} is not among the timed ones {tuple(settings.batch_sizes)}")
+    if clock not in ("wall", "cpu"):
+        raise BenchError(f"the plane's clock must be 'wall' or 'cpu', got {clock!r}")
     if machine is None:
         machine = {"environment": environment_info(), "gpu": gpu_name() if settings.gpu else None}
     return {
@@ -183,7 +187,7 @@ def make_record(
         "gpu": machine["gpu"],
         "generators": rows,
         "quality": {name: q.to_dict() for name, q in quality.items()},
-        "plane": {"device": device, "batch_size": batch},
+        "plane": {"device": device, "batch_size": batch, "clock": clock},
         "published": None if published is None else published.to_dict(),
     }
 
