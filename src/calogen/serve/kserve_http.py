@@ -51,9 +51,6 @@ __all__ = ["create_app", "proto_to_json"]
 log = logging.getLogger(__name__)
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-DISCARD_BYTES = 64 << 20
-"""How much of a body beyond the limit is read and thrown away, so that the client, still sending, can
-read the 413; a larger body is left unread and its connection closed."""
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 _NUMBER_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
 """numpy kinds of JSON values accepted for each kind of datatype (a float input takes integers too)."""
@@ -154,22 +151,20 @@ def create_app(service: InferenceService, *, server_version: str = "0.1.0") -> F
 async def _read_body(request: Request, limit: int) -> bytes:
     """The request body as sent, at most ``limit`` bytes; raises :class:`PayloadTooLarge` beyond.
 
-    The part beyond the limit is read and dropped up to :data:`DISCARD_BYTES`, so the client gets the
-    413; a body declared larger than that is not read at all.
+    A body declared larger is refused before reading; one that grows larger while arriving is
+    refused at the limit. Either way the server (uvicorn) drops what the client still sends, so the
+    client gets the 413 without the server keeping the body.
     """
     too_large = PayloadTooLarge(f"request body exceeds the server's limit of {limit} bytes; send fewer showers per request or raise --max-body-bytes")
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit + DISCARD_BYTES:
+    if declared.isdigit() and int(declared) > limit:
         raise too_large
     parts, size = [], 0
     async for part in request.stream():
         size += len(part)
-        if size <= limit:
-            parts.append(part)
-        elif size > limit + DISCARD_BYTES:
-            break
-    if size > limit:
-        raise too_large
+        if size > limit:
+            raise too_large
+        parts.append(part)
     return b"".join(parts)
 
 
