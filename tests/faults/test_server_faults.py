@@ -216,6 +216,12 @@ def test_malformed_json_gets_a_400_json_error(running, gen, payload: bytes, mess
     served_ok(running, gen)
 
 
+@pytest.mark.parametrize("seed", [-1, 2**64 + 5])
+def test_seeds_outside_63_bits_are_refused(running, seed: int) -> None:  # type: ignore[no-untyped-def]
+    status, _, answer = post(running.http_port, body([5e3], seed=seed))
+    assert status == 400 and "[0, 2**63)" in answer["error"]
+
+
 def test_accepted_http_connections_have_tcp_nodelay(running) -> None:  # type: ignore[no-untyped-def]
     client = httpclient.InferenceServerClient(f"127.0.0.1:{running.http_port}")
     assert client.is_server_live()  # keeps its connection open

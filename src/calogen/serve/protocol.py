@@ -263,6 +263,6 @@ def _seed(tensor: InputTensor | None, parameter: object, batch: int) -> int | No
         value = parameter
     else:
         return None
-    if value < 0:
-        raise InferenceError(f"seed must be non-negative, got {value}")
+    if not 0 <= value < 2**63:  # seeds are hashed into 63-bit child seeds; larger ones would wrap
+        raise InferenceError(f"seed must be an integer in [0, 2**63), got {value}")
     return value
