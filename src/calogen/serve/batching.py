@@ -115,7 +115,7 @@ class _Request:
     seed: int
     future: concurrent.futures.Future[np.ndarray]
     received: float  # when the server got the request (time.monotonic)
-    input_s: float  # time spent checking and decoding its tensors
+    input_s: float  # time spent validating its tensors
     enqueued: float
     deadline: float
 
@@ -156,7 +156,7 @@ class DynamicBatcher:
 
         Returns a future of the ``(n, voxels)`` float32 showers. Raises :class:`ServerBusy` when the
         queue is full and :class:`ServerUnavailable` after :meth:`close`. ``received`` (``time.monotonic()``
-        when the request arrived, default now) and ``input_s`` (time spent decoding it) go into the statistics.
+        when the request arrived, default now) and ``input_s`` (time spent validating it) go into the statistics.
         """
         energies = np.ascontiguousarray(energies, dtype=np.float32).reshape(-1)
         if not 1 <= energies.size <= self.config.max_batch_size:

@@ -6,7 +6,7 @@ https://prometheus.io/docs/instrumenting/exposition_formats/) and Triton's ``Mod
 (:meth:`BatcherStats.model_statistics`, the ``statistics`` protocol extension).
 
 Triton's durations, per request: ``success`` / ``fail`` from receipt to answer, ``queue`` waiting for a
-batch, ``compute_input`` checking and decoding the tensors, ``compute_infer`` running the request's merged
+batch, ``compute_input`` validating its tensors (energies, seed), ``compute_infer`` running the request's merged
 batch, ``compute_output`` handing the request its rows. ``inference_count`` counts showers,
 ``execution_count`` executed batches. Reference:
 https://github.com/triton-inference-server/server/blob/main/docs/protocol/extension_statistics.md
