@@ -13,6 +13,7 @@ import tracemalloc
 import zlib
 from collections.abc import Iterator
 
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -20,6 +21,7 @@ import tritonclient.http as httpclient
 from _faults import one_error_line
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from calogen.errors import CalogenError
@@ -214,6 +216,20 @@ def test_malformed_json_gets_a_400_json_error(running, gen, payload: bytes, mess
     status, ctype, answer = post(running.http_port, payload)
     assert (status, ctype) == (400, "application/json") and message in answer["error"]
     served_ok(running, gen)
+
+
+def test_shapes_whose_size_overflows_int64_are_refused(running) -> None:  # type: ignore[no-untyped-def]
+    head = {"inputs": [{"name": "INCIDENT_ENERGY", "datatype": "FP32", "shape": [2**32, 2**32], "parameters": {"binary_data_size": 0}}]}
+    raw = json.dumps(head).encode()
+    status, _, answer = post(running.http_port, raw, {"Inference-Header-Content-Length": str(len(raw))})
+    assert status == 400 and "bytes do not match shape" in answer["error"]
+    request = service_pb2.ModelInferRequest(model_name=MODEL)
+    request.inputs.add(name="INCIDENT_ENERGY", datatype="FP32", shape=[2**62, 4])
+    request.raw_input_contents.append(b"")
+    with grpc.insecure_channel(f"127.0.0.1:{running.grpc_port}") as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "bytes do not match shape" in info.value.details()
 
 
 @pytest.mark.parametrize("seed", [-1, 2**64 + 5])

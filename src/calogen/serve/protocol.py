@@ -11,6 +11,7 @@ and Triton's model configuration, ``model_config.proto``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -186,7 +187,7 @@ def decode_tensor(name: str, datatype: str, shape: Sequence[int], raw: bytes) ->
         return InputTensor(name, datatype, shape, None)
     if any(s < 0 for s in shape):
         raise InferenceError(f"input {name!r} has a negative dimension in shape {list(shape)}")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # exact: a huge shape cannot wrap around to match
     if len(raw) != expected:
         raise InferenceError(f"input {name!r}: {len(raw)} bytes do not match shape {list(shape)} of {datatype} ({expected} bytes)")
     return InputTensor(name, datatype, shape, np.frombuffer(raw, dtype=dtype.newbyteorder("<")).reshape(shape))
