@@ -98,9 +98,12 @@ def create_app(service: InferenceService, *, server_version: str = "0.1.0") -> F
     async def stats() -> dict[str, object]:
         return service.batcher.stats.snapshot()
 
+    def statistics() -> dict[str, object]:
+        return {"model_stats": [proto_to_json(service.batcher.stats.model_statistics(service.spec.name, service.spec.version))]}
+
     @app.get("/v2/models/stats")
     async def all_statistics() -> dict[str, object]:
-        return {"model_stats": [proto_to_json(service.batcher.stats.model_statistics(service.spec.name, service.spec.version))]}
+        return statistics()
 
     for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
 
@@ -122,7 +125,7 @@ def create_app(service: InferenceService, *, server_version: str = "0.1.0") -> F
         @app.get(prefix + "/stats")
         async def model_statistics(model: str, version: str = "") -> dict[str, object]:
             service.spec.check(model, version)
-            return {"model_stats": [proto_to_json(service.batcher.stats.model_statistics(service.spec.name, service.spec.version))]}
+            return statistics()
 
         @app.post(prefix + "/infer")
         async def infer(request: Request, model: str, version: str = "") -> Response:
