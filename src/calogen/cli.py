@@ -56,7 +56,7 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, CalogenError):
         return str(exc)
     if isinstance(exc, MemoryError):
-        return f"out of memory ({exc or 'MemoryError'}); ask for fewer showers or smaller batches"
+        return f"out of memory{f' ({exc})' if str(exc) else ''}; ask for fewer showers or smaller batches"
     if isinstance(exc, OSError) and exc.strerror:
         names = [str(f) for f in (exc.filename, exc.filename2) if f is not None]
         return f"{exc.strerror}: {' -> '.join(names)}" if names else exc.strerror

@@ -41,7 +41,15 @@ from pathlib import Path
 
 from calogen.errors import CalogenError
 
-__all__ = ["GuardedFile", "OutputPathError", "atomic_path", "check_destination", "check_output_dir", "free_space_text"]
+__all__ = [
+    "GuardedFile",
+    "OutputPathError",
+    "atomic_path",
+    "check_destination",
+    "check_output_dir",
+    "ensure_free_space",
+    "free_space_text",
+]
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +120,20 @@ def free_space_text(path: str | os.PathLike[str]) -> str:
     except OSError:
         return ""
     return f"{st.f_bavail * st.f_frsize / 1e6:.1f} MB free"
+
+
+def ensure_free_space(path: str | os.PathLike[str], nbytes: int, *, margin: int = 1 << 20) -> None:
+    """Raise :class:`OutputPathError` unless the file system of ``path`` (a directory) has ``nbytes``
+    plus ``margin`` bytes free: for writers that fail badly on a full disk (safetensors, HDF5)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return
+    free = st.f_bavail * st.f_frsize
+    if free < nbytes + margin:
+        raise OutputPathError(
+            f"{path}: {free / 1e6:.1f} MB free, {(nbytes + margin) / 1e6:.1f} MB needed; free space or choose another output path"
+        )
 
 
 # --- temporaries ---------------------------------------------------------------------------------

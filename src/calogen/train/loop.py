@@ -38,7 +38,7 @@ from calogen.geometry import Geometry
 from calogen.io import ShowerData
 from calogen.models.generator import ModelPair, save_model
 from calogen.models.preprocess import Preprocessor, energy_groups, layer_vector, radial_vector
-from calogen.outputs import check_output_dir
+from calogen.outputs import check_output_dir, ensure_free_space
 from calogen.train.checkpoint import latest_checkpoint, optimizer_from_flat, optimizer_to_flat, read_checkpoint, write_checkpoint
 from calogen.train.config import PRESETS, Preset
 from calogen.train.data import BlockLoader
@@ -355,6 +355,8 @@ def train(
             if main and (step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stopped):
                 elapsed = wall + time.perf_counter() - t0
                 state, state_meta = trainer.state()
+                weights = sum(t.numel() * t.element_size() for t in state.values())
+                ensure_free_space(out, 2 * weights)  # checkpoint and model weights; safetensors fails badly on a full disk
                 run = {"step": step, "best_val": best, "bad_evals": bad, "stopped_early": stopped, "wall_time_s": elapsed}
                 write_checkpoint(out, step, state, {**state_meta, **run, "preset": preset.to_dict()})
                 training = {**extra["training"], "steps": step, "best_val": best, "stopped_early": stopped, "wall_time_s": elapsed}
