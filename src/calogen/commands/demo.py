@@ -27,7 +27,9 @@ def run(args: argparse.Namespace) -> int:
     from calogen.demo import DemoSettings, run_demo
     from calogen.energies import EnergySpec
     from calogen.eval.evaluate import format_table, summary_rows
+    from calogen.outputs import check_output_dir
 
+    check_output_dir(args.out)
     EnergySpec.parse(args.energy)
     settings = DemoSettings(n=args.n, energies=args.energy, seed=args.seed, nfe=args.nfe)
     record = run_demo(args.out, settings, progress=not args.quiet)
