@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import torch
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from calogen.geometry import Geometry
+import calogen
 from calogen.serve.export import check_onnx, export_onnx
 from calogen.serve.triton_repo import RepositoryError, TritonSettings, check_repository, write_repository
 
@@ -41,7 +40,9 @@ class ToyPipeline(torch.nn.Module):
 
 def test_onnx_matches_pytorch_for_any_batch(tmp_path: Path) -> None:
     module = ToyPipeline().eval()
-    path = export_onnx(module, NOISE, tmp_path / "toy.onnx")
+    path = tmp_path / "toy.onnx"
+    check = export_onnx(module, NOISE, path, check_energies=np.geomspace(1e3, 1e6, 5))
+    assert check is not None and check.batch == 5 and check.max_rel_diff < 1e-4
     for batch in (1, 7):
         check = check_onnx(path, module, NOISE, np.geomspace(1e3, 1e6, batch), seed=batch)
         assert check.batch == batch and check.max_rel_diff < 1e-4
@@ -53,7 +54,8 @@ def test_onnx_matches_pytorch_for_any_batch(tmp_path: Path) -> None:
 
 def test_triton_repository_config_parses_and_agrees_with_graph(tmp_path: Path) -> None:
     settings = TritonSettings(max_batch_size=128, preferred_batch_size=32, max_queue_delay_us=500, instances=2, kind="gpu")
-    folder = write_repository(ToyPipeline(), NOISE, VOXELS, tmp_path / "repo", name="toy", settings=settings, parameters={"nfe": "2"})
+    folder, check = write_repository(ToyPipeline(), NOISE, VOXELS, tmp_path / "repo", name="toy", settings=settings, parameters={"nfe": "2"})
+    assert check is None
     assert sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "repo").rglob("*") if p.is_file()) == [
         "repo/toy/1/model.onnx",
         "repo/toy/config.pbtxt",
@@ -73,13 +75,16 @@ def test_triton_repository_config_parses_and_agrees_with_graph(tmp_path: Path) -
 
 
 def test_check_repository_catches_disagreement(tmp_path: Path) -> None:
-    folder = write_repository(ToyPipeline(), NOISE, VOXELS, tmp_path, name="toy")
+    folder, _ = write_repository(ToyPipeline(), NOISE, VOXELS, tmp_path, name="toy")
     text = (folder / "config.pbtxt").read_text()
     (folder / "config.pbtxt").write_text(text.replace(f"dims: {VOXELS}", f"dims: {VOXELS + 1}"))
     with pytest.raises(RepositoryError, match="NOISE_SHAPE"):
         check_repository(folder)
     (folder / "config.pbtxt").write_text(text.replace("NOISE_ENERGY", "NOISE_E"))
     with pytest.raises(RepositoryError, match="differ from the ONNX graph"):
+        check_repository(folder)
+    (folder / "config.pbtxt").write_text(text.replace('name: "toy"', 'name: "other"'))
+    with pytest.raises(RepositoryError, match="its folder name"):
         check_repository(folder)
     (folder / "config.pbtxt").write_text("max_batch_size: oops")
     with pytest.raises(RepositoryError, match="does not parse"):
@@ -92,40 +97,40 @@ def test_triton_settings_reject_bad_values(bad: dict[str, object]) -> None:
         TritonSettings(**bad)  # type: ignore[arg-type]
 
 
-# --- a real calogen model (random weights, fitted preprocessing) ------------------------------------------
-def make_model_dir(directory: Path) -> Path:
-    """Write a small untrained calogen model for the ``tiny`` geometry (Euler sampler, NFE 2) into ``directory``."""
-    models = pytest.importorskip("calogen.models.generator")
-    from calogen.models.config import ModelConfig
-    from calogen.models.preprocess import Preprocessor
-
-    geometry = Geometry.builtin("tiny")
-    rng = np.random.default_rng(0)
-    energies = np.geomspace(1e3, 1e5, 64).astype(np.float32)
-    showers = (rng.random((64, geometry.n_voxels)) * energies[:, None] / geometry.n_voxels).astype(np.float32)
-    preprocessor = Preprocessor.fit(geometry, energies, showers, radial=True)
-    config = ModelConfig(channels=(8, 16), emb_dim=16, energy_width=32, energy_depth=1, radial_width=8, radial_depth=1, sampler="euler", nfe=2)
-    torch.manual_seed(0)
-    pair = models.ModelPair(geometry, config, preprocessor.layer_dim)
-    models.save_model(directory, geometry=geometry, config=config, preprocessor=preprocessor, raw=pair, ema=copy.deepcopy(pair))
-    return directory
+# --- the shipped, trained model ------------------------------------------------------------------------------
+SHIPPED = Path(calogen.__file__).parent / "data" / "pretrained" / "cpu-small-ds2"
 
 
-def test_export_command_writes_a_checked_triton_repository(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from calogen.cli import main
+def _graph_vs_sample(onnx_file: Path) -> float:
+    """Largest |graph - sample()| over the largest |sample()| for 60 showers at 1-100 GeV on the same noise."""
+    import onnxruntime as ort
+
     from calogen.models import load
 
-    model_dir = make_model_dir(tmp_path / "tiny-model")
-    assert main(["export", str(model_dir), "--format", "triton", "-o", str(tmp_path / "repo"), "--max-batch-size", "32"]) == 0
-    out = capsys.readouterr().out
-    assert "onnxruntime vs PyTorch on 4 showers" in out
-    folder = tmp_path / "repo" / "tiny-model"
-    config = check_repository(folder)
-    model = load(model_dir)
-    assert config.max_batch_size == 32 and config.parameters["nfe"].string_value == "2"
-    assert [list(i.dims) for i in config.input] == [[1], [model.preprocessor.layer_dim + model.preprocessor.radial_dim], [model.geometry.n_voxels]]
-    check = check_onnx(folder / "1" / "model.onnx", model.export_module(2), model.noise_shapes(), np.geomspace(2e3, 5e4, 6), seed=3)
-    assert check.max_rel_diff < 1e-4
+    model = load(SHIPPED)
+    energies = np.repeat(np.geomspace(1e3, 1e5, 3), 20).astype(np.float32)
+    noise_energy, noise_shape = model.draw_noise(energies.size, seed=11)
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    feed = {"INCIDENT_ENERGY": energies[:, None], "NOISE_ENERGY": noise_energy, "NOISE_SHAPE": noise_shape}
+    got = session.run(["SHOWERS"], feed)[0]
+    want = model.sample(energies, seed=11)
+    assert np.isfinite(got).all() and ((got > 0) == (want > 0)).all()  # the same voxels pass the threshold
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "triton"])
+def test_export_of_the_trained_model_passes_its_check_and_matches_sample(fmt: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from calogen.cli import main
+
+    out = tmp_path / ("model.onnx" if fmt == "onnx" else "repo")
+    assert main(["export", str(SHIPPED), "--format", fmt, "-o", str(out)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("onnxruntime vs PyTorch on 8 showers"))
+    assert float(line.split("relative ")[1].split()[0]) <= 1e-4
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == (["model.onnx"] if fmt == "onnx" else ["config.pbtxt", "model.onnx"])
+    if fmt == "triton":  # the same graph as --format onnx, in a repository
+        config = check_repository(out / "cpu-small-ds2")
+        assert [list(i.dims) for i in config.input] == [[1], [1 + 45 + 45 * 9], [6480]]  # NOISE_ENERGY: 451 wide
+        assert _graph_vs_sample(out / "cpu-small-ds2" / "1" / "model.onnx") <= 1e-4
 
 
 def test_export_command_reports_a_missing_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,8 @@
-"""``calogen export``: a trained model as one ONNX graph, or as a Triton model repository."""
+"""``calogen export``: a trained model as one ONNX graph, or as a Triton model repository.
+
+The graph is checked against PyTorch before it appears at its destination (max relative difference
+<= 1e-4 on showers spread over the model's training range); a refused export writes nothing.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,9 @@ from pathlib import Path
 NAME = "export"
 HELP = "export a trained model to ONNX or to a Triton model repository"
 
+CHECK_SHOWERS = 8
+"""Showers, log-spaced over the training range, on which the graph is compared with PyTorch."""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``calogen export``."""
@@ -16,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--out", required=True, help="output .onnx file (onnx) or repository folder (triton)")
     parser.add_argument("--nfe", type=int, help="network evaluations per sample baked into the graph (default: the model's)")
     parser.add_argument("--sampler", default="euler", help="ODE sampler unrolled into the graph (default: euler)")
-    parser.add_argument("--name", help="model name in the Triton repository (default: the directory name)")
+    parser.add_argument("--name", help="model name in the Triton repository: a plain folder name (default: the model directory's name)")
     parser.add_argument("--max-batch-size", type=int, default=256, help="Triton max_batch_size (default: 256)")
     parser.add_argument("--preferred-batch-size", type=int, default=64, help="Triton dynamic-batching preferred size (default: 64)")
     parser.add_argument("--max-queue-delay-us", type=int, default=2000, help="Triton dynamic-batching queue delay (default: 2000 us)")
@@ -26,34 +33,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Export, then check the graph against PyTorch on a few showers (max relative difference <= 1e-4)."""
+    """Export (checked unless ``--no-check``); returns 0."""
     import numpy as np
 
-    from calogen.errors import CalogenError
     from calogen.models import load
-    from calogen.serve.export import check_onnx, export_onnx
-    from calogen.serve.triton_repo import TritonSettings, write_repository
+    from calogen.serve.export import TOLERANCE, export_onnx
+    from calogen.serve.triton_repo import TritonSettings, check_model_name, write_repository
 
     model = load(args.model_dir)
-    nfe = args.nfe or model.config.nfe
+    nfe = model.config.nfe if args.nfe is None else args.nfe
     module = model.export_module(nfe, args.sampler)
     shapes = model.noise_shapes()
+    energies = None if args.no_check else np.geomspace(model.preprocessor.e_min, model.preprocessor.e_max, CHECK_SHOWERS)
     if args.format == "onnx":
-        onnx_file = export_onnx(module, shapes, args.out)
+        check = export_onnx(module, shapes, args.out, check_energies=energies)
     else:
         settings = TritonSettings(
             max_batch_size=args.max_batch_size, preferred_batch_size=min(args.preferred_batch_size, args.max_batch_size),
             max_queue_delay_us=args.max_queue_delay_us, instances=args.instances, kind=args.kind,
         )  # fmt: skip
-        name = args.name or Path(args.model_dir).resolve().name
+        name = check_model_name(args.name or Path(args.model_dir).resolve().name)
         params = {"geometry": model.geometry.name, "sampler": args.sampler, "nfe": str(nfe)}
-        folder = write_repository(module, shapes, model.geometry.n_voxels, args.out, name=name, settings=settings, parameters=params)
-        onnx_file = folder / "1" / "model.onnx"
+        _, check = write_repository(
+            module, shapes, model.geometry.n_voxels, args.out, name=name, settings=settings, parameters=params, check_energies=energies
+        )
     print(f"wrote {args.out} ({args.format}, {args.sampler} sampler, nfe={nfe})")
-    if not args.no_check:
-        energies = np.geomspace(model.preprocessor.e_min, model.preprocessor.e_max, 4)
-        check = check_onnx(onnx_file, module, shapes, energies)
-        print(f"onnxruntime vs PyTorch on {check.batch} showers: max |diff| {check.max_abs_diff:.3g} MeV, relative {check.max_rel_diff:.3g}")
-        if check.max_rel_diff > 1e-4:
-            raise CalogenError(f"exported graph differs from PyTorch by {check.max_rel_diff:.3g} (relative) > 1e-4; try another --sampler or opset")
+    if check is not None:
+        print(
+            f"onnxruntime vs PyTorch on {check.batch} showers: max |diff| {check.max_abs_diff:.3g} MeV, "
+            f"relative {check.max_rel_diff:.3g} (limit {TOLERANCE:g})"
+        )
     return 0

@@ -13,8 +13,9 @@ if TYPE_CHECKING:
 __all__ = ["load"]
 
 
-def load(path: Any, *, weights: str = "ema") -> FlowModel:
-    """Load a trained model directory as a Generator; see :func:`calogen.models.generator.load`."""
+def load(path: Any, *, weights: str = "ema", **limits: int | None) -> FlowModel:
+    """Load a trained model directory as a Generator; see :func:`calogen.models.generator.load` (``limits``:
+    ``max_parameters``, ``max_voxels``)."""
     from calogen.models.generator import load as _load
 
-    return _load(path, weights=weights)
+    return _load(path, weights=weights, **limits)

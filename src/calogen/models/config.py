@@ -1,15 +1,70 @@
-"""Typed model configuration: the architecture and objective of a calogen generative model."""
+"""Typed model configuration: the architecture and objective of a calogen generative model.
+
+:func:`check_fields` checks every field of a configuration dataclass against its annotation, strictly:
+``bool`` is not an ``int``, a ``float`` must be finite (an ``int`` is accepted and converted), a
+``tuple[int, ...]`` is a list or tuple of integers and ``X | None`` also allows None (JSON ``null``).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass
+from typing import Any
 
 from calogen.errors import CalogenError
 from calogen.models.preprocess import ENERGY_GROUPS
 
-__all__ = ["ModelConfig"]
+__all__ = ["ModelConfig", "check_fields"]
 
 OBJECTIVES = ("flow", "edm")
+
+
+def _conform(value: Any, hint: Any) -> tuple[bool, Any]:
+    """``(ok, value converted to the annotation)`` for the annotations configuration fields use."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(hint):
+            return True, None
+        (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _conform(value, inner)
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        items = [_conform(v, typing.get_args(hint)[0]) for v in value]
+        return all(ok for ok, _ in items), tuple(v for _, v in items)
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return ok, float(value) if ok else value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    return isinstance(value, hint), value
+
+
+def _describe(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        return f"{_describe(inner)} or null"
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {_describe(typing.get_args(hint)[0]).removeprefix('an ').removeprefix('a ')}s"
+    return {int: "an integer", float: "a finite number", str: "a string", bool: "true or false"}.get(hint, str(hint))
+
+
+def check_fields(config: Any, section: str) -> None:
+    """Check every field of the dataclass ``config`` against its type annotation (see the module
+    docstring), converting ints given for floats and lists given for tuples in place.
+
+    Raises:
+        CalogenError: naming ``section.field``, the expected type and the value.
+    """
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        ok, converted = _conform(value, hints[f.name])
+        if not ok:
+            raise CalogenError(f"{section}.{f.name} must be {_describe(hints[f.name])}, got {value!r}")
+        object.__setattr__(config, f.name, converted)
 
 
 @dataclass(frozen=True)
@@ -51,12 +106,16 @@ class ModelConfig:
     energy_nfe: int | None = None
 
     def __post_init__(self) -> None:
-        from calogen.models.samplers import SAMPLERS
+        from calogen.models.samplers import SAMPLERS, steps_for_nfe
 
+        check_fields(self, "model")
         if self.objective not in OBJECTIVES:
             raise CalogenError(f"model.objective {self.objective!r} is unknown; use one of {OBJECTIVES}")
         if self.energy_groups not in ENERGY_GROUPS:
             raise CalogenError(f"model.energy_groups {self.energy_groups!r} is unknown; use one of {ENERGY_GROUPS}")
+        for name in ("emb_dim", "energy_width", "energy_depth"):
+            if getattr(self, name) < 1:
+                raise CalogenError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if self.radial_width < 0 or self.radial_depth < 1:
             raise CalogenError(f"model.radial_width must be >= 0 and radial_depth >= 1, got {self.radial_width}, {self.radial_depth}")
         if self.radial_width and self.energy_groups != "layers":
@@ -74,3 +133,5 @@ class ModelConfig:
                 raise CalogenError(f"model.{key} {value!r} is unknown; use one of {sorted(SAMPLERS)}")
         if self.nfe < 1 or (self.energy_nfe is not None and self.energy_nfe < 1):
             raise CalogenError(f"model.nfe and model.energy_nfe must be >= 1, got {self.nfe}, {self.energy_nfe}")
+        steps_for_nfe(self.sampler, self.nfe)
+        steps_for_nfe(self.energy_sampler or self.sampler, self.energy_nfe or self.nfe)

@@ -5,13 +5,16 @@ scaled incident energy; the radial model, if there is one, samples how each laye
 its radial bins given both; the shape model samples standardised voxels given the energy and the layer
 vector. The voxels are mapped back to MeV, clipped at zero, cut at the geometry's threshold and rescaled
 per layer (or per ring, with a radial model or ``energy_groups: rings``) so every group sums exactly to
-its generated energy, without losing groups the cut left empty (:func:`cut_and_rescale`).
-:class:`Pipeline` is that whole computation as one ``nn.Module`` with an unrolled sampler and explicit
-noise inputs — the module that ONNX export traces.
+its generated energy (:func:`~calogen.models.rescale.cut_and_rescale`, which also says what happens to
+energies below the threshold). :class:`Pipeline` is that whole computation as one ``nn.Module`` with an
+unrolled sampler and explicit noise inputs — the module that ONNX export traces.
 
 A model directory holds ``config.json`` (format, geometry, model and training configuration),
 ``weights.safetensors`` (``ema.*`` and ``raw.*`` parameters), ``preprocessing.json`` +
-``preprocessing.safetensors`` and ``history.jsonl``. Nothing in it is code.
+``preprocessing.safetensors`` and ``history.jsonl``. Nothing in it is code. :func:`load` checks
+everything before it allocates or runs anything: the structure and types of ``config.json``, the model
+size against ``max_parameters`` (counted without allocating), the preprocessing statistics and that every
+weight is finite; :meth:`FlowModel.sample` refuses to return showers computed from non-finite values.
 
 Example:
     >>> model = load("runs/tiny")                                        # doctest: +SKIP
@@ -21,10 +24,9 @@ Example:
 from __future__ import annotations
 
 import copy
-import json
 import os
 import warnings
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -34,35 +36,47 @@ from torch import nn
 
 from calogen.errors import CalogenError
 from calogen.generator import derive_seed
-from calogen.geometry import Geometry, Layer
+from calogen.geometry import Geometry
 from calogen.models.config import ModelConfig
+from calogen.models.directory import (
+    FORMAT, VERSION, ModelError, check_preprocessing, check_weights, geometry_from_dict, geometry_to_dict, model_config_from_dict, read_config,
+)  # fmt: skip
 from calogen.models.edm import EDM
 from calogen.models.energy import EnergyNet
 from calogen.models.flow_matching import Denoiser, FlowMatching
 from calogen.models.preprocess import Preprocessor, energy_groups, radial_slots, radial_used
 from calogen.models.radial import RadialNet
+from calogen.models.rescale import cut_and_rescale, group_members
 from calogen.models.samplers import solve, steps_for_nfe
 from calogen.models.unet import ShapeNet
 
-__all__ = ["FlowModel", "ModelError", "ModelPair", "Pipeline", "cut_and_rescale", "group_totals", "load", "rescale_layers", "save_model"]
-
-FORMAT = "calogen-model"
-VERSION = 1
+__all__ = ["FlowModel", "ModelError", "ModelPair", "Pipeline", "load", "parameter_count", "save_model"]
 
 EVALUATION_CHUNK = 256
-"""Most showers the networks see at once. On one CPU core the shipped cpu-small model at 4 NFE took
-9.9-10.8 ms/shower in whole batches of 1000 and 6.5-8.4 ms/shower in chunks of 128-256, whose
+"""Showers the networks see at once: every call is evaluated in consecutive chunks of this many showers
+(the last one shorter), whatever ``batch_size`` is. On one CPU core the shipped cpu-small model at 4 NFE
+took 9.9-10.8 ms/shower in whole batches of 1000 and 6.5-8.4 ms/shower in chunks of 128-256, whose
 activations fit in cache."""
 
+MAX_PARAMETERS = 200_000_000
+"""Default limit on the parameters of a model (0.8 GB per float32 copy; the ``ds3-base`` preset has
+about 5.5 million): a larger ``config.json`` is refused before anything is allocated. Pass
+``max_parameters`` to :func:`load` or :class:`ModelPair` to change it."""
 
-class ModelError(CalogenError):
-    """A model directory is missing, incomplete or incompatible."""
+MAX_VOXELS = 10_000_000
+"""Default limit on the voxels of a model's geometry (DS3 has 40,500); pass ``max_voxels`` to :func:`load`."""
 
 
 def _wrap(net: nn.Module, config: ModelConfig) -> Denoiser:
     if config.objective == "edm":
         return EDM(net)
     return FlowMatching(net, time_sampling=config.time_sampling)
+
+
+def parameter_count(geometry: Geometry, config: ModelConfig, layer_dim: int) -> int:
+    """Parameters of ``ModelPair(geometry, config, layer_dim)``, counted on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in ModelPair(geometry, config, layer_dim, max_parameters=None).parameters())
 
 
 class ModelPair(nn.Module):
@@ -72,9 +86,15 @@ class ModelPair(nn.Module):
         geometry: the readout.
         config: architecture.
         layer_dim: size ``1 + L`` of the layer-energy vector.
+        max_parameters: refuse (:class:`ModelError`, before allocating) a larger model; None: no limit.
     """
 
-    def __init__(self, geometry: Geometry, config: ModelConfig, layer_dim: int) -> None:
+    def __init__(self, geometry: Geometry, config: ModelConfig, layer_dim: int, *, max_parameters: int | None = MAX_PARAMETERS) -> None:
+        if max_parameters is not None and (count := parameter_count(geometry, config, layer_dim)) > max_parameters:
+            raise ModelError(
+                f"the model would have {count:,} parameters, more than the limit of {max_parameters:,}; "
+                "reduce model.channels / widths, or raise max_parameters if this is intended"
+            )
         super().__init__()
         self.config = config
         self.energy = _wrap(EnergyNet(layer_dim, 1, width=config.energy_width, depth=config.energy_depth), config)
@@ -118,50 +138,13 @@ class ModelPair(nn.Module):
         return loss_energy, loss_radial, loss_shape
 
 
-def group_totals(showers: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
-    """Sum ``(B, G)`` of ``showers (B, voxels)`` over the voxels of each group (``groups (voxels,)`` int64)."""
-    index = groups.expand(showers.shape[0], -1)
-    return torch.zeros(showers.shape[0], n_groups, dtype=showers.dtype, device=showers.device).scatter_add(1, index, showers)
-
-
-def rescale_layers(showers: torch.Tensor, layer_energies: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """Scale each group (layer or ring) of ``showers`` so it sums to ``layer_energies``.
-
-    ``v_i <- v_i * E_g / sum_{j in g} v_j`` for voxels ``i`` of group ``g``; a group that is all zero stays zero.
-
-    Args:
-        showers: ``(B, voxels)`` non-negative MeV.
-        layer_energies: ``(B, G)`` MeV.
-        groups: ``(voxels,)`` int64 group of every voxel.
-    """
-    sums = group_totals(showers, groups, layer_energies.shape[1])
-    scale = torch.where(sums > 0, layer_energies / sums.clamp_min(torch.finfo(sums.dtype).tiny), torch.zeros_like(sums))
-    return showers * scale[:, groups]
-
-
-def cut_and_rescale(raw: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Showers from raw voxels ``(B, voxels)`` MeV: cut at ``threshold``, every group rescaled to ``targets (B, G)``.
-
-    A group left empty by the cut is first filled from the fourth powers of its raw values (relative to
-    its raw sum, so nothing over- or underflows in float32 however small they are), which puts its energy
-    on its largest voxels, and then cut; it stays empty only if no voxel reaches the threshold even then.
-    """
-    n_groups = targets.shape[1]
-    showers = torch.where(raw >= threshold, raw, torch.zeros_like(raw))
-    empty = (group_totals(showers, groups, n_groups) <= 0)[:, groups]
-    raw_sums = group_totals(raw, groups, n_groups)[:, groups]
-    rescue = (raw / raw_sums.clamp_min(torch.finfo(raw.dtype).tiny)) ** 4
-    showers = rescale_layers(torch.where(empty, rescue, showers), targets, groups)
-    showers = torch.where(showers >= threshold, showers, torch.zeros_like(showers))
-    return rescale_layers(showers, targets, groups)
-
-
 class Pipeline(nn.Module):
     """The whole generator with a fixed, unrolled sampler and explicit noise.
 
     ``forward(energies (B, 1) MeV, noise_energy (B, 1 + L [+ L * R]), noise_shape (B, voxels)) -> (B, voxels) MeV``,
     float32, no randomness inside; traceable with a dynamic batch dimension. With a radial model the
     energy noise also holds the radial network's noise, and voxels are rescaled to ring energies.
+    ``forward`` is :meth:`finish` of :meth:`stages`, which expose the generated group energies.
 
     Args:
         pair: the (EMA) denoisers.
@@ -187,8 +170,11 @@ class Pipeline(nn.Module):
             self.register_buffer("radial_slots", torch.from_numpy(radial_slots(geometry)[0]), persistent=False)
             self.register_buffer("radial_used", torch.from_numpy(radial_used(geometry)), persistent=False)
         self.register_buffer("groups", torch.from_numpy(groups.astype(np.int64)), persistent=False)
+        self.register_buffer("members", torch.from_numpy(group_members(groups)), persistent=False)
 
-    def forward(self, energies: torch.Tensor, noise_energy: torch.Tensor, noise_shape: torch.Tensor) -> torch.Tensor:
+    def stages(self, energies: torch.Tensor, noise_energy: torch.Tensor, noise_shape: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Generated group energies ``(B, G)`` MeV, raw voxels ``(B, voxels)`` MeV (clipped at zero) and
+        their logits ``(B, voxels)``: everything :func:`~calogen.models.rescale.cut_and_rescale` needs."""
         pre = self.preprocessor
         cond = pre.energy_forward(energies)
         noise_layers = noise_energy[:, : pre.layer_dim]
@@ -204,24 +190,18 @@ class Pipeline(nn.Module):
                            sampler=self.energy_sampler, nfe=self.energy_nfe)  # fmt: skip
             rings = targets[:, :, None] * pre.radial_inverse(radial, self.radial_used)
             targets = rings.flatten(1)[:, self.radial_slots]
-        return cut_and_rescale(pre.voxels_inverse(voxels, energies), targets, self.groups, self.threshold)
+        logits = pre.voxels_logit(voxels)
+        return targets, pre.voxels_from_logit(logits, energies), logits
+
+    def finish(self, targets: torch.Tensor, raw: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Showers ``(B, voxels)`` MeV from :meth:`stages`: cut at the threshold, groups rescaled exactly."""
+        return cut_and_rescale(raw, targets, self.groups, self.threshold, scores=logits, members=self.members)
+
+    def forward(self, energies: torch.Tensor, noise_energy: torch.Tensor, noise_shape: torch.Tensor) -> torch.Tensor:
+        return self.finish(*self.stages(energies, noise_energy, noise_shape))
 
 
 # --- the model directory ------------------------------------------------------------------------
-def geometry_to_dict(geometry: Geometry) -> dict[str, Any]:
-    """JSON form of a geometry (every field, so it round-trips exactly)."""
-    return {
-        "name": geometry.name, "particle": geometry.particle, "pid": geometry.pid, "threshold": geometry.threshold,
-        "layers": [{"r_edges": list(x.r_edges), "n_alpha": x.n_alpha, "z_range": list(x.z_range)} for x in geometry.layers],
-    }  # fmt: skip
-
-
-def geometry_from_dict(data: dict[str, Any]) -> Geometry:
-    """Inverse of :func:`geometry_to_dict`."""
-    layers = tuple(Layer(tuple(x["r_edges"]), int(x["n_alpha"]), tuple(x["z_range"])) for x in data["layers"])  # type: ignore[arg-type]
-    return Geometry(data["name"], data["particle"], int(data["pid"]), layers, float(data["threshold"]))
-
-
 def save_model(
     directory: str | os.PathLike[str],
     *,
@@ -248,54 +228,42 @@ def save_model(
     atomic_write_json(directory / "config.json", meta)
 
 
-def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
-    """A :class:`ModelConfig` from its JSON form (lists become tuples)."""
-    known = {f.name for f in fields(ModelConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ModelError(f"model settings {unknown} are unknown to this calogen; the model was written by a newer version")
-    return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
-
-
-def load(path: str | os.PathLike[str], *, weights: str = "ema") -> FlowModel:
-    """Load a model directory written by ``calogen train``.
+def load(
+    path: str | os.PathLike[str], *, weights: str = "ema", max_parameters: int | None = MAX_PARAMETERS, max_voxels: int | None = MAX_VOXELS
+) -> FlowModel:
+    """Load a model directory written by ``calogen train``, checking every file first (module docstring).
 
     Args:
         path: the model directory.
         weights: ``ema`` (default) or ``raw`` parameters.
+        max_parameters: refuse a model with more parameters (None: no limit).
+        max_voxels: refuse a geometry with more voxels (None: no limit).
+
+    Raises:
+        ModelError: the directory is missing, damaged, too large or written by another version.
     """
+    from safetensors import safe_open
+
     directory = Path(path)
-    if not (directory / "config.json").is_file():
-        raise ModelError(f"{directory} is not a model directory (no config.json); train one with `calogen train`")
-    try:
-        meta = json.loads((directory / "config.json").read_text())
-    except ValueError as exc:
-        raise ModelError(f"{directory}/config.json is not valid JSON ({exc})") from None
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise ModelError(
-            f"{directory}: format {meta.get('format')!r} version {meta.get('version')!r} is not "
-            f"{FORMAT!r} version {VERSION}; retrain with this calogen"
-        )
     if weights not in ("ema", "raw"):
         raise ModelError(f"weights must be 'ema' or 'raw', got {weights!r}")
-    geometry = geometry_from_dict(meta["geometry"])
+    meta = read_config(directory)
+    geometry = geometry_from_dict(meta["geometry"], max_voxels=max_voxels)
     config = model_config_from_dict(meta["model"])
     preprocessor = Preprocessor.load(directory)
-    if config.radial_width and not preprocessor.radial_dim:
-        raise ModelError(f"{directory}: the model has a radial network but no radial preprocessing; retrain it")
-    pair = ModelPair(geometry, config, int(meta["layer_dim"]))
-    from safetensors.torch import load_file
-
-    try:
-        tensors = load_file(str(directory / "weights.safetensors"))
-    except Exception as exc:  # OSError, or safetensors' own error for a damaged file
-        raise ModelError(f"{directory}/weights.safetensors cannot be read ({exc}); retrain or copy it again") from None
+    check_preprocessing(directory, preprocessor, geometry, config, meta["layer_dim"])
+    pair = ModelPair(geometry, config, meta["layer_dim"], max_parameters=max_parameters)
     prefix = f"{weights}."
-    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    try:
+        with safe_open(str(directory / "weights.safetensors"), framework="pt") as f:
+            state = {k[len(prefix) :]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}  # noqa: SIM118 (not a dict)
+    except Exception as exc:  # OSError, or safetensors' own error for a damaged file
+        raise ModelError(f"{directory}/weights.safetensors cannot be read ({exc}); copy it again or retrain") from None
     try:
         pair.load_state_dict(state)
     except RuntimeError as exc:
         raise ModelError(f"{directory}: weights do not match config.json ({str(exc).splitlines()[0]})") from None
+    check_weights(directory, state)
     pair.eval().requires_grad_(False)
     return FlowModel(directory, geometry, config, preprocessor, pair)
 
@@ -303,9 +271,13 @@ def load(path: str | os.PathLike[str], *, weights: str = "ema") -> FlowModel:
 class FlowModel:
     """A trained energy + shape model; a :class:`~calogen.generator.Generator`.
 
-    Shower ``i`` of a call uses noise seeded by ``derive_seed(seed, i)``, so results do not depend on
-    ``batch_size`` beyond floating-point rounding. However large the batch, the networks run on at most
-    :data:`EVALUATION_CHUNK` showers at a time, so their activations stay in the CPU's caches.
+    Shower ``i`` of a call uses noise seeded by ``derive_seed(seed, i)``. The networks run on consecutive
+    chunks of :data:`EVALUATION_CHUNK` showers (activations stay in the CPU's caches), whatever
+    ``batch_size`` is, so the same energies and seed give the same bytes for every ``batch_size``. The
+    bytes of one shower can still change at the float32 rounding level (relative ~1e-6) when it is
+    generated in a chunk of another size (for example ``sample(e[:10])`` against the first rows of
+    ``sample(e)``, or a server's merged batches): CPU convolution and matrix kernels pick their
+    algorithm by batch size.
 
     Attributes:
         geometry: the readout.
@@ -320,11 +292,15 @@ class FlowModel:
         self.nfe, self.sampler = config.nfe, config.sampler
 
     def using(self, *, nfe: int | None = None, sampler: str | None = None) -> FlowModel:
-        """A view of this model whose default NFE and sampler are replaced (weights shared)."""
+        """A view of this model whose default NFE and sampler are replaced (weights shared; None keeps one)."""
         view = copy.copy(self)
-        view.nfe, view.sampler = nfe or self.nfe, sampler or self.sampler
-        steps_for_nfe(view.sampler, view.nfe)
+        view.nfe, view.sampler = self._solver(nfe, sampler)
         return view
+
+    def _solver(self, nfe: int | None, sampler: str | None) -> tuple[int, str]:
+        nfe, sampler = self.nfe if nfe is None else nfe, self.sampler if sampler is None else sampler
+        steps_for_nfe(sampler, nfe)
+        return nfe, sampler
 
     def noise_shapes(self) -> dict[str, tuple[int, ...]]:
         """Per-shower shapes of the noise inputs of :meth:`export_module` (standard normal, float32)."""
@@ -356,19 +332,29 @@ class FlowModel:
         return out[:, :d_e], out[:, d_e:]
 
     def sample_with_noise(
-        self, energies: np.ndarray, noise_energy: np.ndarray, noise_shape: np.ndarray, nfe: int | None = None,
-        *, sampler: str | None = None, batch_size: int | None = None,
-    ) -> np.ndarray:  # fmt: skip
-        """Showers ``(N, voxels)`` float32 MeV for energies ``(N,)`` MeV and given noise; same as :meth:`export_module`."""
+        self, energies: np.ndarray, noise_energy: np.ndarray, noise_shape: np.ndarray, nfe: int | None = None, *, sampler: str | None = None
+    ) -> np.ndarray:
+        """Showers ``(N, voxels)`` float32 MeV for energies ``(N,)`` MeV and given noise; same as :meth:`export_module`.
+
+        Raises:
+            ModelError: the networks produced NaN or inf (damaged weights, or energies far outside the
+                training range), instead of showers the threshold cut would silently turn into zeros.
+        """
         e = self._energies(energies)
-        module = self.export_module(nfe or self.nfe, sampler or self.sampler)
-        batch = min(batch_size or EVALUATION_CHUNK, EVALUATION_CHUNK)
+        module = self.export_module(*self._solver(nfe, sampler))
         out = np.empty((e.shape[0], self.geometry.n_voxels), dtype=np.float32)
         with torch.inference_mode():
-            for s in range(0, e.shape[0], batch):
-                sl = slice(s, s + batch)
+            for s in range(0, e.shape[0], EVALUATION_CHUNK):
+                sl = slice(s, s + EVALUATION_CHUNK)
                 args = (torch.from_numpy(e[sl]), torch.as_tensor(noise_energy[sl]), torch.as_tensor(noise_shape[sl]))
-                out[sl] = module(*(a.float() for a in args)).numpy()
+                stages = module.stages(*(a.float() for a in args))
+                if not all(bool(torch.isfinite(t).all()) for t in stages):
+                    raise ModelError(
+                        f"{self.directory}: the networks produced NaN or inf for showers {s}..{s + len(e[sl]) - 1} "
+                        f"(energies {float(e[sl].min()):.4g}-{float(e[sl].max()):.4g} MeV, training range "
+                        f"{self.preprocessor.e_min:.4g}-{self.preprocessor.e_max:.4g}); the weights may be damaged"
+                    )
+                out[sl] = module.finish(*stages).numpy()
         return out
 
     def sample(
@@ -376,7 +362,8 @@ class FlowModel:
     ) -> np.ndarray:
         """Showers ``(N, voxels)`` float32 MeV for incident energies ``(N,)`` or ``(N, 1)`` MeV.
 
-        Energies outside the training range give a :class:`UserWarning` (the model extrapolates).
+        ``batch_size`` is accepted for the Generator protocol and changes nothing (see the class
+        docstring). Energies outside the training range give a :class:`UserWarning` (the model extrapolates).
         """
         e = self._energies(energies)
         outside = int(self.preprocessor.out_of_range(e).sum())
@@ -388,7 +375,7 @@ class FlowModel:
                 stacklevel=2,
             )
         noise_energy, noise_shape = self.draw_noise(e.shape[0], seed=seed)
-        return self.sample_with_noise(e, noise_energy, noise_shape, nfe, sampler=sampler, batch_size=batch_size)
+        return self.sample_with_noise(e, noise_energy, noise_shape, nfe, sampler=sampler)
 
     def _energies(self, energies: np.ndarray) -> np.ndarray:
         e = np.asarray(energies, dtype=np.float32).reshape(-1, 1)

@@ -30,8 +30,8 @@ class ConditionEmbedding(nn.Module):
 
     def __init__(self, cond_dim: int, dim: int, *, n_frequencies: int = 16, max_frequency: float = 64.0) -> None:
         super().__init__()
-        freqs = torch.logspace(math.log10(0.5), math.log10(max_frequency), n_frequencies)
-        self.register_buffer("freqs", 2 * math.pi * freqs, persistent=False)
+        freqs = 2 * math.pi * torch.logspace(math.log10(0.5), math.log10(max_frequency), n_frequencies, device="cpu")
+        self.register_buffer("freqs", freqs, persistent=False)  # computed on the CPU even when built on the meta device
         self.mlp = nn.Sequential(nn.Linear(2 * n_frequencies + cond_dim, dim), nn.SiLU(), nn.Linear(dim, dim), nn.SiLU())
 
     def forward(self, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:

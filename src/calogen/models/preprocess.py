@@ -14,7 +14,9 @@ Three transforms, each fitted on training data and saved beside the model:
 ``a`` is a small logit offset (1e-6), ``k_e`` and ``k_v`` are multiples of the incident energy chosen
 so every training value lies below 1 (larger values, possible only outside the training set, are clipped
 to 1). Standard deviations have floors, so a voxel empty in all training showers cannot blow up. The inverses clip at zero; fractions are renormalised to sum 1.
-All maps are torch functions (float32 or float64), so the exported ONNX graph can contain them.
+All maps are torch functions (float32 or float64), so the exported ONNX graph can contain them. The
+inverses compute the sigmoid as ``1 / (1 + exp(-x))`` (:func:`sigmoid`), in PyTorch and in the graph
+alike, because onnxruntime's own ``Sigmoid`` is accurate only in absolute terms (see there).
 
 Reference: the logit-and-standardise scheme of CaloDiffusion, Amram & Pedro, arXiv:2308.03876.
 
@@ -45,7 +47,10 @@ import torch
 from calogen.errors import CalogenError
 from calogen.geometry import Geometry
 
-__all__ = ["ENERGY_GROUPS", "LOGIT_ALPHA", "Preprocessor", "energy_groups", "group_sums", "layer_vector", "radial_slots", "radial_used", "radial_vector"]
+__all__ = [
+    "ENERGY_GROUPS", "LOGIT_ALPHA", "Preprocessor", "energy_groups", "group_sums", "layer_vector", "radial_slots", "radial_used",
+    "radial_vector", "sigmoid",
+]  # fmt: skip
 
 LOGIT_ALPHA = 1e-6
 """Offset ``a`` of the logit transform, keeping ``logit(0)`` finite."""
@@ -60,6 +65,17 @@ must not turn a rare deposit elsewhere into a value of order 1e4."""
 
 def _logit(u: torch.Tensor) -> torch.Tensor:
     return torch.log(u) - torch.log1p(-u)
+
+
+def sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """``1 / (1 + exp(-x))``, relative error of a few float32 ulps everywhere, in PyTorch and once exported.
+
+    ``torch.sigmoid`` exports as ONNX ``Sigmoid``, which onnxruntime 1.32 evaluates with an absolute
+    error up to 1.4e-7: 12% of the value near ``x = logit(1e-6)``, where the inverse transforms subtract
+    the logit offset, and the subtraction makes it 12% of a voxel's energy. This form exports as ``Exp``,
+    ``Add`` and ``Div`` (relative error 1.1e-7 in both); ``exp`` overflowing to inf gives exactly 0.
+    """
+    return 1 / (1 + torch.exp(-x))
 
 
 ENERGY_GROUPS = ("layers", "rings")
@@ -145,6 +161,10 @@ def radial_vector(geometry: Geometry, showers: np.ndarray) -> tuple[np.ndarray, 
 class Preprocessor:
     """Fitted preprocessing statistics; see the module docstring for the formulas.
 
+    Construction checks them (:class:`CalogenError`): finite numbers, ``0 < e_min < e_max``, positive
+    scales and standard deviations, ``0 < alpha < 0.5`` and matching vector sizes, so damaged statistics
+    (``e_min: NaN``) cannot silently turn every shower into zeros.
+
     Args:
         e_min, e_max: training range of incident energies (MeV).
         energy_scale: ``k_e``, multiple of E dividing the deposited energy.
@@ -167,6 +187,23 @@ class Preprocessor:
     alpha: float = LOGIT_ALPHA
     radial_mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
     radial_std: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def __post_init__(self) -> None:
+        for name in ("e_min", "e_max", "energy_scale", "voxel_scale", "alpha"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise CalogenError(f"preprocessing {name} must be a finite number, got {value!r}")
+        if not 0 < self.e_min < self.e_max or self.energy_scale <= 0 or self.voxel_scale <= 0 or not 0 < self.alpha < 0.5:
+            raise CalogenError(
+                f"preprocessing needs 0 < e_min < e_max, scales > 0 and 0 < alpha < 0.5; got e_min {self.e_min}, e_max {self.e_max}, "
+                f"energy_scale {self.energy_scale}, voxel_scale {self.voxel_scale}, alpha {self.alpha}"
+            )
+        for mean, std in (("layer_mean", "layer_std"), ("voxel_mean", "voxel_std"), ("radial_mean", "radial_std")):
+            m, s = np.asarray(getattr(self, mean)), np.asarray(getattr(self, std))
+            if m.ndim != 1 or m.shape != s.shape or not (np.isfinite(m).all() and np.isfinite(s).all() and (s > 0).all()):
+                raise CalogenError(f"preprocessing {mean} and {std} must be finite vectors of one size with {std} > 0")
+        if self.layer_dim < 2:
+            raise CalogenError(f"preprocessing layer statistics need at least 2 entries, got {self.layer_dim}")
 
     @property
     def layer_dim(self) -> int:
@@ -255,7 +292,7 @@ class Preprocessor:
 
         The fractions are clipped at zero and renormalised to sum to one.
         """
-        u = torch.sigmoid(z * self._t("layer_std", z) + self._t("layer_mean", z))
+        u = sigmoid(z * self._t("layer_std", z) + self._t("layer_mean", z))
         y = ((u - self.alpha) / (1 - 2 * self.alpha)).clamp_min(0)
         total = y[:, :1] * self.energy_scale * energies
         fractions = y[:, 1:]
@@ -271,7 +308,7 @@ class Preprocessor:
     def radial_inverse(self, z: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
         """Radial fractions ``(B, L, R_max)`` from a standardised radial vector; zero in slots that are not
         ``used (L * R_max,)``, clipped at zero and renormalised to sum 1 in every layer."""
-        u = torch.sigmoid(z * self._t("radial_std", z) + self._t("radial_mean", z))
+        u = sigmoid(z * self._t("radial_std", z) + self._t("radial_mean", z))
         q = ((u - self.alpha) / (1 - 2 * self.alpha)).clamp_min(0) * used.to(z.dtype)
         n_layers = self.layer_dim - 1
         q = q.reshape(q.shape[0], n_layers, -1)
@@ -282,10 +319,17 @@ class Preprocessor:
         u = self.alpha + (1 - 2 * self.alpha) * (showers / (self.voxel_scale * energies)).clamp(0, 1)
         return (_logit(u) - self._t("voxel_mean", showers)) / self._t("voxel_std", showers)
 
+    def voxels_logit(self, z: torch.Tensor) -> torch.Tensor:
+        """Logit voxels ``logit(a + (1 - 2a) v / (k_v E))`` ``(B, voxels)`` from standardised ones."""
+        return z * self._t("voxel_std", z) + self._t("voxel_mean", z)
+
+    def voxels_from_logit(self, x: torch.Tensor, energies: torch.Tensor) -> torch.Tensor:
+        """MeV showers ``(B, voxels)``, clipped at zero, from logit voxels and MeV ``(B, 1)``."""
+        return ((sigmoid(x) - self.alpha) / (1 - 2 * self.alpha) * (self.voxel_scale * energies)).clamp_min(0)
+
     def voxels_inverse(self, z: torch.Tensor, energies: torch.Tensor) -> torch.Tensor:
         """MeV showers ``(B, voxels)``, clipped at zero, from standardised logit voxels."""
-        u = torch.sigmoid(z * self._t("voxel_std", z) + self._t("voxel_mean", z))
-        return ((u - self.alpha) / (1 - 2 * self.alpha) * (self.voxel_scale * energies)).clamp_min(0)
+        return self.voxels_from_logit(self.voxels_logit(z), energies)
 
     # --- persistence --------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike[str]) -> None:
@@ -293,7 +337,7 @@ class Preprocessor:
         from calogen.train.checkpoint import atomic_write_json, atomic_write_tensors
 
         directory = Path(directory)
-        scalars = {k: getattr(self, k) for k in ("e_min", "e_max", "energy_scale", "voxel_scale", "alpha")}
+        scalars = {k: getattr(self, k) for k in _SCALARS}
         arrays = {k: torch.from_numpy(np.ascontiguousarray(getattr(self, k), dtype=np.float64)) for k in _ARRAYS}
         atomic_write_tensors(directory / "preprocessing.safetensors", arrays)
         atomic_write_json(directory / "preprocessing.json", scalars)
@@ -306,13 +350,20 @@ class Preprocessor:
         directory = Path(directory)
         try:
             scalars = json.loads((directory / "preprocessing.json").read_text())
-            arrays = load_file(str(directory / "preprocessing.safetensors"))
-            optional = {k: arrays[k] for k in _OPTIONAL_ARRAYS if k in arrays}
-            return cls(**{k: float(scalars[k]) for k in scalars}, **{k: arrays[k] for k in _REQUIRED_ARRAYS}, **optional)
-        except (OSError, KeyError, TypeError, ValueError) as exc:
-            raise CalogenError(f"{directory}: preprocessing files missing or damaged ({exc}); retrain the model") from None
+            if not isinstance(scalars, dict) or set(scalars) != set(_SCALARS):
+                raise ValueError(f"preprocessing.json must be an object with exactly the keys {list(_SCALARS)}")
+            try:
+                arrays = load_file(str(directory / "preprocessing.safetensors"))
+            except Exception as exc:  # OSError, or safetensors' own error for a damaged file
+                raise ValueError(f"preprocessing.safetensors cannot be read: {exc}") from None
+            if set(arrays) - set(_ARRAYS) or set(_REQUIRED_ARRAYS) - set(arrays):
+                raise ValueError(f"preprocessing.safetensors holds {sorted(arrays)}, expected {list(_REQUIRED_ARRAYS)} and optionally {list(_OPTIONAL_ARRAYS)}")
+            return cls(**scalars, **arrays)
+        except (OSError, ValueError) as exc:  # CalogenError is a ValueError: the statistics' own checks
+            raise CalogenError(f"{directory}: preprocessing files missing or damaged ({exc}); retrain the model or copy it again") from None
 
 
+_SCALARS = ("e_min", "e_max", "energy_scale", "voxel_scale", "alpha")
 _REQUIRED_ARRAYS = ("layer_mean", "layer_std", "voxel_mean", "voxel_std")
 _OPTIONAL_ARRAYS = ("radial_mean", "radial_std")
 _ARRAYS = _REQUIRED_ARRAYS + _OPTIONAL_ARRAYS

@@ -51,7 +51,8 @@ class RadialNet(nn.Module):
         self.blocks = nn.ModuleList(ResidualBlock(width, width) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, n_r)
-        nn.init.normal_(self.layer_embedding, std=0.1)
+        if not self.layer_embedding.is_meta:  # on the meta device parameters are only counted (generator.parameter_count)
+            nn.init.normal_(self.layer_embedding, std=0.1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 

@@ -39,10 +39,11 @@ __all__ = ["HEAD_CHANNELS", "CylindricalConv", "ShapeNet", "UNet", "voxel_head"]
 
 
 def _coordinates(shape: tuple[int, int, int], layer_position: tuple[float, ...] | None = None) -> torch.Tensor:
-    """Coordinate channels ``(1, 2, L, A, R)``: layer position and r bin, both in [-1, 1]."""
+    """Coordinate channels ``(1, 2, L, A, R)``: layer position and r bin, both in [-1, 1] (on the CPU, even
+    when the network is built on the meta device to count its parameters)."""
     n_l, n_a, n_r = shape
-    lay = torch.tensor(layer_position) if layer_position else torch.linspace(-1, 1, n_l)
-    rad = torch.linspace(-1, 1, n_r) if n_r > 1 else torch.zeros(1)
+    lay = torch.tensor(layer_position, device="cpu") if layer_position else torch.linspace(-1, 1, n_l, device="cpu")
+    rad = torch.linspace(-1, 1, n_r, device="cpu") if n_r > 1 else torch.zeros(1, device="cpu")
     return torch.stack([lay[:, None, None].expand(shape), rad[None, None, :].expand(shape)])[None].float()
 
 

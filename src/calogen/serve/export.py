@@ -6,6 +6,10 @@ inside. Inputs ``INCIDENT_ENERGY (B, 1)`` MeV, one ``NOISE_<KEY> (B, *shape)`` p
 ``noise_shapes()`` (in order), output ``SHOWERS (B, voxels)`` MeV; all float32. Export uses the
 TorchScript-based ``torch.onnx.export(..., dynamo=False)``, which needs no extra package.
 
+The graph is written to a temporary file beside the destination, checked there (onnxruntime against
+PyTorch on the same energies and noise, :func:`check_onnx`) and renamed into place only if it passes:
+a refused or interrupted export leaves nothing behind.
+
 Example:
     >>> model = calogen.models.load("runs/tiny")                       # doctest: +SKIP
     >>> export_onnx(model.export_module(4), model.noise_shapes(), "tiny.onnx")  # doctest: +SKIP
@@ -13,21 +17,28 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from calogen.errors import CalogenError
-from calogen.io import atomic_path
+from calogen.outputs import atomic_path
 from calogen.serve.protocol import ENERGY_INPUT, SHOWER_OUTPUT
 
-__all__ = ["OnnxCheck", "check_onnx", "export_onnx", "noise_input_name"]
+__all__ = ["ExportError", "OnnxCheck", "check_onnx", "export_onnx", "noise_input_name"]
 
 DEFAULT_OPSET = 17
+
+TOLERANCE = 1e-4
+"""Largest accepted relative difference (max |onnx - torch| / max |torch|) of an exported graph."""
+
+
+class ExportError(CalogenError):
+    """An exported graph disagrees with PyTorch, or cannot be written."""
 
 
 def noise_input_name(key: str) -> str:
@@ -36,14 +47,26 @@ def noise_input_name(key: str) -> str:
     return name if name.startswith("NOISE_") else f"NOISE_{name}"
 
 
-def export_onnx(module, noise_shapes: Mapping[str, tuple[int, ...]], path: str | os.PathLike[str], *, opset: int = DEFAULT_OPSET) -> Path:  # type: ignore[no-untyped-def]
-    """Trace ``module(energies (B, 1), *noise)`` into an ONNX file at ``path`` (written atomically).
+def export_onnx(
+    module, noise_shapes: Mapping[str, tuple[int, ...]], path: str | os.PathLike[str], *,  # type: ignore[no-untyped-def]
+    opset: int = DEFAULT_OPSET, check_energies: np.ndarray | None = None, tolerance: float = TOLERANCE,
+) -> OnnxCheck | None:  # fmt: skip
+    """Trace ``module(energies (B, 1), *noise)`` into an ONNX file at ``path``, checked before it appears.
 
     Args:
         module: a ``torch.nn.Module`` following the export contract (see the module docstring).
         noise_shapes: per-shower shape of every noise input, in ``forward`` order.
-        path: the ``.onnx`` file to write.
+        path: the ``.onnx`` file to write (its directory must exist).
         opset: ONNX operator set.
+        check_energies: incident energies (MeV) of the showers on which the graph is compared with
+            PyTorch before it is renamed into place (None: no check).
+        tolerance: largest accepted relative difference.
+
+    Returns:
+        The comparison, or None without ``check_energies``.
+
+    Raises:
+        ExportError: the graph differs by more than ``tolerance``; nothing is written.
     """
     import torch
 
@@ -51,16 +74,23 @@ def export_onnx(module, noise_shapes: Mapping[str, tuple[int, ...]], path: str |
     generator = torch.Generator().manual_seed(0)
     example = (torch.full((2, 1), 1e4), *(torch.randn((2, *shape), generator=generator) for shape in noise_shapes.values()))
     dynamic = {name: {0: "batch"} for name in [*names, SHOWER_OUTPUT]}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-        warnings.filterwarnings("ignore", category=DeprecationWarning)  # the TorchScript exporter is deprecated, still supported
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        torch.onnx.export(
-            module.eval(), example, str(tmp), input_names=names, output_names=[SHOWER_OUTPUT],
-            dynamic_axes=dynamic, opset_version=opset, dynamo=False,
-        )  # fmt: skip
-    return path
+    check = None
+    with atomic_path(path) as tmp:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)  # the TorchScript exporter is deprecated, still supported
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            torch.onnx.export(
+                module.eval(), example, str(tmp), input_names=names, output_names=[SHOWER_OUTPUT],
+                dynamic_axes=dynamic, opset_version=opset, dynamo=False,
+            )  # fmt: skip
+        if check_energies is not None:
+            check = check_onnx(tmp, module, noise_shapes, check_energies)
+            if not check.max_rel_diff <= tolerance:
+                raise ExportError(
+                    f"exported graph differs from PyTorch by {check.max_rel_diff:.3g} (relative) > {tolerance:g} on "
+                    f"{check.batch} showers; nothing was written to {path}. Try another --sampler or --nfe"
+                )
+    return check
 
 
 @dataclass(frozen=True)
@@ -100,6 +130,6 @@ def check_onnx(path: str | os.PathLike[str], module, noise_shapes: Mapping[str, 
     with torch.no_grad():
         want = module(*(torch.from_numpy(a) for a in [e, *noise])).numpy()
     if got.shape != want.shape:
-        raise CalogenError(f"ONNX output shape {got.shape} differs from PyTorch's {want.shape}")
-    diff = float(np.abs(got - want).max())
+        raise ExportError(f"ONNX output shape {got.shape} differs from PyTorch's {want.shape}")
+    diff = float(np.abs(got - want).max()) if np.isfinite(got).all() else math.inf
     return OnnxCheck(e.shape[0], diff, diff / max(float(np.abs(want).max()), np.finfo(np.float32).tiny))

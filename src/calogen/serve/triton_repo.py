@@ -8,21 +8,34 @@ Layout (https://github.com/triton-inference-server/server/blob/main/docs/user_gu
 The configuration is built as Triton's own ``ModelConfig`` protobuf (``tritonclient.grpc.model_config_pb2``)
 and written in protobuf text format, so Triton parses exactly what we checked. Dimensions exclude the
 batch dimension, which Triton adds when ``max_batch_size > 0``.
+
+The model folder is assembled in a hidden temporary folder inside ``OUT``, checked (graph against
+PyTorch, configuration against graph) and renamed to ``OUT/<name>`` only when complete. An existing
+``OUT/<name>`` is replaced only if it holds exactly what this function writes; the name must be a
+plain folder name, so nothing is ever written outside ``OUT``.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from calogen.errors import CalogenError
-from calogen.io import atomic_path
-from calogen.serve.export import export_onnx, noise_input_name
+from calogen.outputs import check_output_dir
+from calogen.serve.export import OnnxCheck, export_onnx, noise_input_name
 from calogen.serve.protocol import ENERGY_INPUT, SHOWER_OUTPUT
 
-__all__ = ["RepositoryError", "TritonSettings", "check_repository", "model_config", "write_repository"]
+__all__ = ["RepositoryError", "TritonSettings", "check_model_name", "check_repository", "model_config", "write_repository"]
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_OWN_FILES = {"config.pbtxt", "1", "1/model.onnx"}
 
 
 class RepositoryError(CalogenError):
@@ -56,6 +69,17 @@ class TritonSettings:
             raise RepositoryError(f"instance kind must be 'cpu' or 'gpu', got {self.kind!r}")
 
 
+def check_model_name(name: str) -> str:
+    """``name`` if it is a plain model folder name (letters, digits, ``_ . -``, first a letter or digit,
+    at most 128 characters); raise :class:`RepositoryError` otherwise (``../x``, ``a/b``, ``.hidden``)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise RepositoryError(
+            f"model name {name!r} is not a plain folder name; use letters, digits, '_', '.' and '-' "
+            "(starting with a letter or digit, at most 128 characters), e.g. --name calogen-ds2"
+        )
+    return name
+
+
 def model_config(name: str, noise_shapes: Mapping[str, tuple[int, ...]], n_voxels: int, settings: TritonSettings, parameters: Mapping[str, str] | None = None):  # type: ignore[no-untyped-def]
     """The Triton ``ModelConfig`` of an exported generator named ``name``."""
     from tritonclient.grpc import model_config_pb2 as mc
@@ -84,35 +108,72 @@ def write_repository(
     name: str,
     settings: TritonSettings | None = None,
     parameters: Mapping[str, str] | None = None,
-) -> Path:
-    """Export ``module`` to ``OUT/<name>/1/model.onnx`` and write ``OUT/<name>/config.pbtxt``; returns the model folder.
+    check_energies: np.ndarray | None = None,
+) -> tuple[Path, OnnxCheck | None]:
+    """Export ``module`` to ``OUT/<name>/1/model.onnx`` and write ``OUT/<name>/config.pbtxt``, checked first.
 
     Args:
         module: the export module ``(energies (B, 1), *noise) -> (B, n_voxels)``.
         noise_shapes: per-shower noise shapes, in ``forward`` order.
         n_voxels: voxels per shower.
         out: the repository root (created if missing).
-        name: the model's name in the repository.
+        name: the model's name in the repository (:func:`check_model_name`).
         settings: batching and instance settings.
         parameters: free-form facts stored in the config (geometry, sampler, NFE).
+        check_energies: energies (MeV) of the showers on which the graph is compared with PyTorch
+            (:func:`~calogen.serve.export.export_onnx`; None: no comparison).
+
+    Returns:
+        The model folder and the comparison (None without ``check_energies``).
+
+    Raises:
+        RepositoryError: a bad name, or ``OUT/<name>`` exists and holds something else.
+        ExportError: the graph differs from PyTorch; nothing is written.
     """
     from google.protobuf import text_format
 
-    folder = Path(out) / name
-    (folder / "1").mkdir(parents=True, exist_ok=True)
-    export_onnx(module, noise_shapes, folder / "1" / "model.onnx")
+    name = check_model_name(name)
+    root = check_output_dir(out)
+    folder = root / name
+    if folder.is_symlink() or (folder.exists() and _contents(folder) != _OWN_FILES):
+        raise RepositoryError(f"{folder} exists and is not a model folder written by calogen export; remove it or choose another --name")
     config = model_config(name, noise_shapes, n_voxels, settings or TritonSettings(), parameters)
-    with atomic_path(folder / "config.pbtxt") as tmp:
-        tmp.write_text(text_format.MessageToString(config))
-    check_repository(folder)
-    return folder
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.", suffix=".partial"))
+    try:
+        (tmp / "1").mkdir()
+        check = export_onnx(module, noise_shapes, tmp / "1" / "model.onnx", check_energies=check_energies)
+        (tmp / "config.pbtxt").write_text(text_format.MessageToString(config))
+        check_repository(tmp, name=name)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; give the usual permissions of a new folder
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.", suffix=".old"))
+            os.replace(folder, old / name)
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder, check
 
 
-def check_repository(folder: str | os.PathLike[str]):  # type: ignore[no-untyped-def]
+def _contents(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_repository(folder: str | os.PathLike[str], *, name: str | None = None):  # type: ignore[no-untyped-def]
     """Parse ``folder/config.pbtxt`` with Triton's schema and check it against ``folder/1/model.onnx``.
 
-    Names, element types and per-shower shapes of every input and output must agree, and the graph's
-    first dimension must be dynamic when ``max_batch_size > 0``. Returns the parsed ``ModelConfig``.
+    The configured name must be ``name`` (default: the folder's name, as Triton requires); names,
+    element types and per-shower shapes of every input and output must agree, and the graph's first
+    dimension must be dynamic when ``max_batch_size > 0``. Returns the parsed ``ModelConfig``.
     """
     import onnx
     from google.protobuf import text_format
@@ -123,6 +184,9 @@ def check_repository(folder: str | os.PathLike[str]):  # type: ignore[no-untyped
         config = text_format.Parse((folder / "config.pbtxt").read_text(), mc.ModelConfig())
     except text_format.ParseError as exc:
         raise RepositoryError(f"{folder}/config.pbtxt does not parse as a Triton ModelConfig: {exc}") from None
+    expected = Path(folder).name if name is None else name
+    if config.name and config.name != expected:
+        raise RepositoryError(f"{folder}/config.pbtxt names the model {config.name!r}, but Triton serves it as {expected!r} (its folder name)")
     graph = onnx.load(str(folder / "1" / "model.onnx"), load_external_data=False).graph
     initializers = {i.name for i in graph.initializer}
     onnx_io = {"input": [v for v in graph.input if v.name not in initializers], "output": list(graph.output)}

@@ -4,13 +4,16 @@ A checkpoint is a directory ``checkpoints/step-NNNNNNN/`` holding ``state.safete
 optimiser tensors) and ``state.json`` (step, history, optimiser hyper-parameters). It is written under a
 temporary name and renamed into place; ``checkpoints/latest.json`` then points at it, so a run killed at
 any instant (``kill -9`` included) resumes from the last complete checkpoint. Loading reads only tensors
-and JSON: it can never execute code.
+and JSON: it can never execute code. Both JSON files are checked for shape and types when read, so a
+damaged one is a one-line :class:`CheckpointError`, not a crash later in training.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from calogen.errors import CalogenError
 
 __all__ = [
+    "CheckpointError",
     "atomic_write_json",
     "atomic_write_tensors",
     "latest_checkpoint",
@@ -30,6 +34,13 @@ __all__ = [
     "read_checkpoint",
     "write_checkpoint",
 ]
+
+
+_NAME = re.compile(r"step-\d{8,}")
+
+
+class CheckpointError(CalogenError):
+    """A checkpoint or its ``latest.json`` pointer is damaged."""
 
 
 def _umask() -> int:
@@ -118,21 +129,52 @@ def write_checkpoint(run_dir: str | os.PathLike[str], step: int, tensors: dict[s
 
 
 def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
-    """The directory of the newest complete checkpoint of ``run_dir``, or None."""
+    """The directory of the newest complete checkpoint of ``run_dir``, or None if it has none.
+
+    Raises:
+        CheckpointError: ``latest.json`` is not ``{"step": N, "path": "step-NNNNNNNN"}`` or points at a
+            missing checkpoint.
+    """
     pointer = Path(run_dir) / "checkpoints" / "latest.json"
     if not pointer.is_file():
         return None
+    fix = f"delete {pointer} and the checkpoints it should point at to restart training"
     try:
-        path = pointer.parent / json.loads(pointer.read_text())["path"]
-    except (ValueError, KeyError) as exc:
-        raise CalogenError(f"{pointer} is damaged ({exc}); delete it to restart training") from None
-    return path if path.is_dir() else None
+        data = json.loads(pointer.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{pointer} cannot be read ({exc}); {fix}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("path"), str) or not _NAME.fullmatch(data["path"]) or not _is_int(data.get("step")):
+        raise CheckpointError(f'{pointer} must be {{"step": N, "path": "step-NNNNNNNN"}}, got {str(data)[:80]}; {fix}')
+    path = pointer.parent / data["path"]
+    if not path.is_dir():
+        raise CheckpointError(f"{pointer} points at {path.name}, which is missing; {fix}")
+    return path
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_STATE_TYPES = {"step": _is_int, "bad_evals": _is_int, "best_val": _is_number, "wall_time_s": lambda v: _is_number(v) and math.isfinite(v),
+                "stopped_early": lambda v: isinstance(v, bool), "preset": lambda v: isinstance(v, dict),
+                "optimizer": lambda v: isinstance(v, dict) and isinstance(v.get("param_groups"), list) and isinstance(v.get("scalars"), dict)}  # fmt: skip
+"""What ``state.json`` must hold, entry by entry (``best_val`` is inf before the first validation)."""
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors and JSON state of one checkpoint directory."""
+    """Tensors and JSON state of one checkpoint directory (``state.json`` checked against :data:`_STATE_TYPES`)."""
     path = Path(path)
+    fix = "delete it to restart from the previous one"
     try:
-        return load_file(str(path / "state.safetensors")), json.loads((path / "state.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise CalogenError(f"checkpoint {path} cannot be read ({exc}); delete it to restart from the previous one") from None
+        meta = json.loads((path / "state.json").read_text())
+        tensors = load_file(str(path / "state.safetensors"))
+    except Exception as exc:  # OSError, ValueError, or safetensors' own error for a damaged file
+        raise CheckpointError(f"checkpoint {path} cannot be read ({exc}); {fix}") from None
+    bad = sorted(k for k, ok in _STATE_TYPES.items() if not isinstance(meta, dict) or not ok(meta.get(k)))
+    if bad:
+        raise CheckpointError(f"checkpoint {path}: state.json lacks or has malformed {bad}; {fix}")
+    return tensors, meta

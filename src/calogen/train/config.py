@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from calogen.errors import CalogenError
-from calogen.models.config import ModelConfig
+from calogen.models.config import ModelConfig, check_fields
 
 __all__ = ["PRESETS", "Preset", "TrainConfig"]
 
@@ -46,7 +46,11 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints.
         block_size: rows read from the HDF5 file at once; shuffle_blocks: blocks mixed per shuffle buffer.
         fit_max: largest number of showers used to fit the preprocessing.
-        seed: seed of data order, split and noise.
+        seed: seed of data order, split and noise (0 <= seed < 2**63).
+
+    Every field is type-checked strictly (:func:`~calogen.models.config.check_fields`: ``true`` is not
+    an integer, ``1.5`` not a step count, NaN and inf are refused) and range-checked on construction,
+    so a bad preset fails before anything is written.
     """
 
     batch_size: int = 64
@@ -69,6 +73,7 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_fields(self, "train")
         positive = ("batch_size", "max_steps", "eval_every", "patience", "checkpoint_every", "block_size", "shuffle_blocks", "fit_max", "val_max")
         for name in positive:
             if getattr(self, name) < 1:
@@ -81,6 +86,12 @@ class TrainConfig:
             raise CalogenError(f"train.ema_decay must lie in [0, 1), got {self.ema_decay}")
         if self.lr <= 0 or self.warmup_steps < 0:
             raise CalogenError(f"train.lr must be > 0 and train.warmup_steps >= 0, got {self.lr}, {self.warmup_steps}")
+        if self.weight_decay < 0 or self.grad_clip <= 0:
+            raise CalogenError(f"train.weight_decay must be >= 0 and train.grad_clip > 0, got {self.weight_decay}, {self.grad_clip}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise CalogenError(f"train.min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+        if not 0 <= self.seed < 2**63:
+            raise CalogenError(f"train.seed must lie in [0, 2**63), got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -103,6 +114,8 @@ class Preset:
         parts = {}
         for section, current in (("model", base.model), ("train", base.train)):
             values = data.get(section) or {}
+            if not isinstance(values, dict):
+                raise CalogenError(f"preset {name!r}: section {section!r} must be a mapping of settings, got {values!r}")
             known = {f.name for f in dataclasses.fields(current)}
             bad = set(values) - known
             if bad:
