@@ -63,11 +63,18 @@ def reference() -> np.ndarray:
 
 
 def test_low_level_inputs_follow_official_normalisation():
+    """Official prepare_low_data_for_classifier: voxels below the threshold zeroed, divided by E_inc, float32."""
     energies = np.array([[1000.0], [1e5]])
-    showers = np.array([[10.0, 0.0, 5.0], [1e3, 2e3, 0.0]])
-    expected = np.array([[3.0, 1.0, 0.0, 0.5], [5.0, 1.0, 2.0, 0.0]], dtype=np.float32)
-    np.testing.assert_allclose(low_level_inputs(energies, showers), expected, rtol=1e-6)
-    assert low_level_inputs(energies.ravel(), showers).dtype == np.float32
+    showers = np.array([[10.0, 0.0, 5.0], [1e3, 2e3, 0.01]])
+    expected = np.array([[3.0, 0.01, 0.0, 0.005], [5.0, 0.01, 0.02, 0.0]], dtype=np.float32)
+    np.testing.assert_allclose(low_level_inputs(energies, showers, threshold=0.0151), expected, rtol=1e-6)
+    assert low_level_inputs(energies, showers)[1, 3] == np.float32(0.01) / np.float32(1e5)  # no threshold
+    out = np.full((4, 4), -1.0, np.float32)
+    low_level_inputs(energies.ravel(), showers, threshold=0.0151, out=out[1:3])
+    np.testing.assert_array_equal(out[1:3], expected)
+    assert (out[[0, 3]] == -1).all()
+    with pytest.raises(ClassifierError, match="float32 array of shape"):
+        low_level_inputs(energies, showers, out=np.empty((2, 4)))
 
 
 def test_same_distribution_gives_auc_one_half(reference):
@@ -140,6 +147,13 @@ def test_result_serialises_to_json(reference):
 def test_settings_round_trip_and_official():
     official = ClassifierSettings.official(n_runs=5)
     assert official.hidden == (2048, 2048, 2048) and official.n_runs == 5 and official.patience is None
+    # the official evaluate.py defaults: input layer + 2 hidden layers of 2048, no dropout, Adam 2e-4,
+    # batch 1000, 50 epochs, best epoch by accuracy, raw inputs, all showers, one run, 60/20/20
+    assert dataclasses.asdict(ClassifierSettings.official()) == dataclasses.asdict(ClassifierSettings()) | {
+        "hidden": (2048, 2048, 2048), "dropout": 0.0, "lr": 2e-4, "batch_size": 1000, "epochs": 50,
+        "patience": None, "select_on": "accuracy", "standardize": False, "n_runs": 1,
+        "max_showers_per_side": None, "split": (0.6, 0.2, 0.2),
+    }  # fmt: skip
     restored = ClassifierSettings.from_dict(json.loads(json.dumps(dataclasses.asdict(official))))
     assert restored == official
 

@@ -78,13 +78,28 @@ def test_fpd_extrapolates_to_population_distance():
 
 
 def test_fpd_adapts_sizes_to_small_samples_and_records_them():
-    result = fpd(_gauss(5, n=1000), _gauss(6, n=800), seed=3)
+    result = fpd(_gauss(5, n=1000), _gauss(6, n=800), seed=3, adapt_to_sample_size=True)
     settings = result.to_dict()["settings"]
     assert settings["adapted_to_sample_size"] is True
-    assert settings["max_samples"] == 800 and settings["min_samples"] == 320
-    assert settings["batch_sizes"][0] == 320 and settings["batch_sizes"][-1] == 800
+    assert settings["max_samples"] == 800 and settings["min_samples"] == 160
+    assert settings["batch_sizes"][0] == 160 and settings["batch_sizes"][-1] == 800
     value, error = result
     assert (value, error) == (result.value, result.error)
+
+
+def test_fpd_and_kpd_defaults_are_the_official_settings():
+    """Official evaluate.py: jetnet fpd(min_samples=10000) and kpd(batch_size=10000), seed 42, batches drawn
+    with replacement at those sizes even from smaller samples."""
+    ref, gen = _gauss(23, n=300, d=3), _gauss(24, n=200, d=3, shift=0.5)
+    settings = fpd(ref, gen).settings
+    official_sizes = (1.0 / np.linspace(1.0 / 10_000, 1.0 / 50_000, 10)).astype(np.int64).tolist()
+    assert settings["batch_sizes"] == official_sizes and settings["seed"] == 42
+    assert (settings["num_points"], settings["num_batches"], settings["adapted_to_sample_size"]) == (10, 20, False)
+    assert kpd.__kwdefaults__ == {"seed": 42, "num_batches": 10, "batch_size": 10_000, "scaled": False,
+                                  "adapt_to_sample_size": False}  # fmt: skip
+    small = kpd(ref, gen, batch_size=1000)
+    assert small.settings["batch_size"] == 1000 and not small.settings["adapted_to_sample_size"]
+    assert kpd(ref, gen, batch_size=1000, adapt_to_sample_size=True).settings["batch_size"] == 200
 
 
 def test_kpd_null_and_shifted():
@@ -176,7 +191,7 @@ def test_results_are_deterministic_for_a_seed():
         (lambda: kpd(np.full((10, 2), np.nan), np.ones((10, 2))), "NaN/inf"),
         (lambda: prdc(np.ones(10), np.ones(10)), "shape \\(n_showers, n_features\\)"),
         (lambda: prdc(_gauss(0, n=5), _gauss(1, n=5), k=5), "k must be between 1 and 4"),
-        (lambda: fpd(_gauss(0, n=4), _gauss(1, n=4)), "needs more showers"),
+        (lambda: fpd(_gauss(0, n=4), _gauss(1, n=4), adapt_to_sample_size=True), "needs more showers"),
         (lambda: kpd(_gauss(0, n=1), _gauss(1, n=9)), "at least 2 showers"),
         (lambda: fpd(_gauss(0), _gauss(1), min_samples=100, max_samples=100), "min_samples < max_samples"),
     ],

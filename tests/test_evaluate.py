@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from calogen.cli import main
+from calogen.eval.evaluate import EvaluationSettings, evaluate
 from calogen.geometry import Geometry
 from calogen.io import write_showers
 
@@ -38,24 +39,34 @@ def files(tmp_path_factory):
 def test_evaluate_writes_metrics_report_and_summary(files, capsys):
     out = files / "out"
     code = main(["evaluate", str(files / "ref.h5"), f"same={files / 'same.h5'}", f"scaled={files / 'scaled.h5'}",
-                 "--geometry", "tiny", "--out", str(out), "--metrics", "hist,fpd,kpd", "--quiet"])
+                 "--geometry", "tiny", "--out", str(out), "--metrics", "hist", "--seed", "42", "--quiet"])
     assert code == 0
     record = json.loads((out / "metrics.json").read_text())
     same, scaled = record["samples"]
     assert (same["name"], scaled["name"]) == ("same", "scaled")
     assert record["inputs"]["reference"]["n_showers"] == 600 and len(record["inputs"]["reference"]["sha256"]) == 64
     assert {"numpy", "torch", "calogen"} <= set(record["environment"]["packages"])
+    conventions = record["conventions"]  # the official code followed, and every difference in effect
+    assert conventions["official_code"]["date"] == "2025-01-02" and conventions["official_code"]["commit"].startswith("ad3a816")
+    assert any("fast standardised network" in d for d in conventions["differences"])
+    assert not any("resampling seed" in d for d in conventions["differences"])  # the official FPD/KPD seed 42
+    assert EvaluationSettings().seed == 42 and not EvaluationSettings().adapt_distances
     ratio = {s["name"]: next(h for h in s["histograms"] if h["name"] == "e_ratio")["separation_power"] for s in record["samples"]}
     assert ratio["same"] < 0.05 < ratio["scaled"]
-    for sample in record["samples"]:
-        assert np.isfinite(sample["distances"]["fpd"]["value"]) and np.isfinite(sample["distances"]["kpd"]["error"])
+    # FPD/KPD on the official 42-column vector of tiny; batch sizes adapted to 600 showers to keep the test fast
+    fast = EvaluationSettings(metrics=("fpd", "kpd"), adapt_distances=True)
+    distances = evaluate(files / "ref.h5", {"scaled": files / "scaled.h5"}, TINY, files / "fpd-out", settings=fast)
+    scaled_distances = distances["samples"][0]["distances"]
+    assert np.isfinite(scaled_distances["fpd"]["value"]) and np.isfinite(scaled_distances["kpd"]["error"])
+    assert scaled_distances["fpd"]["settings"]["adapted_to_sample_size"] and scaled_distances["fpd"]["settings"]["seed"] == 42
+    assert any("adapted to the sample size" in d for d in distances["conventions"]["differences"])
     page = (out / "report.html").read_text()
     assert "<script" in page and "src=" not in page and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
     data = json.loads(page.split('type="application/json">', 1)[1].split("</script>", 1)[0])
     assert {h["name"] for h in data["histograms"]} >= {"e_ratio", "e_layer_0", "sparsity_4"}
     assert len(data["mean_shower"]["reference"]) == TINY.n_layers
     printed = capsys.readouterr().out
-    assert "separation power, mean" in printed and "FPD" in printed
+    assert "separation power, mean" in printed
 
 
 @pytest.mark.parametrize(

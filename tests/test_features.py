@@ -14,6 +14,7 @@ from calogen.features import (
     VoxelSpectrum,
     compute_features,
     features_from_file,
+    high_level_column_names,
     high_level_vector,
 )
 from calogen.geometry import Geometry
@@ -89,10 +90,15 @@ def test_ds1_geometry_hand_computed() -> None:
     assert f.sparsity[0, 12] == pytest.approx(4 / 5)
     vec = high_level_vector(f)
     n_layers, n_binned = len(g.nonempty_layers), len(g.alpha_binned_layers)
-    assert vec.shape == (1, 1 + n_layers + 4 * n_binned) and vec.dtype == np.float32
+    assert vec.shape == (1, 1 + n_layers + 4 * n_binned + 1 + 3 * n_layers) and vec.dtype == np.float64
     assert vec[0, 0] == pytest.approx(math.log10(1024.0))
     assert vec[0, 1] == pytest.approx(-8.0)  # log10(0 + 1e-8) for layer 0
     assert vec[0, 1 + n_layers] == pytest.approx(math.cos(alpha) / 100)  # eta centre of layer 1
+    tail = 1 + n_layers + 4 * n_binned
+    assert vec[0, tail] == pytest.approx(math.log10(50.0))  # log10(E_tot + 1e-8)
+    assert vec[0, tail + n_layers] == pytest.approx(4 / 5)  # sparsity of layer 12, the last non-empty one
+    assert vec[0, tail + 2 * n_layers] == pytest.approx(3.0)  # r centre of layer 12 / 100
+    assert high_level_vector(f, columns="pre-2023").shape == (1, tail)
 
 
 def test_shapes_and_sizes_are_checked() -> None:
@@ -180,3 +186,41 @@ def test_exact_spectrum_histogram_at_float32_edges() -> None:
     for edges in ([1.0, 2.0, 3.0], [0.5, 2.0 + 1e-9, 4.0], [2.0, 2.0 + 2e-7, just_below_3], [5.0, 6.0]):
         edges = np.asarray(edges)
         np.testing.assert_array_equal(spectrum.histogram(edges), np.histogram(values, edges)[0])
+
+
+def test_official_362_column_vector_on_ds2_in_official_order() -> None:
+    """The official high-level vector of DS2, rebuilt here from its definition (CaloChallenge evaluate.py,
+    prepare_high_data_for_classifier, 2025-01-02): 1 + 45 + 4 x 45 + 1 + 3 x 45 = 362 columns."""
+    g = Geometry.builtin("ds2")
+    e_inc, showers = _random_showers(g, 5, 4)
+    showers[2, g.layer_slice(7)] = 0.0  # an empty layer: centres and widths 0, sparsity 1
+    f = compute_features(e_inc, showers, g)
+    vec = high_level_vector(f)
+    assert vec.shape == (5, 362) and vec.dtype == np.float64
+    # the Par04 readout: layer l, alpha bin a (centre -pi + (a + 1/2) 2 pi / 16), r bin k (centre (k + 1/2) 4.65 mm)
+    data = np.where(showers < 0.5e-3 / 0.033, 0.0, showers.astype(np.float64)).reshape(5, 45, 16, 9)
+    alpha = -np.pi + (np.arange(16) + 0.5) * 2 * np.pi / 16
+    r = (np.arange(9) + 0.5) * 4.65
+    coords = {"eta": r[None, :] * np.cos(alpha)[:, None], "phi": r[None, :] * np.sin(alpha)[:, None], "r": np.tile(r, (16, 1))}
+    e_layer = data.sum(axis=(2, 3))
+    expected = {"log10_e_inc": np.log10(e_inc), "log10_e_total": np.log10(data.sum(axis=(1, 2, 3)) + 1e-8)}
+    for i in range(45):
+        expected[f"log10_e_layer_{i}"] = np.log10(e_layer[:, i] + 1e-8)
+        expected[f"sparsity_{i}"] = 1.0 - (data[:, i] > 0).mean(axis=(1, 2))
+        for axis, c in coords.items():
+            centre = (data[:, i] * c).sum(axis=(1, 2)) / (e_layer[:, i] + 1e-16)
+            second = (data[:, i] * c * c).sum(axis=(1, 2)) / (e_layer[:, i] + 1e-16)
+            expected[f"{axis}_centre_{i}"] = centre / 100
+            expected[f"{axis}_width_{i}"] = np.sqrt(np.clip(second - centre**2, 0, None)) / 100
+    order = ["log10_e_inc", *(f"log10_e_layer_{i}" for i in range(45))]
+    order += [f"{name}_{i}" for name in ("eta_centre", "phi_centre", "eta_width", "phi_width") for i in range(45)]
+    order += ["log10_e_total", *(f"{name}_{i}" for name in ("sparsity", "r_centre", "r_width") for i in range(45))]
+    assert high_level_column_names(g) == order
+    for column, name in enumerate(order):
+        np.testing.assert_allclose(vec[:, column], expected[name], rtol=2e-6, atol=1e-9, err_msg=name)
+    assert vec[2, order.index("sparsity_7")] == 1.0 and vec[2, order.index("r_centre_7")] == 0.0
+    assert vec[2, order.index("log10_e_layer_7")] == pytest.approx(-8.0)
+    assert high_level_column_names(g, "pre-2023") == order[:226]
+    np.testing.assert_array_equal(high_level_vector(f, columns="pre-2023"), vec[:, :226])
+    with pytest.raises(FeatureError, match="column set"):
+        high_level_vector(f, columns="2022")

@@ -9,6 +9,7 @@ from scipy.stats import wasserstein_distance
 from calogen.eval.histograms import GROUPS, HistogramError, compare_features, uses_ds1_conventions
 from calogen.eval.separation import (
     density_histogram,
+    separation_from_counts,
     separation_power,
     sorted_counts,
     wasserstein,
@@ -110,6 +111,14 @@ def test_every_official_histogram_is_produced(toy_samples) -> None:
     e2 = ref.e_layer[:, 2]
     np.testing.assert_array_equal(by["e_layer_2"].bins, np.logspace(np.log10(ref.threshold), np.log10(e2.max()), 40))
     assert by["voxel_spectrum"].bins.size == 50 and by["voxel_spectrum"].log_x
+    # the official upper edge: log10 of the float32 maximum taken in float32
+    top = np.log10(np.float32(ref.voxel_spectrum.max_value))
+    assert top.dtype == np.float32 and by["voxel_spectrum"].bins[-1] == 10 ** np.float64(top)
+    # official sparsity (fraction of zero voxels, 20 bins) and radial ranges ((0, 42) and (0, 20) mm)
+    np.testing.assert_array_equal(by["sparsity_1"].bins, np.linspace(0, 1, 21))
+    np.testing.assert_array_equal(by["sparsity_1"].reference_counts, np.histogram(ref.sparsity[:, 1], np.linspace(0, 1, 21))[0])
+    np.testing.assert_array_equal(by["r_centre_3"].bins, np.linspace(0, 42, 101))
+    np.testing.assert_array_equal(by["r_width_3"].bins, np.linspace(0, 20, 101))
     for h in hists:  # densities normalised like np.histogram(density=True) on the raw counts
         expected, _ = np.histogram(h.bins[:-1], bins=h.bins, weights=h.reference_counts, density=True)
         np.testing.assert_allclose(h.reference, expected, rtol=1e-12)
@@ -134,7 +143,7 @@ def test_same_distribution_small_distorted_large(toy_samples) -> None:
     moved = _by_name(compare_features(ref, toy_samples["moved"]))
     assert max(same.values()) < 0.02
     assert scaled["e_ratio"] > 0.5 and scaled["e_ratio"] > 20 * same["e_ratio"]
-    assert moved["e_layer_1"] == pytest.approx(0.5)  # generated layer 1 is empty: no entry in range
+    assert moved["e_layer_1"] == 1.0  # generated layer 1 is empty: no entry in range
     for name in ("e_layer_2", "sparsity_1", "sparsity_2", "r_centre_1", "eta_width_2"):
         assert moved[name] > 0.05 and moved[name] > 20 * same[name]
     assert moved["e_layer_0"] < 0.02 and moved["e_ratio"] < 0.02
@@ -155,6 +164,9 @@ def test_ds1_conventions_and_per_energy_histograms() -> None:
     np.testing.assert_array_equal(by["eta_centre_12"].bins, np.linspace(-500, 500, 101))
     np.testing.assert_array_equal(by["eta_width_13"].bins, np.linspace(0, 400, 101))
     assert "eta_centre_0" not in by and "e_layer_5" not in by and "e_layer_14" in by
+    np.testing.assert_array_equal(by["r_centre_2"].bins, np.linspace(0, 500, 101))
+    np.testing.assert_array_equal(by["r_width_12"].bins, np.linspace(0, 1500, 101))
+    np.testing.assert_array_equal(by["r_centre_14"].bins, np.linspace(0, 1500, 101))
     assert all(h.separation == 0.0 for h in by.values())
 
 
@@ -170,3 +182,16 @@ def test_incomparable_inputs_are_rejected(toy_samples) -> None:
     assert compare_features(zero, zero, min_energy=0.01)[0].separation == 0.0
     with pytest.raises(HistogramError, match="threshold"):
         compare_features(ref, zero)
+
+
+def test_histograms_without_entries_in_range(toy_samples) -> None:
+    """All-zero generated showers: E ratio 0 lies outside [0.5, 1.5], so the generated histogram is empty
+    there; separation power 1 (the official density is 0/0 = NaN), and 0 where both are empty."""
+    ref = toy_samples["reference"]
+    g = ref.geometry
+    zero = compute_features(np.full(50, 1e3), np.zeros((50, g.n_voxels), np.float32), g)
+    by = _by_name(compare_features(ref, zero))
+    assert by["e_ratio"] == 1.0 and by["e_layer_0"] == 1.0 and by["voxel_spectrum"] == 1.0
+    assert _by_name(compare_features(zero, zero))["e_ratio"] == 0.0
+    assert separation_from_counts(np.array([3, 0]), np.array([0, 0]), np.array([0.0, 1.0, 2.0])) == 1.0
+    assert separation_from_counts(np.array([0, 0]), np.array([0, 0]), np.array([0.0, 1.0, 2.0])) == 0.0

@@ -15,18 +15,21 @@ For every shower, after zeroing voxels below the per-voxel threshold ``t`` (``E_
   (official: ``1 - mean(E_v > 0)``);
 * the voxel-energy spectrum and the mean shower.
 
-The arithmetic follows ``HighLevelFeatures.py`` of the CaloChallenge evaluation
-(github.com/CaloChallenge/homepage, ``code/``) operation by operation and in the same dtypes (energy
-sums in float32 from float32 voxels, moments in float64), so that histograms built from these
-features reproduce the official separation powers. Deliberate differences:
+The arithmetic follows ``HighLevelFeatures.py`` and the ``__main__`` block of ``evaluate.py`` of the
+CaloChallenge evaluation (github.com/CaloChallenge/homepage, ``code/``, commit ad3a816 of 2025-01-02)
+operation by operation and in the same dtypes (voxels below the threshold zeroed as
+``np.where(shower < min_energy, 0, shower)``, energy sums in float32 from float32 voxels, moments in
+float64), so that histograms and vectors built from these features reproduce the official ones.
+Deliberate differences:
 
-* the threshold is applied to the voxels before any feature is computed (the official script leaves
-  the voxels as stored and only uses the threshold as the lower edge of its log-binned histograms);
 * layers without alpha binning get NaN centres/widths and empty layers get NaN moments and sparsity
-  (the official code has no entry for them);
+  (the official code has no entry for them; no official histogram or vector uses them);
 * the voxel spectrum keeps every above-threshold value only up to a budget (134M voxels) and a fine
   grid of them always (see :class:`VoxelSpectrum`), so 100k DS3 showers stream in bounded memory;
 * NaN voxel energies raise :class:`FeatureError` (the official code would propagate them).
+
+:func:`high_level_vector` is the official high-level vector (classifier input and FPD/KPD input):
+362 columns on DS2, in the column order of ``prepare_high_data_for_classifier``.
 
 Thresholding, the per-layer sums, the non-zero counts, the mean shower and the voxel spectrum are
 gathered in one compiled pass over each chunk, visiting only above-threshold voxels while keeping
@@ -59,8 +62,10 @@ __all__ = [
     "FeatureError",
     "ShowerFeatures",
     "VoxelSpectrum",
+    "HIGH_LEVEL_COLUMNS",
     "compute_features",
     "features_from_file",
+    "high_level_column_names",
     "high_level_vector",
 ]
 
@@ -511,22 +516,60 @@ def features_from_file(
     return acc.result()
 
 
-def high_level_vector(features: ShowerFeatures) -> np.ndarray:
-    """The official high-level classifier input, ``(N, d)`` float32.
+HIGH_LEVEL_COLUMNS = ("official", "pre-2023")
+"""Column sets of :func:`high_level_vector`: the current official one, and the 226-column one (on DS2)
+that the official code used before sparsity and radial moments were added (Nov 2023)."""
 
-    Columns, as ``prepare_high_data_for_classifier`` of the CaloChallenge ``evaluate.py``:
-    ``log10(E_inc)``, ``log10(E_l + 1e-8)`` for every non-empty layer, then over the alpha-binned
-    layers the eta centres / 100, phi centres / 100, eta widths / 100 and phi widths / 100 (mm / 100).
+
+def _high_level_blocks(geometry: Geometry, columns: str) -> list[tuple[str, tuple[int, ...] | None]]:
+    """``(feature, layers)`` blocks of the vector in official order; ``layers`` None for one column."""
+    if columns not in HIGH_LEVEL_COLUMNS:
+        raise FeatureError(f"unknown high-level column set {columns!r}; choose one of {HIGH_LEVEL_COLUMNS}")
+    layers, binned = tuple(geometry.nonempty_layers), tuple(geometry.alpha_binned_layers)
+    blocks: list[tuple[str, tuple[int, ...] | None]] = [
+        ("log10_e_inc", None), ("log10_e_layer", layers),
+        ("eta_centre", binned), ("phi_centre", binned), ("eta_width", binned), ("phi_width", binned),
+    ]  # fmt: skip
+    if columns == "official":
+        blocks += [("log10_e_total", None), ("sparsity", layers), ("r_centre", layers), ("r_width", layers)]
+    return blocks
+
+
+def high_level_column_names(geometry: Geometry, columns: str = "official") -> list[str]:
+    """Names of the :func:`high_level_vector` columns, e.g. ``log10_e_inc``, ``eta_centre_12``, ``sparsity_0``."""
+    return [name if layers is None else f"{name}_{i}" for name, layers in _high_level_blocks(geometry, columns)
+            for i in (layers if layers is not None else (None,))]  # fmt: skip
+
+
+def high_level_vector(features: ShowerFeatures, *, columns: str = "official") -> np.ndarray:
+    """The official high-level vector: classifier input and FPD/KPD input, ``(N, d)`` float64.
+
+    Columns in the order of ``prepare_high_data_for_classifier`` of the CaloChallenge ``evaluate.py``
+    (2025-01-02), names as :func:`high_level_column_names`:
+
+    1. ``log10(E_inc)``;
+    2. ``log10(E_l + 1e-8)`` for every non-empty layer ``l``;
+    3. over the alpha-binned layers: eta centres / 100, then phi centres / 100, eta widths / 100 and
+       phi widths / 100 (mm / 100);
+    4. ``log10(E_tot + 1e-8)``;
+    5. sparsity (fraction of zero voxels) for every non-empty layer;
+    6. radial centres / 100, then radial widths / 100 for every non-empty layer.
+
+    DS2: 1 + 45 + 4 x 45 + 1 + 3 x 45 = 362 columns. Logarithms are taken in float32 from the float32
+    energies and the result is float64, as in the official code. ``columns="pre-2023"`` keeps blocks 1-3
+    only (226 columns on DS2), the vector of the official code before Nov 2023.
     """
-    geometry = features.geometry
-    layers = list(geometry.nonempty_layers)
-    binned = list(geometry.alpha_binned_layers)
-    columns = [
-        np.log10(features.e_inc).reshape(-1, 1),
-        np.log10(features.e_layer[:, layers] + 1e-8),
-        features.eta_centre[:, binned] / 1e2,
-        features.phi_centre[:, binned] / 1e2,
-        features.eta_width[:, binned] / 1e2,
-        features.phi_width[:, binned] / 1e2,
-    ]
-    return np.concatenate(columns, axis=1).astype(np.float32)
+    per_shower = {
+        "log10_e_inc": np.log10(features.e_inc).reshape(-1, 1),
+        "log10_e_layer": np.log10(features.e_layer + 1e-8),
+        "log10_e_total": np.log10(features.e_total + 1e-8).reshape(-1, 1),
+        "sparsity": features.sparsity,
+    }
+    parts = []
+    for name, layers in _high_level_blocks(features.geometry, columns):
+        if name in per_shower:
+            values = per_shower[name]
+            parts.append(values if layers is None else values[:, list(layers)])
+        else:
+            parts.append(getattr(features, name)[:, list(layers or ())] / 1e2)
+    return np.concatenate(parts, axis=1).astype(np.float64, copy=False)

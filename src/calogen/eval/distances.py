@@ -4,8 +4,15 @@ These follow the definitions the CaloChallenge evaluation uses through JetNet's 
 (Kansal et al. 2023, arXiv:2211.10295): every feature column of both samples is divided by the
 reference's largest absolute value in that column, FPD is the Fréchet distance of Gaussian fits
 extrapolated to infinite sample size, KPD is the unbiased MMD² with a quartic polynomial kernel.
-With the same ``seed`` the resampling indices are those JetNet draws. PRDC is Naeem et al. 2020
-(arXiv:2002.09797), computed in memory blocks so that no ``N x N`` matrix is ever held.
+The defaults are the official settings of the CaloChallenge ``evaluate.py`` (2025-01-02):
+``jetnet.evaluation.fpd(ref, gen, min_samples=10000)`` (max_samples 50000, 10 points, 20 batches) and
+``kpd(ref, gen, batch_size=10000)`` (10 batches), seed 42, batches drawn with replacement from the
+given rows whatever their number; with the same ``seed`` the resampling indices are those JetNet
+draws. Deliberate difference, off by default: ``adapt_to_sample_size=True`` scales the FPD batch sizes
+(and caps the KPD batch) to the smaller sample, so that no batch repeats rows more than necessary.
+PRDC is Naeem et al. 2020 (arXiv:2002.09797), computed in memory blocks so that no ``N x N`` matrix is
+ever held; note that the official ``prdc`` mode compares ``log10`` of the voxels (zeros set to 0.1 MeV)
+with all showers and k=5, whereas calogen's is on the high-level vector of at most 10k showers.
 
 Every result records the settings it was computed with (after any adaptation to small samples), so
 ``metrics.json`` says exactly what was measured.
@@ -167,12 +174,13 @@ def fpd(
     reference: np.ndarray,
     generated: np.ndarray,
     *,
-    seed: int = 0,
-    min_samples: int = 20_000,
+    seed: int = 42,
+    min_samples: int = 10_000,
     max_samples: int = 50_000,
     num_points: int = 10,
     num_batches: int = 20,
     scaled: bool = False,
+    adapt_to_sample_size: bool = False,
 ) -> DistanceResult:
     """Fréchet physics distance: the Fréchet distance of Gaussian fits extrapolated to ``1/N -> 0``.
 
@@ -180,8 +188,7 @@ def fpd(
     ``num_batches`` pairs of batches are drawn with replacement and their Fréchet distances averaged;
     ``FD(N) = FPD + c / N`` (both >= 0) is fitted by least squares, ``value`` is the intercept and
     ``error`` its standard error from the fit (JetNet's definition; Chong & Forsyth 2020).
-    If the smaller sample has fewer than ``max_samples`` rows, both sizes are scaled down by the same
-    factor so that the largest batch equals it (recorded in ``settings``).
+    Batches are drawn with replacement, so they may be larger than the samples (official behaviour).
 
     Batches are resampled from the given rows, so ``1/N -> 0`` reaches the distance between the two
     finite samples, not between their populations: two samples of one distribution keep a floor of
@@ -197,6 +204,8 @@ def fpd(
         num_batches: batches averaged per size.
         scaled: the inputs are already divided by :func:`scale_by_reference` (or must not be scaled);
             otherwise that is done here.
+        adapt_to_sample_size: if the smaller sample has fewer than ``max_samples`` rows, scale both
+            sizes down by the same factor so that the largest batch equals it (not official; recorded).
     """
     ref, gen = _check_pair(reference, generated) if scaled else scale_by_reference(reference, generated)
     if num_points < 2 or num_batches < 1 or not 2 <= min_samples < max_samples:
@@ -206,7 +215,8 @@ def fpd(
         )
     n = min(len(ref), len(gen))
     hi, lo = max_samples, min_samples
-    if n < max_samples:
+    adapted = adapt_to_sample_size and n < max_samples
+    if adapted:
         hi, lo = n, int(min_samples * n / max_samples)
         if lo < 2 or lo >= hi:
             raise DistanceError(f"FPD needs more showers: the smaller sample has only {n}")
@@ -230,7 +240,7 @@ def fpd(
         "num_batches": num_batches,
         "seed": seed,
         "scaled_by_caller": scaled,
-        "adapted_to_sample_size": bool(n < max_samples),
+        "adapted_to_sample_size": adapted,
         "batch_sizes": [int(s) for s in sizes],
         "mean_fd_per_size": means,
     }
@@ -290,17 +300,18 @@ def kpd(
     reference: np.ndarray,
     generated: np.ndarray,
     *,
-    seed: int = 0,
+    seed: int = 42,
     num_batches: int = 10,
-    batch_size: int = 5_000,
+    batch_size: int = 10_000,
     scaled: bool = False,
+    adapt_to_sample_size: bool = False,
 ) -> DistanceResult:
     """Kernel physics distance: median over batches of the unbiased polynomial-kernel MMD².
 
     Batch ``i`` draws ``batch_size`` rows with replacement from each sample using the generator
     ``default_rng(seed + 1000 i)`` (as JetNet); ``value`` is the median of the ``num_batches`` MMD²
     (:func:`mmd2_polynomial`, degree 4) and ``error`` half the spread between their 16.275th and
-    83.725th percentiles. ``batch_size`` is lowered to the smaller sample size when needed (recorded).
+    83.725th percentiles. Rows are drawn with replacement, so a batch may exceed a sample (official).
 
     Args:
         reference: ``(N, d)`` reference features.
@@ -310,12 +321,13 @@ def kpd(
         batch_size: rows drawn from each sample per batch (>= 2).
         scaled: the inputs are already divided by :func:`scale_by_reference` (or must not be scaled);
             otherwise that is done here.
+        adapt_to_sample_size: lower ``batch_size`` to the smaller sample size (not official; recorded).
     """
     ref, gen = _check_pair(reference, generated) if scaled else scale_by_reference(reference, generated)
     if num_batches < 1 or batch_size < 2:
         raise DistanceError(f"KPD needs num_batches >= 1 and batch_size >= 2, got {num_batches} and {batch_size}")
-    size = min(batch_size, len(ref), len(gen))
-    if size < 2:
+    size = min(batch_size, len(ref), len(gen)) if adapt_to_sample_size else batch_size
+    if min(len(ref), len(gen)) < 2:
         raise DistanceError(f"KPD needs at least 2 showers in each sample, got {len(ref)} and {len(gen)}")
     values = []
     for i in range(num_batches):

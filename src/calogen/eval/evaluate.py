@@ -4,7 +4,9 @@
 fills every CaloChallenge histogram with its separation power and Wasserstein distance, runs the
 classifier two-sample tests on the first ``max_showers_per_side`` showers of each file, FPD/KPD and
 precision/recall/density/coverage on the high-level feature vectors, and writes ``metrics.json`` and
-``report.html`` into an output directory (each atomically).
+``report.html`` into an output directory (each atomically). Histograms, feature vectors, classifier
+inputs and FPD/KPD settings follow the official CaloChallenge code; ``metrics.json`` records its version
+and every difference in effect under ``conventions`` (:func:`conventions`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from calogen.features import ShowerFeatures, features_from_file, high_level_vect
 from calogen.geometry import Geometry
 from calogen.io import ShowerFile, atomic_path, file_sha256
 
-__all__ = ["ALL_METRICS", "DEFAULT_METRICS", "EvaluationSettings", "SampleEvaluation", "evaluate", "parse_metrics"]
+__all__ = [
+    "ALL_METRICS", "DEFAULT_METRICS", "EvaluationSettings", "SampleEvaluation", "conventions", "evaluate", "parse_metrics",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +56,25 @@ class EvaluationSettings:
         metrics: subset of :data:`ALL_METRICS`.
         threshold: per-voxel threshold in MeV (default: the geometry's).
         chunk_size: showers read per chunk while streaming.
-        seed: seed of every random choice (classifier splits and inits, FPD/KPD resampling).
+        seed: seed of every random choice (classifier splits and inits, FPD/KPD resampling; the
+            official FPD/KPD seed is 42).
         official_classifier: use the CaloChallenge's published classifier settings (slow).
         max_showers_per_side: showers per file loaded for the classifiers.
+        high_level_columns: column set of the high-level vector for cls-high, FPD, KPD and PRDC:
+            ``"official"`` (362 columns on DS2) or ``"pre-2023"`` (226, not official; see
+            :func:`calogen.features.high_level_vector`).
+        adapt_distances: scale the FPD batch sizes and cap the KPD batch to the smaller sample (not
+            official: the official settings draw 10k-50k rows with replacement whatever the sample size).
     """
 
     metrics: tuple[str, ...] = DEFAULT_METRICS
     threshold: float | None = None
     chunk_size: int = 5_000
-    seed: int = 0
+    seed: int = 42
     official_classifier: bool = False
     max_showers_per_side: int = 10_000
+    high_level_columns: str = "official"
+    adapt_distances: bool = False
 
     def classifier_settings(self) -> Any:
         """The :class:`~calogen.eval.classifier.ClassifierSettings` these settings imply."""
@@ -143,10 +155,13 @@ def _separation_summary(histograms: list[Any]) -> dict[str, Any]:
     }
 
 
-def _load_for_classifier(path: Path, geometry: Geometry, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _low_level_from_file(path: Path, geometry: Geometry, n: int, threshold: float, chunk_size: int) -> np.ndarray:
+    """The low-level classifier inputs of the first ``n`` showers, stacked chunk by chunk into one float32 array."""
+    from calogen.eval.classifier import stack_low_level
+
     with ShowerFile(path, geometry) as f:
-        data = f.read(0, n)
-    return data.energies, data.showers
+        chunks = ((c.energies, c.showers) for c in f.iter_chunks(chunk_size))
+        return stack_low_level(chunks, min(n, f.n_showers), geometry.n_voxels, threshold=threshold)
 
 
 def _run_classifiers(
@@ -160,43 +175,45 @@ def _run_classifiers(
     kinds = [m for m in ("cls-low", "cls-high", "cnn") if m in metrics]
     if not kinds:
         return []
-    from calogen.eval.classifier import low_level_inputs, run_classifier
+    from calogen.eval.classifier import run_classifier
 
     cls_settings = settings.classifier_settings()
     n = settings.max_showers_per_side
     results = []
-    raw: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    low: dict[str, np.ndarray] = {}
     if "cls-low" in kinds or "cnn" in kinds:
-        raw = {
-            "ref": _load_for_classifier(reference[0], geometry, n),
-            "gen": _load_for_classifier(generated[0], geometry, n),
-        }
+        threshold = reference[1].threshold
+        low = {k: _low_level_from_file(p, geometry, n, threshold, settings.chunk_size) for k, p in (("ref", reference[0]), ("gen", generated[0]))}
     for kind in kinds:
         if kind == "cnn" and not geometry.is_regular:
             log.warning("the 3-D CNN classifier needs a regular geometry; %s is irregular, skipping it", geometry.name)
             continue
         if kind == "cls-high":
-            ref_in = high_level_vector(reference[1])[:n]
-            gen_in = high_level_vector(generated[1])[:n]
+            ref_in = high_level_vector(reference[1], columns=settings.high_level_columns)[:n]
+            gen_in = high_level_vector(generated[1], columns=settings.high_level_columns)[:n]
         else:  # cls-low and the CNN both read the low-level vector [log10 E_inc, 100 * voxels / E_inc]
-            ref_in, gen_in = low_level_inputs(*raw["ref"]), low_level_inputs(*raw["gen"])
+            ref_in, gen_in = low["ref"], low["gen"]
         log.info("classifier %s: %d vs %d showers", kind, len(ref_in), len(gen_in))
         results.append(run_classifier(kind, ref_in, gen_in, cls_settings, geometry=geometry, progress=progress))
     return results
 
 
-def _run_distances(metrics: tuple[str, ...], reference: ShowerFeatures, generated: ShowerFeatures, seed: int) -> dict[str, Any]:
+def _run_distances(
+    metrics: tuple[str, ...], reference: ShowerFeatures, generated: ShowerFeatures, settings: EvaluationSettings
+) -> dict[str, Any]:
     wanted = [m for m in ("fpd", "kpd", "prdc") if m in metrics]
     if not wanted:
         return {}
     from calogen.eval import distances
 
-    ref, gen = distances.scale_by_reference(high_level_vector(reference), high_level_vector(generated))
+    vectors = (high_level_vector(f, columns=settings.high_level_columns) for f in (reference, generated))
+    ref, gen = distances.scale_by_reference(*vectors)
+    seed, adapt = settings.seed, settings.adapt_distances
     out: dict[str, Any] = {}
     if "fpd" in wanted:
-        out["fpd"] = distances.fpd(ref, gen, seed=seed, scaled=True)
+        out["fpd"] = distances.fpd(ref, gen, seed=seed, scaled=True, adapt_to_sample_size=adapt)
     if "kpd" in wanted:
-        out["kpd"] = distances.kpd(ref, gen, seed=seed, scaled=True)
+        out["kpd"] = distances.kpd(ref, gen, seed=seed, scaled=True, adapt_to_sample_size=adapt)
     if "prdc" in wanted:
         out["prdc"] = distances.prdc(ref, gen, seed=seed, scaled=True)
     return out
@@ -268,7 +285,7 @@ def evaluate(
         if "hist" in settings.metrics:
             sample.histograms = compare_features(ref_features, sample.features)
         sample.classifiers = _run_classifiers(settings.metrics, (ref_path, ref_features), (path, sample.features), geometry, settings, progress)
-        sample.distances = _run_distances(settings.metrics, ref_features, sample.features, settings.seed)
+        sample.distances = _run_distances(settings.metrics, ref_features, sample.features, settings)
         sample.timing = dict((timing or {}).get(name, {}))
         if "families" in settings.metrics:
             from calogen.eval.families import FamilySettings, compare_families
@@ -281,6 +298,7 @@ def evaluate(
         "calogen_evaluation": 1,
         "geometry": {"name": geometry.name, "n_voxels": geometry.n_voxels, "particle": geometry.particle},
         "threshold_mev": threshold,
+        "conventions": conventions(settings),
         "settings": {**asdict(settings), "classifier": _settings_dict(settings) if _uses_classifier(settings) else None},
         "inputs": {
             reference_name: _describe(ref_path, ref_features),
@@ -306,6 +324,29 @@ def evaluate(
         metadata={"inputs": record["inputs"], "settings": record["settings"], "environment": record["environment"], **(extra or {})},
     )
     return record
+
+
+def conventions(settings: EvaluationSettings) -> dict[str, Any]:
+    """Which official code the conventions follow, and every difference from it in effect for ``settings``."""
+    from calogen.eval.histograms import OFFICIAL_CODE
+
+    differences = [
+        "histograms: separation power 1 when one sample has no entry in range, 0 when neither has (official: NaN)",
+        "histograms: DS1 per-energy E ratio only for intervals holding reference showers (official: NaN for others)",
+        "classifiers train in float32 (official: float64) with seeded shuffles and initialisation",
+        "prdc on the high-level vector of at most 10k showers (official: log10 voxels of all showers)",
+    ]
+    if not settings.official_classifier:
+        differences.append("classifier settings: calogen's fast standardised network, not the official 3x2048 one")
+    if settings.max_showers_per_side < 100_000:
+        differences.append(f"classifiers use at most {settings.max_showers_per_side} showers per side (official: all)")
+    if settings.high_level_columns != "official":
+        differences.append(f"high-level vector {settings.high_level_columns!r} (official: 'official', 362 columns on DS2)")
+    if settings.adapt_distances:
+        differences.append("FPD/KPD batch sizes adapted to the sample size (official: 10k-50k and 10k rows)")
+    if settings.seed != 42:
+        differences.append(f"FPD/KPD resampling seed {settings.seed} (official: 42)")
+    return {"official_code": OFFICIAL_CODE, "differences": differences}
 
 
 def _uses_classifier(settings: EvaluationSettings) -> bool:

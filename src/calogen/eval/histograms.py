@@ -1,10 +1,11 @@
 """Every histogram of the CaloChallenge evaluation, with separation powers and Wasserstein distances.
 
 :func:`compare_features` reproduces the histograms of the official ``evaluate.py`` /
-``evaluate_plotting_helper.py`` (github.com/CaloChallenge/homepage, ``code/``): same quantities,
-bin edges, density normalisation (entries outside the edges are dropped before normalising) and
-separation power. Binning, with ``t`` the lower energy edge (default: the threshold) and ``max`` the
-largest reference value:
+``evaluate_plotting_helper.py`` (github.com/CaloChallenge/homepage, ``code/``, commit ad3a816 of
+2025-01-02, recorded as :data:`OFFICIAL_CODE`): same quantities, bin edges, density normalisation
+(entries outside the edges are dropped before normalising) and separation power. Binning, with ``t``
+the lower energy edge (default: the threshold; the official ``min_energy`` is 0.5 keV / 0.033 on
+DS2/DS3 and 1 MeV on DS1, both calogen's geometry thresholds) and ``max`` the largest reference value:
 
 ============================  ========================================================================
 ``e_ratio``                   E_tot / E_inc, 100 bins on [0.5, 1.5]
@@ -15,26 +16,31 @@ largest reference value:
 ``voxel_spectrum``            ``logspace(log10 t, log10 max, 50)`` (49 bins) over all voxels
 ``e_ratio_per_einc``          DS1 conventions only: E_tot / E_inc for E_inc in [2^k, 2^(k+1)) MeV,
                               k = 8..22, 20 bins on [0.4, 1.4]; photons from k = 12 on [0.9, 1.1]
-``sparsity``                  per non-empty layer, fraction of non-zero voxels, 20 bins on [0, 1]
-``r_centre/r_width``          per non-empty layer, 100 bins on [0, outer radius of the layer] (ours)
+``sparsity``                  per non-empty layer, fraction of zero voxels, 20 bins on [0, 1]
+``r_centre``                  per non-empty layer, 100 bins on [0, 42] mm; DS1 conventions [0, 500] mm,
+                              [0, 1500] mm for layers 12-14
+``r_width``                   100 bins on [0, 20] mm; DS1 conventions as ``r_centre``
 ============================  ========================================================================
+
+``log10 max`` is taken in float32 from the float32 reference maximum, as the official code does. The
+sparsity and radial histograms are the helper's ``plot_sparsity``, ``plot_ECR`` and ``plot_ECWidthR``
+(added Oct-Nov 2023; the official ``plot_histograms`` does not call them, the official high-level
+classifier and FPD/KPD use these features); with them DS2 has 362 histograms.
 
 **Which conventions apply** is decided by the geometry, never by a name: a geometry that is not
 regular (layers with different binnings or empty layers, as the ATLAS-based dataset 1) uses the DS1
 ranges; a regular one (the Par04 DS2/DS3 layout, ``tiny``, any uniform XML) uses the DS2/DS3 ranges.
 The photon binning of the per-energy plots applies when ``geometry.particle == "photon"``.
 
-Deliberate differences from the official scripts: the log-binned histograms start at the voxel
-threshold (the official DS1 setting starts them at 10 MeV; pass ``min_energy=10`` to reproduce it);
-a histogram without entries in range gets density 0 instead of NaN; per-energy DS1 histograms are
-made only for energy intervals that hold reference showers; the sparsity histogram (the official
-``HighLevelFeatures`` computes sparsity but ``evaluate_plotting_helper`` does not plot it) and the
-radial ones are our additions (sparsity with 20 bins on [0, 1], as our specification asks; the
-CaloChallenge-derived evaluations CaloDREAM/CaloINN use ``linspace(0, 1, 20)``, i.e. 19 bins). The
-voxel spectrum is binned from the exact voxel values while a sample has at most 134M above-threshold
-voxels, and from a fine grid past that (see :class:`calogen.features.VoxelSpectrum`: then exact
-except for voxels within 3.1e-5 (relative) of an edge); its Wasserstein distance always uses the grid.
-The other Wasserstein distances are exact, by one merge pass over the sorted samples.
+Deliberate differences from the official scripts (the numbers agree wherever the official one is
+defined): a histogram with no entry in range on one side has separation power 1 and on both sides 0
+(the official density is 0/0, NaN); per-energy DS1 histograms are made only for energy intervals that
+hold reference showers (the official one is NaN for the others); a reference without entries above
+``t`` gets log bins over one decade above ``t`` (the official edges are NaN). The voxel spectrum is
+binned from the exact voxel values while a sample has at most 134M above-threshold voxels, and from a
+fine grid past that (see :class:`calogen.features.VoxelSpectrum`: then exact except for voxels within
+3.1e-5 (relative) of an edge); its Wasserstein distance always uses the grid. The other Wasserstein
+distances are exact, by one merge pass over the sorted samples.
 
 Example:
     >>> import numpy as np
@@ -57,7 +63,7 @@ import numpy as np
 from calogen.errors import CalogenError
 from calogen.eval.separation import (
     density_from_counts,
-    separation_power,
+    separation_from_counts,
     sorted_counts,
     wasserstein_from_counts,
     wasserstein_sorted,
@@ -65,7 +71,7 @@ from calogen.eval.separation import (
 from calogen.features import ShowerFeatures
 from calogen.geometry import Geometry
 
-__all__ = ["GROUPS", "HistogramComparison", "HistogramError", "compare_features", "uses_ds1_conventions"]
+__all__ = ["GROUPS", "OFFICIAL_CODE", "HistogramComparison", "HistogramError", "compare_features", "uses_ds1_conventions"]
 
 GROUPS = (
     "e_ratio", "e_ratio_per_einc", "e_layer", "eta_centre", "phi_centre", "eta_width", "phi_width",
@@ -77,6 +83,14 @@ E_RATIO_BINS = np.linspace(0.5, 1.5, 101)
 PER_EINC_EXPONENTS = range(8, 23)
 """DS1 incident energies are 2^8 ... 2^22 MeV; interval k holds [2^k, 2^(k+1))."""
 SPARSITY_BINS = np.linspace(0, 1, 21)
+
+OFFICIAL_CODE = {
+    "repository": "github.com/CaloChallenge/homepage",
+    "folder": "code",
+    "commit": "ad3a816deb5578c8aaed2718d37a5156f85c3423",
+    "date": "2025-01-02",
+}
+"""The version of the official evaluation whose conventions calogen follows (its last change to ``code/``)."""
 
 
 class HistogramError(CalogenError):
@@ -142,15 +156,24 @@ def _compare(
     distance = wasserstein_sorted(ref_sorted, gen_sorted) if ref_sorted.size and gen_sorted.size else None
     return HistogramComparison(
         name, group, layer, label, np.asarray(bins, np.float64), log_x, ref_density, gen_density,
-        ref_counts, gen_counts, separation_power(ref_density, gen_density, bins), distance,
+        ref_counts, gen_counts, separation_from_counts(ref_counts, gen_counts, bins), distance,
     )  # fmt: skip
 
 
-def _log_bins(min_energy: float, ref_max: np.floating, n_edges: int) -> np.ndarray:
-    """Official ``logspace(log10(min_energy), log10(reference max), n_edges)``; a decade when max <= min."""
+def _log_bins(min_energy: float, ref_max: float, n_edges: int) -> np.ndarray:
+    """Official ``logspace(log10(min_energy), log10(reference max), n_edges)``, the upper logarithm in
+    float32 from the float32 maximum; a decade when max <= min."""
     if not ref_max > min_energy:
         return np.logspace(np.log10(min_energy), np.log10(min_energy) + 1.0, n_edges)
-    return np.logspace(np.log10(min_energy), np.log10(ref_max), n_edges)
+    return np.logspace(np.log10(min_energy), np.log10(np.float32(ref_max)), n_edges)
+
+
+def _radial_ranges(geometry: Geometry, layer: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """``(centre range, width range)`` in mm of the radial histograms of a layer."""
+    if not uses_ds1_conventions(geometry):
+        return (0.0, 42.0), (0.0, 20.0)
+    wide = (0.0, 1500.0) if layer in (12, 13, 14) else (0.0, 500.0)
+    return wide, wide
 
 
 def _coordinate_ranges(geometry: Geometry, layer: int) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -188,7 +211,7 @@ def _voxel_spectrum(reference: ShowerFeatures, generated: ShowerFeatures, min_en
         distance = wasserstein_from_counts(*ref_spec.aligned(gen_spec))
     return HistogramComparison(
         "voxel_spectrum", "voxel_spectrum", None, "voxel energy E [MeV]", bins, True, ref_density, gen_density,
-        ref_counts, gen_counts, separation_power(ref_density, gen_density, bins), distance,
+        ref_counts, gen_counts, separation_from_counts(ref_counts, gen_counts, bins), distance,
     )  # fmt: skip
 
 
@@ -209,7 +232,7 @@ def _check_comparable(reference: ShowerFeatures, generated: ShowerFeatures) -> N
 def compare_features(
     reference: ShowerFeatures, generated: ShowerFeatures, *, min_energy: float | None = None
 ) -> list[HistogramComparison]:
-    """All CaloChallenge histograms (plus sparsity and radial ones) of ``generated`` against ``reference``.
+    """All CaloChallenge histograms (with the sparsity and radial ones) of ``generated`` against ``reference``.
 
     Args:
         reference: features of the reference (e.g. Geant4) sample; it sets the log-bin upper edges.
@@ -248,14 +271,13 @@ def compare_features(
     for group, title in (("r_centre", "radial centre of energy"), ("r_width", "radial width")):
         ref_t, gen_t = _by_layer(reference, generated, group)
         for i in geometry.nonempty_layers:
-            bins = np.linspace(0.0, geometry.layers[i].r_edges[-1], 101)
+            centre_range, width_range = _radial_ranges(geometry, i)
+            bins = np.linspace(*(centre_range if group == "r_centre" else width_range), 101)
             ref, gen = ref_t[i], gen_t[i]
             out.append(_compare(f"{group}_{i}", group, i, f"{title}, layer {i} [mm]", bins, ref, gen))
     ref_t, gen_t = _by_layer(reference, generated, "sparsity")
     for i in geometry.nonempty_layers:
-        ref, gen = 1.0 - ref_t[i], 1.0 - gen_t[i]
-        out.append(
-            _compare(f"sparsity_{i}", "sparsity", i, f"fraction of non-zero voxels, layer {i}", SPARSITY_BINS, ref, gen)
-        )
+        label = f"sparsity (fraction of zero voxels), layer {i}"
+        out.append(_compare(f"sparsity_{i}", "sparsity", i, label, SPARSITY_BINS, ref_t[i], gen_t[i]))
     out.append(_voxel_spectrum(reference, generated, low))
     return out

@@ -5,7 +5,9 @@ the CaloChallenge ``evaluate.py``)::
 
     S = 1/2 * sum_i (p_i - q_i)^2 / (p_i + q_i + 1e-16),   p_i = density_i * width_i
 
-S is 0 for identical histograms and 1 for histograms without common bins.
+S is 0 for identical histograms and 1 for histograms without common bins. :func:`separation_from_counts`
+also defines it where a sample has no entry inside the edges (the official density is then 0/0, NaN):
+1 when only one sample is empty in range (nothing of it lies where the other one is), 0 when both are.
 
 Example:
     >>> import numpy as np
@@ -22,6 +24,7 @@ import numpy as np
 __all__ = [
     "density_from_counts",
     "density_histogram",
+    "separation_from_counts",
     "separation_power",
     "sorted_counts",
     "wasserstein",
@@ -68,6 +71,15 @@ def separation_power(ref_hist: np.ndarray, gen_hist: np.ndarray, bins: np.ndarra
     terms = (p - q) ** 2
     terms /= p + q + 1e-16
     return float(0.5 * terms.sum())
+
+
+def separation_from_counts(ref_counts: np.ndarray, gen_counts: np.ndarray, bins: np.ndarray) -> float:
+    """Separation power of raw counts ``(B,)`` on ``bins`` ``(B + 1,)``: official where both have entries,
+    1 when exactly one has none in range, 0 when neither has."""
+    ref_total, gen_total = int(np.sum(ref_counts)), int(np.sum(gen_counts))
+    if ref_total == 0 or gen_total == 0:
+        return 0.0 if ref_total == gen_total else 1.0
+    return separation_power(density_from_counts(ref_counts, bins), density_from_counts(gen_counts, bins), bins)
 
 
 def wasserstein(ref_values: np.ndarray, gen_values: np.ndarray) -> float:
