@@ -138,7 +138,7 @@ def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
     pointer = Path(run_dir) / "checkpoints" / "latest.json"
     if not pointer.is_file():
         return None
-    fix = f"delete {pointer} and the checkpoints it should point at to restart training"
+    fix = f"repair it, or delete {pointer.parent} to train this run again from the start"
     try:
         data = json.loads(pointer.read_text())
     except (OSError, ValueError) as exc:
