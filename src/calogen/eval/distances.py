@@ -192,8 +192,8 @@ def fpd(
 
     Batches are resampled from the given rows, so ``1/N -> 0`` reaches the distance between the two
     finite samples, not between their populations: two samples of one distribution keep a floor of
-    about ``slope / n_rows`` (for 226 DS2 features and 100k vs 100k showers, about 0.013). Compare
-    samples of equal size and quote the reference-vs-reference value beside a model's.
+    about ``slope / n_rows`` (about 0.013 for the former 226-column DS2 vector and 100k vs 100k
+    showers). Compare samples of equal size and quote the reference-vs-reference value beside a model's.
 
     Args:
         reference: ``(N, d)`` reference features.

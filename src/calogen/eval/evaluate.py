@@ -191,7 +191,7 @@ def _run_classifiers(
         if kind == "cls-high":
             ref_in = high_level_vector(reference[1], columns=settings.high_level_columns)[:n]
             gen_in = high_level_vector(generated[1], columns=settings.high_level_columns)[:n]
-        else:  # cls-low and the CNN both read the low-level vector [log10 E_inc, 100 * voxels / E_inc]
+        else:  # cls-low and the CNN both read the official low-level vector [log10 E_inc, voxels / E_inc]
             ref_in, gen_in = low["ref"], low["gen"]
         log.info("classifier %s: %d vs %d showers", kind, len(ref_in), len(gen_in))
         results.append(run_classifier(kind, ref_in, gen_in, cls_settings, geometry=geometry, progress=progress))
