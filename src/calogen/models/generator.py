@@ -248,8 +248,11 @@ def load(
     if weights not in ("ema", "raw"):
         raise ModelError(f"weights must be 'ema' or 'raw', got {weights!r}")
     meta = read_config(directory)
-    geometry = geometry_from_dict(meta["geometry"], max_voxels=max_voxels)
-    config = model_config_from_dict(meta["model"])
+    try:
+        geometry = geometry_from_dict(meta["geometry"], max_voxels=max_voxels)
+        config = model_config_from_dict(meta["model"])
+    except ModelError as exc:
+        raise ModelError(f"{directory}: {exc}") from None
     preprocessor = Preprocessor.load(directory)
     check_preprocessing(directory, preprocessor, geometry, config, meta["layer_dim"])
     pair = ModelPair(geometry, config, meta["layer_dim"], max_parameters=max_parameters)
