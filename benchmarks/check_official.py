@@ -74,6 +74,9 @@ if task == "hist":
     ev.plot_cell_dist(showers["gen"], showers["ref"], args)
     for plot in (helper.plot_sparsity, helper.plot_ECR, helper.plot_ECWidthR):
         plot(hlfs["gen"], hlfs["ref"], args)
+    for key in ("ref", "gen"):  # the official high-level vector (cls-high and FPD/KPD input), label dropped
+        vector = ev.prepare_high_data_for_classifier(files[key], hlfs[key], 0.0, threshold=min_energy)[:, :-1]
+        np.save(os.path.join(out_dir, "official_vector_{}.npy".format(key)), vector)
 else:  # cls-high with the official defaults, 60/20/20 split of the given showers
     import torch
     from torch.utils.data import DataLoader, TensorDataset
@@ -159,6 +162,14 @@ def compare_histograms(args: argparse.Namespace, work: Path, ref: Path, gen: Pat
     features = {k: features_from_file(p, geometry) for k, p in (("ref", ref), ("gen", gen))}
     ours = {h.name: h.separation for h in compare_features(features["ref"], features["gen"])}
     calogen_s = time.perf_counter() - start
+    vectors = {k: high_level_vector(f) for k, f in features.items()}
+    official_vectors = {k: np.load(hist_dir / f"official_vector_{k}.npy") for k in vectors}
+    vector_check = {
+        k: {"shape": list(official_vectors[k].shape), "dtype": str(official_vectors[k].dtype),
+            "identical": bool(np.array_equal(vectors[k], official_vectors[k])),
+            "max_abs_difference": float(np.max(np.abs(vectors[k] - official_vectors[k])))}
+        for k in vectors
+    }  # fmt: skip
     rows, equal, nan_official = [], 0, []
     for name, value in official.items():
         mine = ours.get(name)
@@ -178,8 +189,12 @@ def compare_histograms(args: argparse.Namespace, work: Path, ref: Path, gen: Pat
         print(f"  calogen for these: {', '.join(f'{n}={ours[n]:.4g}' if n in ours else f'{n}=skipped' for n in nan_official)}")
     if only_ours:
         print(f"calogen histograms without an official counterpart: {', '.join(only_ours)}")
+    for k, check in vector_check.items():
+        print(f"official high-level vector ({k}): {check['shape']} {check['dtype']}, calogen's identical bit for bit: "
+              f"{check['identical']} (max |difference| {check['max_abs_difference']:.3g})")  # fmt: skip
     print(f"time: official {official_s:.1f} s, calogen {calogen_s:.1f} s")
     return {
+        "vectors": vector_check,
         "n_official": len(official), "n_compared": len(rows), "n_equal_1e-6": equal,
         "mismatches": [r[:3] for r in rows if not r[3]], "official_nan": nan_official, "only_calogen": only_ours,
         "rows": rows, "seconds": {"official": official_s, "calogen": calogen_s},
