@@ -5,8 +5,8 @@ Starts ``calogen serve`` as a subprocess on 127.0.0.1 (free ports), then runs th
 1. **latency**: one client sends ``--latency-requests`` batch-1 requests over HTTP and as many over
    gRPC, alternating, and reports the median of each (same server, same run).
 2. **abuse** (``--abuse``): while ``--bystanders`` clients keep sending batch-1 requests, sends a
-   1e9 MeV request, a gzip bomb (1 MB that inflates to 1 GB) and a 50 MB body, and reports each
-   answer's status and time, the bystanders' latency and errors during the attacks, and the server's
+   1e9 MeV request, a gzip bomb (1 MB that inflates to 1 GB) and a 50 MB body, ``--abuse-rounds``
+   times each, and reports the answers' status and time, the bystanders' latency and errors during the attacks, and the server's
    peak resident memory.
 3. **load**: ``--clients`` threads each send ``--requests`` requests of 1 to ``--max-showers``
    showers (log-uniform energies, one seed per request) over gRPC or HTTP, then every checked request
@@ -161,9 +161,7 @@ def abuse_phase(args: argparse.Namespace, http_port: int, grpc_port: int, server
         t.start()
     time.sleep(2.0)
     calm_until = time.perf_counter()
-    results = []
-    for name, body, headers in attacks:
-        results.append((name, *_post(http_port, body, headers)))
+    results = [(name, *_post(http_port, body, headers)) for _ in range(args.abuse_rounds) for name, body, headers in attacks]
     attacks_end = time.perf_counter()
     time.sleep(0.5)
     stop.set()
@@ -176,9 +174,12 @@ def abuse_phase(args: argparse.Namespace, http_port: int, grpc_port: int, server
         return f"{lat.size} answered, {failed} failed, median {np.median(lat):.1f} ms, max {lat.max():.1f} ms" if lat.size else f"{failed} failed"
 
     during = [r for r in log if calm_until <= r[0] <= attacks_end]
-    print(f"\n== abusive requests, {args.bystanders} bystander clients (half HTTP, half gRPC) sending batch-1 requests")
-    for name, status, seconds, text in results:
-        print(f"{name:28s} -> {status} in {seconds:.3f} s: {text}")
+    print(f"\n== abusive requests, {args.abuse_rounds} rounds, {args.bystanders} bystander clients (half HTTP, half gRPC) sending batch-1 requests")
+    for name, *_ in attacks:
+        rows = [r for r in results if r[0] == name]
+        statuses = ", ".join(f"{k} x{v}" for k, v in Counter(status for _, status, _, _ in rows).items())
+        seconds = [s for _, _, s, _ in rows]
+        print(f"{name:28s} -> {statuses}, median {np.median(seconds):.3f} s, max {max(seconds):.3f} s: {rows[0][3]}")
     print(f"bystanders before the attacks: {summary([r for r in log if r[0] < calm_until])}")
     print(f"bystanders during the attacks ({attacks_end - calm_until:.2f} s): {summary(during)}")
     print(f"server peak resident memory: {_peak_rss_mb(server.pid):.0f} MB")
@@ -308,6 +309,7 @@ def main() -> int:
     parser.add_argument("--latency-requests", type=int, default=300, help="batch-1 requests per protocol in the latency phase (0: skip)")
     parser.add_argument("--abuse", action="store_true", help="run the abusive-request phase")
     parser.add_argument("--bystanders", type=int, default=4, help="clients kept busy during the abusive requests")
+    parser.add_argument("--abuse-rounds", type=int, default=10, help="times each abusive request is sent")
     parser.add_argument("--verify-fraction", type=float, default=1.0, help="share of requests recomputed directly (check + baseline)")
     parser.add_argument("--plan-seed", type=int, default=1234)
     args = parser.parse_args()
