@@ -92,7 +92,7 @@ def main() -> None:
         samples["gflash"] = Path(tmp) / "gflash.h5"
         write_showers(samples["gflash"], ref.energies, showers)
         rows["gflash"] = {"ms/shower": speed["gflash"]["1-100 GeV"]}
-        settings = EvaluationSettings(metrics=tuple(args.metrics.split(",")), seed=0)
+        settings = EvaluationSettings(metrics=tuple(args.metrics.split(",")))  # official defaults (seed 42)
         record = evaluate(ref_path, samples, model.geometry, Path(tmp) / "eval", settings=settings, progress=True)
 
     for sample in record["samples"]:
@@ -119,7 +119,8 @@ def main() -> None:
         cells = [f"{row.get(c, float('nan')):.4g}" + (f" ± {row[spread[c]]:.2g}" if spread.get(c) in row else "") for c in columns]
         print(f"| {name} | " + " | ".join(cells) + " |")
     if args.out:
-        table = {"speed_ms_per_shower": speed, "rows": rows, "n": args.n, "sampler": args.sampler, "evaluation_settings": record["settings"]}
+        table = {"speed_ms_per_shower": speed, "rows": rows, "n": args.n, "sampler": args.sampler, "evaluation_settings": record["settings"],
+                 "conventions": record.get("conventions")}
         args.out.write_text(json.dumps(table, indent=1))
 
 

@@ -163,6 +163,7 @@ def test_quality_is_read_from_evaluate_outputs(files):
     auc = next(c for c in record["samples"][0]["classifiers"] if c["kind"] == "cls-high")
     assert quality["gflash"].values["auc_high"] == (auc["auc_mean"], auc["auc_std"])
     assert quality["gflash"].reference["n_showers"] == 200
+    assert quality["gflash"].conventions == record["conventions"] and quality["gflash"].conventions["official_code"]["date"]
     assert set(load_quality([f"other={metrics}#gflash"], ["other"], geometry="tiny")) == {"other"}
     for entries, gens, words in [
         ([str(metrics)], ["mc"], "none of its samples"),

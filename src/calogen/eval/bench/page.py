@@ -100,6 +100,8 @@ def render_page(record: dict[str, Any], svg: str) -> str:
     if rows:
         parts.append("<h2>Quality (from calogen evaluate)</h2>")
         parts.append(_table(["generator", *PANELS.values(), "metrics file", "reference"], rows))
+        followed = sorted({json.dumps((q.get("conventions") or {}).get("official_code")) for q in record["quality"].values()})
+        parts.append(f"<p class=note>Official evaluation code followed: {_e('; '.join(followed))}.</p>")
     if points["published"]:
         prow = [[_e(p["name"]), f"{p['ms']:.4g}", *(_num(*(p[m] or [None])) for m in PANELS)] for p in points["published"]]
         parts.append(f"<h2>Published ({points['device'].upper()}, batch {points['batch_size']})</h2>")

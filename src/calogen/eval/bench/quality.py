@@ -34,16 +34,22 @@ class Quality:
         source: the metrics file and sample name they came from.
         reference: name, path, sha256 and shower count of the reference the sample was compared with.
         settings: the evaluation settings recorded in the metrics file.
+        conventions: which official CaloChallenge code the evaluation followed, and where it differs
+            (``None`` for metrics files written before calogen recorded it).
     """
 
     values: dict[str, tuple[float, float | None]]
     source: dict[str, str]
     reference: dict[str, Any]
     settings: dict[str, Any]
+    conventions: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"values": {k: list(v) for k, v in self.values.items()}, "source": self.source, "reference": self.reference, "settings": self.settings}
+        return {
+            "values": {k: list(v) for k, v in self.values.items()}, "source": self.source,
+            "reference": self.reference, "settings": self.settings, "conventions": self.conventions,
+        }  # fmt: skip
 
 
 def parse_metrics_arg(text: str) -> tuple[str | None, str, str | None]:
@@ -129,5 +135,6 @@ def load_quality(entries: list[str], generators: list[str], *, geometry: str) ->
                 source={"path": str(path), "sample": sample["name"]},
                 reference=_reference(record),
                 settings=record.get("settings", {}),
+                conventions=record.get("conventions"),
             )
     return out
