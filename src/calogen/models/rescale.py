@@ -58,8 +58,9 @@ def group_totals(showers: torch.Tensor, groups: torch.Tensor, n_groups: int) -> 
 
 
 def _gathered(values: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
+    """``(B, G, K)`` values of every group's members (-inf in the padding)."""
     pad = torch.full_like(values[:, :1], -torch.inf)
-    return torch.cat([values, pad], dim=1)[:, members]
+    return torch.cat([values, pad], dim=1).index_select(1, members.flatten()).view(values.shape[0], *members.shape)
 
 
 def group_max(values: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
@@ -79,7 +80,7 @@ def rescale_layers(showers: torch.Tensor, layer_energies: torch.Tensor, groups: 
     """
     sums = group_totals(showers, groups, layer_energies.shape[1])
     scale = torch.where(sums > 0, layer_energies / sums.clamp_min(torch.finfo(sums.dtype).tiny), torch.zeros_like(sums))
-    return showers * scale[:, groups]
+    return showers * scale.index_select(1, groups)
 
 
 def readout_targets(targets: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -118,14 +119,15 @@ def cut_and_rescale(
     targets = readout_targets(targets, threshold)
     tiny = torch.finfo(raw.dtype).tiny
     showers = torch.where(raw >= threshold, raw, torch.zeros_like(raw))
-    empty = (group_totals(showers, groups, n_groups) <= 0)[:, groups]
-    raw_sums = group_totals(raw, groups, n_groups)[:, groups]
+    empty = (group_totals(showers, groups, n_groups) <= 0).index_select(1, groups)
+    raw_sums = group_totals(raw, groups, n_groups).index_select(1, groups)
+    by_group = _gathered(scores, members)
     from_raw = (raw / raw_sums.clamp_min(tiny)) ** RESCUE_POWER
-    from_scores = torch.exp(RESCUE_POWER * (scores - group_max(scores, members)[:, groups]))
+    from_scores = torch.exp(RESCUE_POWER * (scores - by_group.amax(dim=2).index_select(1, groups)))
     rescue = torch.where(raw_sums > 0, from_raw, from_scores)
     showers = rescale_layers(torch.where(empty, rescue, showers), targets, groups)
     showers = torch.where(showers >= threshold, showers, torch.zeros_like(showers))
     showers = rescale_layers(showers, targets, groups)
     lost = (group_totals(showers, groups, n_groups) <= 0) & (targets > 0)
-    best = members.expand(raw.shape[0], -1, -1).gather(2, _gathered(scores, members).argmax(dim=2, keepdim=True))[:, :, 0]
+    best = members.expand(raw.shape[0], -1, -1).gather(2, by_group.argmax(dim=2, keepdim=True))[:, :, 0]
     return showers.scatter_add(1, best, torch.where(lost, targets, torch.zeros_like(targets)))
