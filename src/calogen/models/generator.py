@@ -74,7 +74,12 @@ def _wrap(net: nn.Module, config: ModelConfig) -> Denoiser:
 
 
 def parameter_count(geometry: Geometry, config: ModelConfig, layer_dim: int) -> int:
-    """Parameters of ``ModelPair(geometry, config, layer_dim)``, counted on the meta device (nothing allocated)."""
+    """Parameters of ``ModelPair(geometry, config, layer_dim)``, counted on the meta device (nothing allocated).
+
+    The networks' constructors build their small constant buffers on the CPU and skip random
+    initialisation on the meta device: arithmetic on meta tensors runs Python decompositions whose
+    first use imports ``torch._dynamo`` (2 s), and would slow every :func:`load` down.
+    """
     with torch.device("meta"):
         return sum(p.numel() for p in ModelPair(geometry, config, layer_dim, max_parameters=None).parameters())
 
