@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import socket
@@ -14,13 +15,33 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from test_export import make_model_dir
 from test_serve_batching import Gate
 
 from calogen.errors import CalogenError
+from calogen.geometry import Geometry
 from calogen.serve import server as serve_server
 from calogen.serve.batching import BatchingConfig, batched_sampler
 from calogen.serve.service import InferenceService
+
+
+def make_model_dir(directory: Path) -> Path:
+    """Write a small untrained calogen model for the ``tiny`` geometry (Euler sampler, NFE 2), trained range 1-100 GeV."""
+    import torch
+
+    from calogen.models.config import ModelConfig
+    from calogen.models.generator import ModelPair, save_model
+    from calogen.models.preprocess import Preprocessor
+
+    geometry = Geometry.builtin("tiny")
+    rng = np.random.default_rng(0)
+    energies = np.geomspace(1e3, 1e5, 64).astype(np.float32)
+    showers = (rng.random((64, geometry.n_voxels)) * energies[:, None] / geometry.n_voxels).astype(np.float32)
+    preprocessor = Preprocessor.fit(geometry, energies, showers, radial=True)
+    config = ModelConfig(channels=(8, 16), emb_dim=16, energy_width=32, energy_depth=1, radial_width=8, radial_depth=1, sampler="euler", nfe=2)
+    torch.manual_seed(0)
+    pair = ModelPair(geometry, config, preprocessor.layer_dim)
+    save_model(directory, geometry=geometry, config=config, preprocessor=preprocessor, raw=pair, ema=copy.deepcopy(pair))
+    return directory
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +101,16 @@ def test_exact_model_service_is_bit_identical_and_shows_nfe(model_dir: Path) -> 
         client.close()
     assert config["parameters"]["nfe"] == {"string_value": "2"} and config["parameters"]["exact"] == {"string_value": "true"}
     np.testing.assert_array_equal(got, model.sample(e, seed=77, nfe=2))
+
+
+def test_model_service_serves_its_training_range(model_dir: Path) -> None:
+    from calogen.serve.protocol import InferenceError, InputTensor
+
+    with InferenceService.from_source(model_dir) as service:
+        assert service.spec.energy_range == pytest.approx((1e3 * 0.999, 1e5 * 1.001))
+        outside = InputTensor("INCIDENT_ENERGY", "FP32", (1, 1), np.array([[2e5]], np.float32))
+        with pytest.raises(InferenceError, match="outside the range"):
+            service.submit("tiny-model", "", [outside], {})
 
 
 def test_gflash_service_matches_engine() -> None:

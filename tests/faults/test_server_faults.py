@@ -349,12 +349,20 @@ def test_shutdown_answers_every_request_already_received(gen) -> None:  # type: 
     stopper.start()
     while service.ready:
         gate.wait(0.01)
+    late = [grpcclient.InferInput("INCIDENT_ENERGY", [1, 1], "FP32")]
+    late[0].set_data_from_numpy(np.array([[6e3]], np.float32))
+    client.async_infer(MODEL, late, keep, parameters={"seed": 99})  # sent after shutdown began, while requests run
+    for _ in range(3000):  # the server still takes calls while it drains: the late one joins the 4 waiting
+        if pool._work_queue.qsize() == 5:
+            break
+        gate.wait(0.01)
+    assert pool._work_queue.qsize() == 5
     gate.set()
     stopper.join(60)
-    for _ in range(6):
+    for _ in range(7):
         assert done.acquire(timeout=30)
     client.close()
-    assert outcomes == [(1, 120)] * 6
+    assert outcomes == [(1, 120)] * 7
 
 
 # --- command line ----------------------------------------------------------------------------------

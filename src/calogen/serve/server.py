@@ -2,7 +2,7 @@
 
 :func:`start` binds both (port 0 picks a free one), runs HTTP (uvicorn) in a thread and gRPC in its
 own thread pool, and returns a :class:`RunningServer`; :meth:`RunningServer.stop` reports not ready,
-stops accepting, answers every request already received, then closes both. The ``calogen serve``
+answers requests until none is left or arriving, then stops accepting and closes both. The ``calogen serve``
 command and the tests use it alike.
 
 The HTTP listening socket is created with ``IPPROTO_TCP`` so that asyncio sets ``TCP_NODELAY`` on every
@@ -38,18 +38,24 @@ class RunningServer:
     _http_thread: threading.Thread
     _grpc: object
 
-    def stop(self, *, grace_s: float | None = None) -> None:
-        """Report not ready, stop accepting, answer the requests already received, then close both front ends.
+    def stop(self, *, grace_s: float | None = None, quiet_s: float = 0.5) -> None:
+        """Report not ready, answer every request on its way, then stop accepting and close both front ends.
 
-        ``grace_s`` bounds the wait for requests in flight (default: the batcher's ``timeout_s`` plus
-        10 s, by when every queued request has run or timed out); later ones are cancelled.
+        Requests keep being served until none is unfinished and none has arrived for ``quiet_s``, so
+        calls already sent when shutdown began are answered rather than cancelled; then both front
+        ends stop accepting and finish what they hold. ``grace_s`` bounds the whole wait (default:
+        the batcher's ``timeout_s`` plus 10 s, by when every queued request has run or timed out).
         """
         grace = self.service.batcher.config.timeout_s + 10 if grace_s is None else grace_s
+        deadline = time.monotonic() + grace
         self.service.begin_shutdown()
-        grpc_done = self._grpc.stop(grace)  # type: ignore[attr-defined]
+        while self.service.idle_s() < quiet_s and time.monotonic() < deadline:
+            time.sleep(min(quiet_s, 0.05))
+        remaining = max(deadline - time.monotonic(), 0.0)
+        grpc_done = self._grpc.stop(remaining)  # type: ignore[attr-defined]
         self._http.should_exit = True  # type: ignore[attr-defined]
         grpc_done.wait()
-        self._http_thread.join(grace)
+        self._http_thread.join(max(deadline - time.monotonic(), 0.0))
         self.service.close(drain=True)
 
     def __enter__(self) -> RunningServer:

@@ -82,6 +82,9 @@ class InferenceService:
         self._counter = itertools.count()
         self._counter_lock = threading.Lock()
         self._draining = False
+        self._activity = threading.Lock()
+        self._in_flight = 0  # submitted requests whose showers are not ready yet
+        self._last_arrival = time.monotonic()
 
     @classmethod
     def from_source(
@@ -150,6 +153,8 @@ class InferenceService:
         """
         start = time.monotonic()
         received = start if received is None else received
+        with self._activity:
+            self._last_arrival = start
         try:
             self.spec.check(model, version)
         except ModelNotFound:
@@ -164,14 +169,26 @@ class InferenceService:
             with self._counter_lock:
                 seed = derive_seed(self._seed, next(self._counter))
         future = self.batcher.submit(energies, seed, timeout_s=timeout_s, received=received, input_s=time.monotonic() - start)
+        with self._activity:
+            self._in_flight += 1
+        future.add_done_callback(self._finished)
         return future, seed
+
+    def _finished(self, future: concurrent.futures.Future[np.ndarray]) -> None:
+        with self._activity:
+            self._in_flight -= 1
+
+    def idle_s(self) -> float:
+        """Seconds since the last request arrived; 0 while a submitted request is unfinished."""
+        with self._activity:
+            return 0.0 if self._in_flight else time.monotonic() - self._last_arrival
 
     def record_refused(self, received: float) -> None:
         """Count a request for this model that the transport refused before :meth:`submit` (body too large, malformed)."""
         self.batcher.stats.record_request("invalid", time.monotonic() - received)
 
     def begin_shutdown(self) -> None:
-        """Report not ready, so that load balancers stop sending; requests already received still run."""
+        """Report not ready, so that load balancers stop sending; requests still arriving are served."""
         self._draining = True
 
     def close(self, *, drain: bool = True) -> None:
