@@ -56,7 +56,9 @@ def test_generator_specifications_parse_with_names_and_options():
     assert (spec.name, spec.kind, spec.argument, spec.options) == ("cpu-small-nfe4", "model", "runs/cpu-small", {"nfe": "4", "sampler": "heun"})
     assert parse_generator("gflash").name == "gflash" and parse_generator("ref=mc").name == "ref"
     cmd = parse_generator("mine=cmd:python gen.py --n={n} -o {out}")
-    assert (cmd.name, cmd.kind, cmd.argument) == ("mine", "cmd", "python gen.py --n={n} -o {out}")
+    assert (cmd.name, cmd.kind, cmd.argument, cmd.options) == ("mine", "cmd", "python gen.py --n={n} -o {out}", {})
+    timed = parse_generator("mine=cmd:python gen.py --to a@b -o {out} @timeout=2.5")
+    assert (timed.argument, timed.options) == ("python gen.py --to a@b -o {out}", {"timeout": "2.5"})
     for bad, words in [
         ("cmd:python gen.py -o {out}", "name a command generator"),
         ("gan:x", "unknown generator kind 'gan'"),
@@ -95,6 +97,11 @@ def test_command_generator_runs_the_program_and_checks_its_output(files):
         with pytest.raises(BenchError) as info:
             CommandGenerator(command, TINY).sample(energies, seed=1)
         assert words in str(info.value)
+    slow, _ = build_generator(parse_generator(f"s=cmd:{python} -c 'import time; time.sleep(5)' {{out}}@timeout=0.2"), TINY, particle="e-")
+    with pytest.raises(BenchError, match="past its 0.2 s timeout"):
+        slow.sample(energies, seed=1)
+    with pytest.raises(BenchError, match="timeout must be a number"):
+        build_generator(parse_generator("s=cmd:prog {out}@timeout=soon"), TINY, particle="e-")
 
 
 def test_model_on_device_reproduces_the_model_and_counts_parameters(files):

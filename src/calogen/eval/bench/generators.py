@@ -5,7 +5,7 @@ A specification reads ``[NAME=]KIND[:ARGUMENT][@OPTIONS]``:
 * ``model:DIR@nfe=2,sampler=euler`` — a model directory written by ``calogen train`` (default name
   ``DIR's name-nfeN``);
 * ``gflash`` — the built-in GFLASH with its packaged calibration; ``mc`` — the detailed Monte Carlo;
-* ``NAME=cmd:COMMAND`` — any program that writes a CaloChallenge HDF5 file. Each call writes the incident
+* ``NAME=cmd:COMMAND[@timeout=S]`` — any program that writes a CaloChallenge HDF5 file. Each call writes the incident
   energies to ``{energies}`` (HDF5, ``incident_energies`` ``(N, 1)`` MeV) and ``{energies_txt}`` (one MeV
   value per line), runs ``COMMAND`` with ``{energies}``, ``{energies_txt}``, ``{n}``, ``{seed}`` and
   ``{out}`` replaced (split like a shell line, run without a shell) and reads the showers from ``{out}``;
@@ -43,6 +43,7 @@ __all__ = ["KINDS", "BenchError", "CommandGenerator", "GeneratorSpec", "ModelOnD
 KINDS = ("model", "gflash", "mc", "cmd")
 PLACEHOLDERS = ("energies", "energies_txt", "n", "seed", "out")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_TIMEOUT = re.compile(r"@timeout=([^@\s]+)\s*$")
 _OPTIONS = {"model": {"nfe", "sampler", "weights"}, "gflash": set(), "mc": set(), "cmd": {"timeout"}}
 
 
@@ -75,6 +76,9 @@ def parse_generator(text: str) -> GeneratorSpec:
         if not name:
             raise BenchError(f"{text!r}: name a command generator, e.g. mine=cmd:python gen.py --n {{n}} -o {{out}}")
         options: dict[str, str] = {}
+        suffix = _TIMEOUT.search(argument)
+        if suffix:
+            argument, options = argument[: suffix.start()], {"timeout": suffix.group(1)}
         if not argument.strip():
             raise BenchError(f"{text!r}: give the command after 'cmd:'")
     else:
@@ -133,7 +137,10 @@ def build_generator(spec: GeneratorSpec, geometry: Geometry, *, particle: str) -
         configure_numba_cache()
         engine = make_engine("gflash" if spec.kind == "gflash" else "full", geometry, particle)
         return engine, {"kind": spec.kind, "particle": particle}
-    timeout = float(spec.options.get("timeout", 3600.0))
+    try:
+        timeout = float(spec.options.get("timeout", 3600.0))
+    except ValueError:
+        raise BenchError(f"{spec.text!r}: timeout must be a number of seconds, got {spec.options['timeout']!r}") from None
     return CommandGenerator(spec.argument, geometry, timeout_s=timeout), {"kind": "cmd", "command": spec.argument}
 
 
