@@ -10,7 +10,7 @@ import torch
 
 from calogen.geometry import Geometry
 from calogen.models.occupancy import (
-    Occupancy, OccupancyConfig, OccupancyError, keep_largest, load_occupancy, occupy, save_occupancy,
+    Occupancy, OccupancyConfig, OccupancyError, floor_at, keep_largest, load_occupancy, occupy, save_occupancy,
 )  # fmt: skip
 from calogen.models.preprocess import energy_groups
 from calogen.models.rescale import group_members, group_totals, readout_targets
@@ -66,7 +66,8 @@ def test_occupy_conserves_ring_energies_exactly_and_respects_threshold():
         assert torch.allclose(sums, targets.double(), rtol=1e-6, atol=0)
         assert ((x == 0) | (x >= T)).all()
         assert torch.equal(group_totals((x > 0).float(), groups, n_groups), counts)
-        assert (x[x > 0] >= torch.minimum(torch.tensor(max(floor, T)), x[x > 0]) - 1e-6).all()
+        base = torch.minimum(torch.full_like(targets, max(floor, T)), targets / counts.clamp_min(1))[:, groups]
+        assert (x[x > 0] >= base[x > 0] * (1 - 1e-6)).all()  # every hit holds at least the floor the ring allows
 
 
 def test_counts_are_possible_and_reproducible_from_the_noise():
@@ -87,7 +88,7 @@ def test_counts_are_possible_and_reproducible_from_the_noise():
 
 def test_fit_learns_counts_deterministically_and_fits_the_spectrum():
     e, showers = _mc_like(400, seed=3)
-    settings = FitSettings(steps=400, batch_size=64, lr=1e-2, eval_every=50, n_spectrum=100, gammas=(0.5, 1.0), floors=(0.0, 1.0))
+    settings = FitSettings(steps=400, batch_size=64, lr=1e-2, eval_every=50, n_spectrum=100, gammas=(0.5, 1.0), floors=(0.0, 1.0), n_bands=2)
     fitted = []
     for _ in range(2):
         torch.manual_seed(0)
@@ -106,13 +107,28 @@ def test_fit_learns_counts_deterministically_and_fits_the_spectrum():
         assert abs(float(k[sel].sum(1).mean()) / float(hits[sel].sum(1).mean()) - 1) < 0.1
     logits = torch.where(torch.from_numpy(showers) > 0, torch.log(torch.from_numpy(showers) + 1e-3), torch.full((400, TINY.n_voxels), -15.0))
     result = fit_spectrum(occ, (targets, logits, torch.from_numpy(e)[:, None]), showers, settings)
-    assert (occ.config.gamma, occ.config.floor) == (result["gamma"], result["floor"])
-    assert result["separation"] == min(s for _, _, s in result["grid"])
+    assert (occ.config.gamma, list(occ.config.floor)) == (result["gamma"], result["floor"])
+    assert len(occ.config.floor) == len(occ.config.floor_energies) == 2
+    grid = {(g, f): s for g, f, *s in result["grid"]}  # every band got its best floor at the chosen gamma
+    for b, floor in enumerate(occ.config.floor):
+        assert grid[(result["gamma"], floor)][b] == min(s[b] for (g, _), s in grid.items() if g == result["gamma"])
+
+
+def test_floor_is_piecewise_linear_in_log_energy_and_validated():
+    e = torch.tensor([[1e2], [1e3], [np.sqrt(1e3 * 1e4)], [1e4], [1e5], [1e6]], dtype=torch.float32)
+    f = floor_at(e, torch.tensor([2.0, 1.0, 0.5]), torch.log(torch.tensor([1e3, 1e4, 1e5]))).flatten()
+    np.testing.assert_allclose(f.numpy(), [2.0, 2.0, 1.5, 1.0, 0.5, 0.5], rtol=1e-6)
+    f = floor_at(e, torch.tensor([2.0, 1.0]), torch.log(torch.tensor([1e3, 1e4]))).flatten()
+    np.testing.assert_allclose(f.numpy(), [2.0, 2.0, 1.5, 1.0, 1.0, 1.0], rtol=1e-6)
+    assert torch.equal(Occupancy(TINY, OccupancyConfig(floor=(0.7,))).floor_at_energies(e), torch.full_like(e, 0.7))
+    for bad in (dict(floor=(1.0, 2.0)), dict(floor=(1.0, 2.0), floor_energies=(5.0, 1.0)), dict(floor=(-1.0,)), dict(gamma=0.0), dict(width=0)):
+        with pytest.raises(OccupancyError):
+            OccupancyConfig(**bad)
 
 
 def test_files_round_trip_and_bad_files_are_refused(tmp_path):
     torch.manual_seed(0)
-    occ = Occupancy(TINY, OccupancyConfig(width=8, depth=1, max_count=6, floor=1.5, gamma=0.4))
+    occ = Occupancy(TINY, OccupancyConfig(width=8, depth=1, max_count=6, floor=(1.5, 0.5), floor_energies=(1e3, 1e4), gamma=0.4))
     assert load_occupancy(tmp_path, TINY) is None  # a model directory without the stage
     save_occupancy(tmp_path, occ, {"data": "test"})
     back = load_occupancy(tmp_path, TINY)
@@ -138,11 +154,11 @@ def test_files_round_trip_and_bad_files_are_refused(tmp_path):
 def test_occupancy_exports_to_onnx(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    occ = Occupancy(TINY, OccupancyConfig(width=8, depth=1, max_count=6)).eval()
+    occ = Occupancy(TINY, OccupancyConfig(width=8, depth=1, max_count=6, floor=(2.0, 1.0, 0.1), floor_energies=(1e3, 1e4, 1e5))).eval()
     g = torch.Generator().manual_seed(4)
     args = (
         torch.randn(5, TINY.n_voxels, generator=g), readout_targets(torch.rand(5, occ.n_groups, generator=g) ** 3 * 5, T),
-        torch.full((5, 1), 2e4), torch.randn(5, occ.n_groups, generator=g),
+        torch.tensor([[5e2], [2e3], [2e4], [5e4], [2e5]]), torch.randn(5, occ.n_groups, generator=g),
     )  # fmt: skip
     path = tmp_path / "occ.onnx"
     names = ["logits", "targets", "energies", "noise"]

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     spectrum = record["spectrum"]
     print(
         f"occupancy stage fitted on {record['n_showers']} showers: count NLL {record['counts']['best_val_nll_per_shower']:.2f}/shower, "
-        f"gamma {spectrum['gamma']}, floor {spectrum['floor']:.3g} MeV, spectrum separation {spectrum['separation']:.4f}; "
+        f"gamma {spectrum['gamma']}, floor {', '.join(f'{v:.3g}' for v in spectrum['floor'])} MeV, spectrum separation {spectrum['separation']:.4f}; "
         f"written to {args.out or args.model}"
     )
     return 0

@@ -17,8 +17,10 @@ threshold cut of :func:`~calogen.models.rescale.cut_and_rescale` when a model ha
 3. **Energies.** :func:`occupy` gives each kept voxel ``f_g + (T_g - k_g f_g) w_i / sum_g w`` with
    ``w_i = sigmoid(x_i)^gamma`` (``x_i`` the voxel's logit; ``gamma < 1`` narrows the spread of the
    shape network's values) and ``f_g = min(floor, T_g / k_g)``, so every ring sums exactly to
-   ``T_g`` (to float rounding) and every kept voxel holds at least the threshold. ``floor`` and
-   ``gamma`` are fitted to the training showers' voxel-energy spectrum.
+   ``T_g`` (to float rounding) and every kept voxel holds at least the threshold. ``gamma`` and
+   ``floor`` are fitted to the training showers' voxel-energy spectrum; the floor may depend on the
+   incident energy (piecewise linear in ``ln E`` between nodes, constant outside them): low-energy
+   showers need a higher one.
 
 Everything is a torch operation on whole batches (sort, gather, scatter, cumsum, erf), so the exported
 ONNX graph contains it. A model directory holds it as ``occupancy.json`` (:class:`OccupancyConfig` and
@@ -51,7 +53,7 @@ from calogen.models.preprocess import energy_groups, radial_slots, sigmoid
 from calogen.models.rescale import group_members, group_totals, readout_targets
 
 __all__ = [
-    "OCCUPANCY_FILES", "HitCountNet", "Occupancy", "OccupancyConfig", "OccupancyError", "keep_largest", "load_occupancy", "occupy",
+    "OCCUPANCY_FILES", "HitCountNet", "Occupancy", "OccupancyConfig", "OccupancyError", "floor_at", "keep_largest", "load_occupancy", "occupy",
     "ring_features", "save_occupancy",
 ]  # fmt: skip
 
@@ -76,28 +78,46 @@ class OccupancyConfig:
     Args:
         width, depth: hidden width and residual blocks of :class:`HitCountNet`.
         max_count: largest number of hits per ring (the most alpha bins of any ring).
-        floor: least energy (MeV) of a kept voxel, when the ring holds enough; at least the threshold.
         gamma: power of the shape network's sigmoid values that share the rest of the ring's energy.
+        floor: least energy (MeV) of a kept voxel, when the ring holds enough (at least the threshold is
+            used): one value, or one per node of ``floor_energies``.
+        floor_energies: incident energies (MeV, increasing) of the floor's nodes; empty with one floor.
     """
 
     width: int = 64
     depth: int = 2
     max_count: int = 16
-    floor: float = 1.0
     gamma: float = 0.5
+    floor: tuple[float, ...] = (1.0,)
+    floor_energies: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            kind = int if f.type in (int, "int") else float
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
-                raise OccupancyError(f"occupancy.{f.name} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
-            if not math.isfinite(value):
-                raise OccupancyError(f"occupancy.{f.name} must be finite, got {value!r}")
-        if self.width < 1 or self.depth < 1 or self.max_count < 1:
-            raise OccupancyError(f"occupancy width, depth and max_count must be >= 1, got {self.width}, {self.depth}, {self.max_count}")
-        if self.floor < 0 or not 0 < self.gamma <= 4:
-            raise OccupancyError(f"occupancy.floor must be >= 0 and 0 < gamma <= 4, got {self.floor}, {self.gamma}")
+        for name in ("width", "depth", "max_count"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise OccupancyError(f"occupancy.{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)) or not 0 < self.gamma <= 4:
+            raise OccupancyError(f"occupancy.gamma must be a number in (0, 4], got {self.gamma!r}")
+        for name in ("floor", "floor_energies"):
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+                raise OccupancyError(f"occupancy.{name} must be a list of finite numbers, got {value!r}")
+            object.__setattr__(self, name, tuple(float(v) for v in value))
+        nodes, floors = self.floor_energies, self.floor
+        if not floors or min(floors) < 0 or (len(floors) > 1 and len(nodes) != len(floors)) or (len(floors) == 1 and nodes):
+            raise OccupancyError(f"occupancy.floor needs values >= 0, one per floor_energies node (or one and no nodes); got {floors}, {nodes}")
+        if nodes and (min(nodes) <= 0 or any(b <= a for a, b in zip(nodes, nodes[1:]))):
+            raise OccupancyError(f"occupancy.floor_energies must be positive and increasing, got {nodes}")
+
+
+def floor_at(energies: torch.Tensor, values: torch.Tensor, log_nodes: torch.Tensor) -> torch.Tensor:
+    """Floor ``(B, 1)`` MeV at incident energies ``(B, 1)`` MeV: ``values (n,)`` at ``ln E = log_nodes (n,)``
+    (``n >= 2``, increasing), piecewise linear in between, constant outside. No branches, so it traces."""
+    x = torch.minimum(torch.maximum(torch.log(energies), log_nodes[0]), log_nodes[-1])
+    i = (x >= log_nodes[:-1]).sum(dim=1, keepdim=True) - 1  # x >= the first node: 0 <= i <= n - 2
+    x0, x1 = log_nodes[i], log_nodes[i + 1]
+    w = (x - x0) / (x1 - x0)
+    return values[i] * (1 - w) + values[i + 1] * w
 
 
 def keep_largest(scores: torch.Tensor, counts: torch.Tensor, groups: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
@@ -125,7 +145,7 @@ def _positions(groups: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
 
 def occupy(
     logits: torch.Tensor, targets: torch.Tensor, counts: torch.Tensor, groups: torch.Tensor, members: torch.Tensor, *,
-    threshold: float, floor: float, gamma: float,
+    threshold: float, floor: float | torch.Tensor, gamma: float,
 ) -> torch.Tensor:  # fmt: skip
     """Showers ``(B, voxels)`` MeV: ``counts`` voxels per group hold exactly ``targets`` (module docstring, steps 2-3).
 
@@ -134,7 +154,8 @@ def occupy(
         targets: ``(B, G)`` group energies MeV, each 0 or at least ``threshold`` (:func:`readout_targets`).
         counts: ``(B, G)`` hits per group: 0 where the target is 0, else ``1..min(size_g, T_g / threshold)``.
         groups, members: voxel groups and :func:`~calogen.models.rescale.group_members`.
-        threshold, floor, gamma: the readout threshold and :class:`OccupancyConfig` values.
+        threshold, gamma: the readout threshold and :class:`OccupancyConfig` value.
+        floor: MeV, one value or ``(B, 1)`` per shower (:func:`floor_at`); values below the threshold act as it.
     """
     keep = keep_largest(logits, counts, groups, members)
     weights = torch.where(keep, sigmoid(logits) ** gamma, torch.zeros_like(logits))
@@ -143,7 +164,8 @@ def occupy(
     weights = torch.where((total > 0)[:, groups], weights, keep.to(logits.dtype))
     total = group_totals(weights, groups, targets.shape[1])
     k = counts.to(targets.dtype)
-    base = torch.minimum(torch.full_like(targets, max(floor, threshold)), targets / k.clamp_min(1))
+    floor = (floor if isinstance(floor, torch.Tensor) else torch.full_like(targets[:, :1], floor)).clamp_min(threshold)
+    base = torch.minimum(floor.expand_as(targets), targets / k.clamp_min(1))
     share = (targets - k * base) / total.clamp_min(torch.finfo(total.dtype).tiny)
     return torch.where(keep, base[:, groups] + share[:, groups] * weights, torch.zeros_like(logits))
 
@@ -200,7 +222,8 @@ class Occupancy(nn.Module):
 
     def __init__(self, geometry: Geometry, config: OccupancyConfig) -> None:
         super().__init__()
-        self.geometry, self.config, self.threshold = geometry, config, float(geometry.threshold)
+        self.geometry, self.threshold = geometry, float(geometry.threshold)
+        self.configure(config)
         groups = energy_groups(geometry, "rings")
         slots, n_r = radial_slots(geometry)
         n_layers = len(geometry.nonempty_layers)
@@ -211,6 +234,18 @@ class Occupancy(nn.Module):
         self.register_buffer("members", torch.from_numpy(members), persistent=False)
         self.register_buffer("slots", torch.from_numpy(slots), persistent=False)
         self.register_buffer("sizes", torch.from_numpy(np.bincount(groups)), persistent=False)
+
+    def configure(self, config: OccupancyConfig) -> None:
+        """Use ``config`` (its network settings must stay those the network was built with)."""
+        self.config = config
+        nodes = [math.log(e) for e in config.floor_energies] or [0.0, 1.0]  # one floor: two equal nodes
+        values = config.floor if config.floor_energies else 2 * config.floor
+        self.register_buffer("floor_values", torch.tensor(values), persistent=False)
+        self.register_buffer("floor_log_energies", torch.tensor(nodes), persistent=False)
+
+    def floor_at_energies(self, energies: torch.Tensor) -> torch.Tensor:
+        """The configured floor ``(B, 1)`` MeV at incident energies ``(B, 1)`` MeV (:func:`floor_at`)."""
+        return floor_at(energies, self.floor_values.to(energies.dtype), self.floor_log_energies.to(energies.dtype))
 
     def logits(self, targets: torch.Tensor, energies: torch.Tensor) -> torch.Tensor:
         """Count logits ``(B, G, C)`` of every ring (before the possible-count mask)."""
@@ -240,7 +275,8 @@ class Occupancy(nn.Module):
         targets = readout_targets(targets, self.threshold)
         counts = self.counts(targets, energies, noise)
         c = self.config
-        return occupy(logits, targets, counts, self.groups, self.members, threshold=self.threshold, floor=c.floor, gamma=c.gamma)
+        floor = self.floor_at_energies(energies.to(targets.dtype))
+        return occupy(logits, targets, counts, self.groups, self.members, threshold=self.threshold, floor=floor, gamma=c.gamma)
 
 
 # --- files --------------------------------------------------------------------------------------

@@ -7,9 +7,11 @@ Two steps, both on training showers only:
    ``p(k | T, E_inc)`` by cross-entropy over the possible counts (Adam, cosine learning rate,
    ``val_fraction`` of the showers held out; the weights with the best validation loss are kept).
 2. **Spectrum.** The model generates ring energies and logits for ``n_spectrum`` training energies;
-   counts are drawn from the fitted network, and ``floor`` and ``gamma`` are chosen on a grid to
+   counts are drawn from the fitted network, and ``gamma`` and the floor are chosen on a grid to
    minimise the separation power of the voxel-energy spectrum (49 log bins from the threshold, as in
-   :mod:`calogen.eval.histograms`) against those training showers.
+   :mod:`calogen.eval.histograms`) against those training showers: the showers are split into
+   ``n_bands`` equal bands of ``ln E_inc``, each band gets its best floor, ``gamma`` (shared)
+   minimises the mean over bands, and the floors become nodes at the bands' mean energies.
 
 Same data, settings and seed give the same weights.
 """
@@ -52,6 +54,7 @@ class FitSettings:
         seed: initialisation, batches and count noise.
         n_spectrum: showers generated for the floor/gamma grid.
         gammas, floors: the grid (floors in MeV; values below the threshold act as the threshold).
+        n_bands: incident-energy bands with their own floor.
     """
 
     steps: int = 1500
@@ -62,11 +65,12 @@ class FitSettings:
     seed: int = 0
     n_spectrum: int = 2000
     gammas: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 1.0)
-    floors: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+    floors: tuple[float, ...] = (0.0, 0.3, 0.6, 1.0, 1.5, 2.0, 3.0)
+    n_bands: int = 3
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.eval_every < 1 or self.n_spectrum < 1:
-            raise CalogenError("occupancy fit: steps, batch_size, eval_every and n_spectrum must be >= 1")
+        if min(self.steps, self.batch_size, self.eval_every, self.n_spectrum, self.n_bands) < 1:
+            raise CalogenError("occupancy fit: steps, batch_size, eval_every, n_spectrum and n_bands must be >= 1")
         if not 0 < self.val_fraction < 1 or not self.lr > 0:
             raise CalogenError(f"occupancy fit: need 0 < val_fraction < 1 and lr > 0, got {self.val_fraction}, {self.lr}")
         if not self.gammas or not self.floors or min(self.gammas) <= 0 or min(self.floors) < 0:
@@ -152,7 +156,7 @@ def fit_spectrum(
     occupancy: Occupancy, stages: tuple[torch.Tensor, torch.Tensor, torch.Tensor], reference: np.ndarray,
     settings: FitSettings = FitSettings(),
 ) -> dict[str, Any]:  # fmt: skip
-    """Choose ``floor`` and ``gamma`` (set on ``occupancy.config``) minimising :func:`spectrum_separation`.
+    """Choose ``gamma`` and the floor per energy band (set on ``occupancy.config``) minimising :func:`spectrum_separation`.
 
     Args:
         occupancy: with a fitted count network.
@@ -165,15 +169,33 @@ def fit_spectrum(
     targets = readout_targets(targets, t)
     with torch.no_grad():
         counts = occupancy.counts(targets, energies, torch.randn(targets.shape, generator=gen))
-    grid = {}
+    log_e = np.log(energies.numpy().reshape(-1).astype(np.float64))
+    edges = np.linspace(log_e.min(), log_e.max(), settings.n_bands + 1)
+    band = np.clip(np.searchsorted(edges[1:-1], log_e, side="right"), 0, settings.n_bands - 1)
+    bands = [np.flatnonzero(band == b) for b in range(settings.n_bands) if (band == b).any()]
+    floors = sorted({max(f, t) for f in settings.floors})
+    grid: dict[tuple[float, float], list[float]] = {}
     for gamma in settings.gammas:
-        for floor in sorted({max(f, t) for f in settings.floors}):
+        for floor in floors:
             with torch.no_grad():
-                x = occupy(logits, targets, counts, occupancy.groups, occupancy.members, threshold=t, floor=floor, gamma=gamma)
-            grid[(gamma, floor)] = spectrum_separation(reference, x.numpy(), t)
-    (gamma, floor), best = min(grid.items(), key=lambda item: item[1])
-    occupancy.config = dataclasses.replace(occupancy.config, gamma=gamma, floor=floor)
-    return {"gamma": gamma, "floor": floor, "separation": best, "grid": [[g, f, s] for (g, f), s in grid.items()]}
+                x = occupy(logits, targets, counts, occupancy.groups, occupancy.members, threshold=t, floor=floor, gamma=gamma).numpy()
+            grid[(gamma, floor)] = [spectrum_separation(reference[rows], x[rows], t) for rows in bands]
+    def best_floors(gamma: float) -> list[tuple[float, float]]:
+        return [min(((grid[(gamma, f)][b], f) for f in floors)) for b in range(len(bands))]
+    gamma = min(settings.gammas, key=lambda g: float(np.mean([s for s, _ in best_floors(g)])))
+    chosen = [f for _, f in best_floors(gamma)]
+    nodes = [float(np.exp(log_e[rows].mean())) for rows in bands]
+    config = dataclasses.replace(occupancy.config, gamma=gamma, floor=tuple(chosen), floor_energies=tuple(nodes) if len(chosen) > 1 else ())
+    occupancy.configure(config)
+    with torch.no_grad():
+        x = occupy(logits, targets, counts, occupancy.groups, occupancy.members, threshold=t,
+                   floor=occupancy.floor_at_energies(energies.to(targets.dtype)), gamma=gamma).numpy()  # fmt: skip
+    return {
+        "gamma": gamma, "floor": list(config.floor), "floor_energies": list(config.floor_energies),
+        "separation": spectrum_separation(reference, x, t),
+        "separation_per_band": [spectrum_separation(reference[rows], x[rows], t) for rows in bands],
+        "grid": [[g, f, *s] for (g, f), s in grid.items()],
+    }  # fmt: skip
 
 
 def fit_occupancy(
@@ -221,7 +243,7 @@ def fit_occupancy(
     stages = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), torch.from_numpy(e))
     spectrum_record = fit_spectrum(occupancy, stages, showers.showers[:m], settings)
     if log is not None:
-        log(f"occupancy spectrum: gamma {spectrum_record['gamma']}, floor {spectrum_record['floor']:.3g} MeV, "
+        log(f"occupancy spectrum: gamma {spectrum_record['gamma']}, floors {spectrum_record['floor']} MeV at {spectrum_record['floor_energies']} MeV, "
             f"separation {spectrum_record['separation']:.4f} on {m} training showers")  # fmt: skip
     target = Path(model_dir if out is None else out)
     if out is not None:
