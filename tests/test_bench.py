@@ -250,6 +250,7 @@ def test_bench_cli_end_to_end_and_errors(files, tmp_path, capsys):
         (["--timings-from", str(files / "eval" / "metrics.json")], "not a bench.json"),
         (["-g", "gflash", "--out", str(files / "ref.h5")], "not a directory"),
         (["-g", "gflash", "--batch-sizes", "1,x"], "comma-separated integers"),
+        (["-g", "gflash", "--batch-sizes", "1,10"], "batch 100 is not among the timed batch sizes (1, 10)"),
         (["-g", "gflash", "--metrics", str(files / "missing.json")], "cannot read metrics file"),
     ]:
         status = main(["bench", "--geometry", "tiny", "--out", str(tmp_path / "never"), *bad])

@@ -84,19 +84,22 @@ def run(args: argparse.Namespace) -> int:
         min_showers=args.min_showers, seed=args.seed, threads=args.threads, gpu=not args.no_gpu,
     )  # fmt: skip
     particle = canonical_particle(args.particle or ("gamma" if geometry.name == "ds1-photons" else "e-"))
-    _check(args, geometry, names, settings.gpu and gpu_name() is not None and any(s.kind == "model" for s in specs))
+    _check(args, geometry, names, settings, settings.gpu and gpu_name() is not None and any(s.kind == "model" for s in specs))
     rows = time_all(specs, geometry, settings, particle=particle)
     return _finish(args, geometry, rows, settings, None)
 
 
-def _check(args: argparse.Namespace, geometry: Any, names: list[str], gpu: bool) -> tuple[Any, Any, Any]:
+def _check(args: argparse.Namespace, geometry: Any, names: list[str], settings: Any, gpu: bool) -> tuple[Any, Any, Any]:
     """Output directory, plane, published results and quality: everything that can fail, checked before timing starts."""
+    from calogen.eval.bench.generators import BenchError
     from calogen.eval.bench.published import DATASETS, published_results
     from calogen.eval.bench.quality import load_quality
     from calogen.outputs import check_output_dir
 
     check_output_dir(args.out)
     plane = _plane(args.plane, gpu)
+    if plane[1] not in settings.batch_sizes:
+        raise BenchError(f"--plane {args.plane}: batch {plane[1]} is not among the timed batch sizes {tuple(settings.batch_sizes)}")
     dataset = geometry.name if args.published == "auto" else None if args.published == "none" else args.published
     published = published_results(dataset) if dataset in DATASETS or args.published not in ("auto", "none") else None
     return plane, published, load_quality(args.metrics, names, geometry=geometry.name)
@@ -108,7 +111,7 @@ def _finish(args: argparse.Namespace, geometry: Any, rows: list[dict[str, Any]],
     from calogen.eval.bench.run import make_record
 
     gpu = any(r["timing"].get("gpu") for r in rows)
-    plane, published, quality = _check(args, geometry, [r["name"] for r in rows], gpu)
+    plane, published, quality = _check(args, geometry, [r["name"] for r in rows], settings, gpu)
     record = make_record(rows, quality, geometry, settings, plane=plane, published=published, machine=machine, clock=args.clock)
     paths = write_outputs(record, args.out)
     for row in rows:

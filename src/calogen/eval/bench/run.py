@@ -83,8 +83,8 @@ def _set_threads(threads: int | None) -> None:
     import numba
     import torch
 
-    torch.set_num_threads(threads)
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    torch.set_num_threads(threads)
 
 
 def _load() -> list[float] | None:
