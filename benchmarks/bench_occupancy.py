@@ -85,8 +85,8 @@ def main() -> None:
                 k = torch.from_numpy(true_counts[sl]).float().clamp(max=occ.config.max_count)
                 k = torch.minimum(k, torch.floor(tr / (t * (1 + 1e-5))))
                 k = torch.where(tr > 0, torch.minimum(k.clamp_min(1), occ.sizes.float()), torch.zeros_like(k))
-                c = occ.config
-                out["oracle"][sl] = occupy(logits, tr, k, occ.groups, occ.members, threshold=t, floor=c.floor, gamma=c.gamma).numpy()
+                floor = occ.floor_at_energies(torch.from_numpy(e[sl, None]))
+                out["oracle"][sl] = occupy(logits, tr, k, occ.groups, occ.members, threshold=t, floor=floor, gamma=occ.config.gamma).numpy()
                 sums = group_totals(learned.double(), occ.groups, occ.n_groups)
                 worst = max(worst, float(((sums - tr.double()).abs() / tr.double().clamp_min(1e-30)).max()))
         print(f"--- NFE {nfe}, {n} showers, seed {args.seed}; occupancy stage {1e3 * seconds / n:.3f} ms/shower CPU; "
