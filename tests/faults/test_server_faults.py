@@ -239,14 +239,17 @@ def test_seeds_outside_63_bits_are_refused(running, seed: int) -> None:  # type:
 
 
 def test_accepted_http_connections_have_tcp_nodelay(running) -> None:  # type: ignore[no-untyped-def]
-    client = httpclient.InferenceServerClient(f"127.0.0.1:{running.http_port}")
-    assert client.is_server_live()  # keeps its connection open
-    connections = list(running._http.server_state.connections)  # type: ignore[attr-defined]
-    assert connections
-    for connection in connections:
-        sock = connection.transport.get_extra_info("socket")
+    conn = httplib.HTTPConnection("127.0.0.1", running.http_port, timeout=10)
+    try:
+        conn.request("GET", "/v2/health/live")
+        assert conn.getresponse().read() == b""  # the connection stays open (keep-alive)
+        mine = conn.sock.getsockname()
+        server_side = [c for c in running._http.server_state.connections if tuple(c.client) == mine]  # type: ignore[attr-defined]
+        assert len(server_side) == 1
+        sock = server_side[0].transport.get_extra_info("socket")
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
-    client.close()
+    finally:
+        conn.close()
 
 
 # --- item 6: protocol ------------------------------------------------------------------------------
