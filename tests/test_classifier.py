@@ -16,6 +16,7 @@ from calogen.eval.classifier import (
     jsd_from_probabilities,
     low_level_inputs,
     run_classifier,
+    stack_low_level,
 )
 from calogen.geometry import Geometry
 
@@ -75,6 +76,15 @@ def test_low_level_inputs_follow_official_normalisation():
     assert (out[[0, 3]] == -1).all()
     with pytest.raises(ClassifierError, match="float32 array of shape"):
         low_level_inputs(energies, showers, out=np.empty((2, 4)))
+
+
+def test_stack_low_level_fills_one_array_from_chunks():
+    energies, showers = synthetic_showers(25, seed=3)
+    chunks = [(energies[i : i + 7], showers[i : i + 7]) for i in range(0, 25, 7)]
+    stacked = stack_low_level(iter(chunks), 20, TINY.n_voxels, threshold=0.5)
+    np.testing.assert_array_equal(stacked, low_level_inputs(energies[:20], showers[:20], threshold=0.5))
+    with pytest.raises(ClassifierError, match="only 25 showers"):
+        stack_low_level(iter(chunks), 30, TINY.n_voxels)
 
 
 def test_same_distribution_gives_auc_one_half(reference):
