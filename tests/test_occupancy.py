@@ -195,3 +195,84 @@ def test_fit_occupancy_command_adds_the_stage_to_a_copy(tmp_path, capsys):
     assert occ is not None and occ.config.max_count == 6
     assert main([*args, "--out", str(tmp_path / "occ")]) == 2  # never into a non-empty directory
     assert "not empty" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def occ_model(tmp_path_factory):
+    """A tiny model (2 training steps) and a copy with a fitted occupancy stage, through the CLI."""
+    from _model_data import toy_showers
+
+    from calogen.cli import main
+    from calogen.io import ShowerWriter
+
+    root = tmp_path_factory.mktemp("occ")
+    with ShowerWriter(root / "train.h5", TINY) as w:
+        w.append(*toy_showers(TINY, 200, seed=2, e_range=(1e3, 1e4)))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["train", "--data", str(root / "train.h5"), "--geometry", "tiny", "--preset", "tiny",
+                     "--out", str(root / "run"), "--max-steps", "2", "--no-progress"]) == 0  # fmt: skip
+        assert main(["fit-occupancy", str(root / "run"), "--data", str(root / "train.h5"), "--steps", "150",
+                     "--spectrum-showers", "50", "--out", str(root / "occ")]) == 0  # fmt: skip
+    finally:
+        torch.set_num_threads(before)
+    return root
+
+
+def test_generated_rings_keep_their_energies_and_the_model_stays_reproducible(occ_model):
+    from calogen.models.generator import load
+
+    plain, occ = load(occ_model / "run"), load(occ_model / "occ")
+    assert plain.occupancy is None and occ.occupancy is not None
+    assert occ.noise_shapes()["noise_energy"][0] == plain.noise_shapes()["noise_energy"][0] + occ.occupancy.n_groups
+    e = np.geomspace(1.2e3, 9e3, 40)
+    a, b = plain.sample(e, seed=3, nfe=2), occ.sample(e, seed=3, nfe=2)
+    np.testing.assert_array_equal(b, occ.sample(e, seed=3, nfe=2))
+    # the same noise gives the same ring energies (the plain model's rings hold exactly them), now on fewer voxels
+    groups = torch.from_numpy(energy_groups(TINY, "rings"))
+    rings_a = group_totals(torch.from_numpy(a).double(), groups, int(groups.max()) + 1)
+    rings_b = group_totals(torch.from_numpy(b).double(), groups, int(groups.max()) + 1)
+    assert torch.allclose(rings_b, rings_a, rtol=2e-6, atol=1e-9)
+    assert ((b == 0) | (b >= T)).all()
+    noise_e, noise_s = occ.draw_noise(4, seed=9)
+    with torch.no_grad():
+        out = occ.export_module(2, "heun")(torch.from_numpy(e[:4, None].astype(np.float32)), torch.from_numpy(noise_e), torch.from_numpy(noise_s))
+    np.testing.assert_array_equal(out.numpy(), occ.sample_with_noise(e[:4], noise_e, noise_s, 2, sampler="heun"))
+
+
+def test_hit_family_classifier_detects_counts_forced_wrong(occ_model):
+    from calogen.eval.families import FamilySettings, family_auc
+    from calogen.models.generator import load
+
+    occ = load(occ_model / "occ")
+    e = np.geomspace(1.2e3, 9e3, 300)
+    groups = torch.from_numpy(energy_groups(TINY, "rings"))
+    n_groups = int(groups.max()) + 1
+
+    def hits(showers: np.ndarray) -> np.ndarray:
+        layers = np.asarray(TINY.voxel_layer)
+        return np.stack([np.log10(e), *((showers[:, layers == i] >= T).sum(1) for i in range(len(TINY.layers)))], axis=1)
+
+    right, again = occ.sample(e, seed=1, nfe=2), occ.sample(e, seed=2, nfe=2)
+    counts = occ.occupancy.counts
+    occ.occupancy.counts = lambda *args: (counts(*args) - 2).clamp_min(1) * (args[0] > 0)  # two hits fewer per ring
+    try:
+        wrong = occ.sample(e, seed=2, nfe=2)
+    finally:
+        del occ.occupancy.counts
+    rings = group_totals(torch.from_numpy(wrong).double(), groups, n_groups)
+    assert torch.allclose(rings, group_totals(torch.from_numpy(again).double(), groups, n_groups), rtol=2e-6, atol=1e-9)
+    settings = FamilySettings(max_showers_per_side=300)
+    assert np.mean(family_auc(hits(right), hits(again), settings)) < 0.65
+    assert np.mean(family_auc(hits(right), hits(wrong), settings)) > 0.9
+
+
+def test_model_with_occupancy_exports_to_a_checked_onnx_graph(occ_model, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from calogen.models.generator import load
+    from calogen.serve.export import export_onnx
+
+    occ = load(occ_model / "occ")
+    check = export_onnx(occ.export_module(2), occ.noise_shapes(), tmp_path / "m.onnx", check_energies=np.geomspace(1.2e3, 9e3, 8))
+    assert check is not None and check.max_rel_diff <= 1e-4 and (tmp_path / "m.onnx").is_file()

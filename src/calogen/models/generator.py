@@ -11,7 +11,9 @@ unrolled sampler and explicit noise inputs — the module that ONNX export trace
 
 A model directory holds ``config.json`` (format, geometry, model and training configuration),
 ``weights.safetensors`` (``ema.*`` and ``raw.*`` parameters), ``preprocessing.json`` +
-``preprocessing.safetensors`` and ``history.jsonl``. Nothing in it is code. :func:`load` checks
+``preprocessing.safetensors`` and ``history.jsonl``, and optionally the occupancy stage
+(``occupancy.json`` + ``occupancy.safetensors``, :mod:`calogen.models.occupancy`), which then replaces the
+threshold cut: hits per ring are drawn and placed on the largest voxels. Nothing in it is code. :func:`load` checks
 everything before it allocates or runs anything: the structure and types of ``config.json``, the model
 size against ``max_parameters`` (counted without allocating), the preprocessing statistics and that every
 weight is finite; :meth:`FlowModel.sample` refuses to return showers computed from non-finite values.
@@ -44,6 +46,7 @@ from calogen.models.directory import (
 from calogen.models.edm import EDM
 from calogen.models.energy import EnergyNet
 from calogen.models.flow_matching import Denoiser, FlowMatching
+from calogen.models.occupancy import Occupancy, load_occupancy
 from calogen.models.preprocess import Preprocessor, energy_groups, radial_slots, radial_used
 from calogen.models.radial import RadialNet
 from calogen.models.rescale import cut_and_rescale, group_members
@@ -148,7 +151,9 @@ class Pipeline(nn.Module):
 
     ``forward(energies (B, 1) MeV, noise_energy (B, 1 + L [+ L * R]), noise_shape (B, voxels)) -> (B, voxels) MeV``,
     float32, no randomness inside; traceable with a dynamic batch dimension. With a radial model the
-    energy noise also holds the radial network's noise, and voxels are rescaled to ring energies.
+    energy noise also holds the radial network's noise, and voxels are rescaled to ring energies. With an
+    occupancy stage the energy noise ends with one value per ring for its hit count, and :meth:`finish`
+    places the drawn hits instead of cutting at the threshold.
     ``forward`` is :meth:`finish` of :meth:`stages`, which expose the generated group energies.
 
     Args:
@@ -157,14 +162,16 @@ class Pipeline(nn.Module):
         geometry: the readout (group membership and threshold).
         sampler, nfe: the ODE solver and its number of shape-network evaluations.
         energy_sampler, energy_nfe: the same for the energy network (default: ``sampler``, ``nfe``).
+        occupancy: the occupancy stage (needs ring energies: a radial model or ``energy_groups: rings``).
     """
 
     def __init__(
         self, pair: ModelPair, preprocessor: Preprocessor, geometry: Geometry, *, sampler: str, nfe: int,
-        energy_sampler: str | None = None, energy_nfe: int | None = None,
+        energy_sampler: str | None = None, energy_nfe: int | None = None, occupancy: Occupancy | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
-        self.pair, self.preprocessor = pair, preprocessor
+        self.pair, self.preprocessor, self.occupancy = pair, preprocessor, occupancy
+        self.count_offset = preprocessor.layer_dim + (preprocessor.radial_dim if pair.radial is not None else 0)
         self.sampler, self.nfe = sampler, nfe
         self.energy_sampler, self.energy_nfe = energy_sampler or sampler, energy_nfe or nfe
         self.threshold = float(geometry.threshold)
@@ -190,7 +197,7 @@ class Pipeline(nn.Module):
                        sampler=self.sampler, nfe=self.nfe)  # fmt: skip
         targets = pre.layers_inverse(layers, energies)
         if self.pair.radial is not None:
-            noise_radial = noise_energy[:, pre.layer_dim :]
+            noise_radial = noise_energy[:, pre.layer_dim : self.count_offset]
             radial = solve(self.pair.radial, self.pair.radial.prior(noise_radial), self.energy_schedule, cond=shape_cond,
                            sampler=self.energy_sampler, nfe=self.energy_nfe)  # fmt: skip
             rings = targets[:, :, None] * pre.radial_inverse(radial, self.radial_used)
@@ -198,12 +205,20 @@ class Pipeline(nn.Module):
         logits = pre.voxels_logit(voxels)
         return targets, pre.voxels_from_logit(logits, energies), logits
 
-    def finish(self, targets: torch.Tensor, raw: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        """Showers ``(B, voxels)`` MeV from :meth:`stages`: cut at the threshold, groups rescaled exactly."""
+    def finish(
+        self, targets: torch.Tensor, raw: torch.Tensor, logits: torch.Tensor, energies: torch.Tensor | None = None,
+        noise_energy: torch.Tensor | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """Showers ``(B, voxels)`` MeV from :meth:`stages`: cut at the threshold, groups rescaled exactly; with an
+        occupancy stage (which needs ``energies`` and ``noise_energy``), the drawn hits of every ring instead."""
+        if self.occupancy is not None and energies is not None and noise_energy is not None:
+            return self.occupancy(logits, targets, energies, noise_energy[:, self.count_offset :])
+        if self.occupancy is not None:
+            raise ValueError("a pipeline with an occupancy stage needs energies and noise_energy in finish()")
         return cut_and_rescale(raw, targets, self.groups, self.threshold, scores=logits, members=self.members)
 
     def forward(self, energies: torch.Tensor, noise_energy: torch.Tensor, noise_shape: torch.Tensor) -> torch.Tensor:
-        return self.finish(*self.stages(energies, noise_energy, noise_shape))
+        return self.finish(*self.stages(energies, noise_energy, noise_shape), energies, noise_energy)
 
 
 # --- the model directory ------------------------------------------------------------------------
@@ -273,7 +288,10 @@ def load(
         raise ModelError(f"{directory}: weights do not match config.json ({str(exc).splitlines()[0]})") from None
     check_weights(directory, state)
     pair.eval().requires_grad_(False)
-    return FlowModel(directory, geometry, config, preprocessor, pair)
+    occupancy = load_occupancy(directory, geometry)
+    if occupancy is not None and pair.radial is None and config.energy_groups != "rings":
+        raise ModelError(f"{directory}: the occupancy stage needs ring energies (a radial model or energy_groups: rings); remove occupancy.*")
+    return FlowModel(directory, geometry, config, preprocessor, pair, occupancy)
 
 
 class FlowModel:
@@ -292,10 +310,14 @@ class FlowModel:
         config: architecture.
         nfe, sampler: defaults used when :meth:`sample` is not given them.
         preprocessor: fitted preprocessing (its ``e_min``, ``e_max`` give the training range).
+        occupancy: the occupancy stage, or None (threshold cut).
     """
 
-    def __init__(self, directory: Path, geometry: Geometry, config: ModelConfig, preprocessor: Preprocessor, pair: ModelPair) -> None:
-        self.directory = directory
+    def __init__(
+        self, directory: Path, geometry: Geometry, config: ModelConfig, preprocessor: Preprocessor, pair: ModelPair,
+        occupancy: Occupancy | None = None,
+    ) -> None:  # fmt: skip
+        self.directory, self.occupancy = directory, occupancy
         self.geometry, self.config, self.preprocessor, self.pair = geometry, config, preprocessor, pair
         self.nfe, self.sampler = config.nfe, config.sampler
 
@@ -316,7 +338,8 @@ class FlowModel:
 
     @property
     def _energy_noise_dim(self) -> int:
-        return self.preprocessor.layer_dim + (self.preprocessor.radial_dim if self.pair.radial is not None else 0)
+        counts = self.occupancy.n_groups if self.occupancy is not None else 0
+        return self.preprocessor.layer_dim + (self.preprocessor.radial_dim if self.pair.radial is not None else 0) + counts
 
     def export_module(self, nfe: int, sampler: str = "euler") -> Pipeline:
         """The generator as an ``nn.Module`` ``(energies (B, 1), noise_energy, noise_shape) -> (B, voxels)``.
@@ -327,17 +350,22 @@ class FlowModel:
         steps_for_nfe(sampler, nfe)
         return Pipeline(
             self.pair, self.preprocessor, self.geometry, sampler=sampler, nfe=nfe,
-            energy_sampler=self.config.energy_sampler, energy_nfe=self.config.energy_nfe,
+            energy_sampler=self.config.energy_sampler, energy_nfe=self.config.energy_nfe, occupancy=self.occupancy,
         ).eval()  # fmt: skip
 
     def draw_noise(self, n: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Standard-normal noise for ``n`` showers: energy ``(n, 1 + L [+ L * R])`` and shape ``(n, voxels)``, float32."""
-        d_e, d_s = self._energy_noise_dim, self.geometry.n_voxels
-        out = np.empty((n, d_e + d_s), dtype=np.float32)
+        """Standard-normal noise for ``n`` showers: energy ``(n, 1 + L [+ L * R] [+ rings])`` and shape ``(n, voxels)``, float32.
+
+        Each shower's stream holds the energy, then the shape, then the hit-count noise, so a model with
+        an occupancy stage generates the same energies and shapes as the same model without it."""
+        d_c = self.occupancy.n_groups if self.occupancy is not None else 0
+        d_e, d_s = self._energy_noise_dim - d_c, self.geometry.n_voxels
+        out = np.empty((n, d_e + d_s + d_c), dtype=np.float32)
         for i in range(n):
             gen = torch.Generator().manual_seed(derive_seed(seed, i))
-            out[i] = torch.randn(d_e + d_s, generator=gen).numpy()
-        return out[:, :d_e], out[:, d_e:]
+            out[i, : d_e + d_s] = torch.randn(d_e + d_s, generator=gen).numpy()
+            out[i, d_e + d_s :] = torch.randn(d_c, generator=gen).numpy()
+        return np.concatenate([out[:, :d_e], out[:, d_e + d_s :]], axis=1), out[:, d_e : d_e + d_s]
 
     def sample_with_noise(
         self, energies: np.ndarray, noise_energy: np.ndarray, noise_shape: np.ndarray, nfe: int | None = None, *, sampler: str | None = None
@@ -362,7 +390,7 @@ class FlowModel:
                         f"(energies {float(e[sl].min()):.4g}-{float(e[sl].max()):.4g} MeV, training range "
                         f"{self.preprocessor.e_min:.4g}-{self.preprocessor.e_max:.4g}); the weights may be damaged"
                     )
-                out[sl] = module.finish(*stages).numpy()
+                out[sl] = module.finish(*stages, args[0].float(), args[1].float()).numpy()
         return out
 
     def sample(
