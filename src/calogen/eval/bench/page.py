@@ -88,9 +88,11 @@ def render_page(record: dict[str, Any], svg: str) -> str:
         )
     parts.append("<h2>Time per shower (ms; wall-time median, 16–84 % of timed calls, median process CPU time)</h2>")
     parts.append(_table(["generator", "device", "parameters", *(f"batch {s}" for s in sizes), "threads", "load (1 min)"], _timing_rows(record)))
-    notes = [f"{_e(g['name'])}: {_e(g['gpu_note'])}" for g in record["generators"] if g["gpu_note"]]
-    if notes:
-        parts.append("<p class=note>GPU: " + "; ".join(notes) + ".</p>")
+    notes = {g["name"]: g["gpu_note"] for g in record["generators"] if g["gpu_note"]}
+    if len(set(notes.values())) == 1 and len(notes) == len(record["generators"]):
+        parts.append(f"<p class=note>GPU: {_e(next(iter(notes.values())))}.</p>")
+    elif notes:
+        parts.append("<p class=note>GPU: " + "; ".join(f"{_e(n)}: {_e(t)}" for n, t in notes.items()) + ".</p>")
     rows = []
     for name, q in record["quality"].items():
         v = q["values"]
