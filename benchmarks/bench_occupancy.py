@@ -29,7 +29,7 @@ import torch
 from calogen.io import ShowerFile, ShowerWriter
 from calogen.models.generator import EVALUATION_CHUNK, load
 from calogen.models.occupancy import load_occupancy, occupy
-from calogen.models.rescale import group_totals, readout_targets
+from calogen.models.rescale import cut_and_rescale, group_totals, readout_targets
 from calogen.train.occupancy import ring_counts, spectrum_separation
 
 WINDOWS_GEV = {"1 GeV": (1.0, 1.26), "10 GeV": (8.9, 11.2), "100 GeV": (79.4, 100.0)}
@@ -65,8 +65,7 @@ def main() -> None:
     n = len(e)
     _, true_counts = ring_counts(g, ref.showers)
     summary("reference", e, ref.showers, ref.showers, t)
-    noise_energy, noise_shape = model.draw_noise(n, seed=args.seed)
-    noise_counts = torch.randn(n, occ.n_groups, generator=torch.Generator().manual_seed(args.seed))
+    noise_energy, noise_shape = model.draw_noise(n, seed=args.seed)  # what model.sample(e, seed=args.seed) uses
     for nfe in args.nfe:
         module = model.export_module(nfe, model.sampler)
         out = {k: np.empty((n, g.n_voxels), np.float32) for k in ("before", "oracle", "learned")}
@@ -74,11 +73,12 @@ def main() -> None:
         with torch.inference_mode():
             for s in range(0, n, EVALUATION_CHUNK):
                 sl = slice(s, s + EVALUATION_CHUNK)
-                stages = module.stages(torch.from_numpy(e[sl, None]), torch.from_numpy(noise_energy[sl]), torch.from_numpy(noise_shape[sl]))
-                out["before"][sl] = module.finish(*stages).numpy()
-                targets, _, logits = stages
+                energies, noise = torch.from_numpy(e[sl, None]), torch.from_numpy(noise_energy[sl])
+                stages = module.stages(energies, noise, torch.from_numpy(noise_shape[sl]))
+                targets, raw, logits = stages
+                out["before"][sl] = cut_and_rescale(raw, targets, module.groups, t, scores=logits, members=module.members).numpy()
                 started = time.process_time()
-                learned = occ(logits, targets, torch.from_numpy(e[sl, None]), noise_counts[sl])
+                learned = module.finish(*stages, energies, noise)
                 seconds += time.process_time() - started
                 out["learned"][sl] = learned.numpy()
                 tr = readout_targets(targets, t)
