@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from calogen.cli import main
-from calogen.eval.evaluate import EvaluationSettings, evaluate
+from calogen.eval.evaluate import EvaluationSettings, conventions, evaluate
 from calogen.geometry import Geometry
 from calogen.io import write_showers
 
@@ -46,10 +46,12 @@ def test_evaluate_writes_metrics_report_and_summary(files, capsys):
     assert (same["name"], scaled["name"]) == ("same", "scaled")
     assert record["inputs"]["reference"]["n_showers"] == 600 and len(record["inputs"]["reference"]["sha256"]) == 64
     assert {"numpy", "torch", "calogen"} <= set(record["environment"]["packages"])
-    conventions = record["conventions"]  # the official code followed, and every difference in effect
-    assert conventions["official_code"]["date"] == "2025-01-02" and conventions["official_code"]["commit"].startswith("ad3a816")
-    assert any("fast standardised network" in d for d in conventions["differences"])
-    assert not any("resampling seed" in d for d in conventions["differences"])  # the official FPD/KPD seed 42
+    followed = record["conventions"]  # the official code followed, and every difference in effect
+    assert followed["official_code"]["date"] == "2025-01-02" and followed["official_code"]["commit"].startswith("ad3a816")
+    assert not any("classifier settings" in d for d in followed["differences"])  # official classifier by default
+    assert EvaluationSettings().official_classifier
+    assert any("fast standardised network" in d for d in conventions(EvaluationSettings(official_classifier=False))["differences"])
+    assert not any("resampling seed" in d for d in followed["differences"])  # the official FPD/KPD seed 42
     assert EvaluationSettings().seed == 42 and not EvaluationSettings().adapt_distances
     ratio = {s["name"]: next(h for h in s["histograms"] if h["name"] == "e_ratio")["separation_power"] for s in record["samples"]}
     assert ratio["same"] < 0.05 < ratio["scaled"]
@@ -89,12 +91,15 @@ def test_bad_input_exits_2_and_writes_nothing(files, capsys, args, message):
 def test_classifiers_run_through_evaluate(files):
     out = files / "cls-out"
     argv = ["evaluate", str(files / "ref.h5"), str(files / "scaled.h5"), "--geometry", "tiny", "--out", str(out),
-            "--metrics", "cls-low,cls-high,cnn", "--quiet"]
+            "--metrics", "cls-low,cls-high,cnn", "--fast-classifier", "--quiet"]  # official settings: 50 epochs of 3x2048
     assert main(argv) == 0
     record = json.loads((out / "metrics.json").read_text())
     classifiers = {c["kind"]: c for c in record["samples"][0]["classifiers"]}
     assert set(classifiers) == {"cls-low", "cls-high", "cnn"}
     assert all(0.0 <= c["auc_mean"] <= 1.0 for c in classifiers.values())
     assert record["settings"]["classifier"]["max_showers_per_side"] == 10_000
+    assert any("fast standardised network" in d for d in record["conventions"]["differences"])
+    official = EvaluationSettings().classifier_settings()  # the default is the CaloChallenge network and schedule
+    assert (official.hidden, official.epochs, official.lr, official.standardize) == ((2048,) * 3, 50, 2e-4, False)
     page = (out / "report.html").read_text()
     assert '"kind":"cnn"' in page
