@@ -129,7 +129,7 @@ def test_export_of_the_trained_model_passes_its_check_and_matches_sample(fmt: st
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == (["model.onnx"] if fmt == "onnx" else ["config.pbtxt", "model.onnx"])
     if fmt == "triton":  # the same graph as --format onnx, in a repository
         config = check_repository(out / "cpu-small-ds2")
-        assert [list(i.dims) for i in config.input] == [[1], [1 + 45 + 45 * 9], [6480]]  # NOISE_ENERGY: 451 wide
+        assert [list(i.dims) for i in config.input] == [[1], [1 + 45 + 2 * 45 * 9], [6480]]  # NOISE_ENERGY: 856 wide (radial + hit counts)
         assert _graph_vs_sample(out / "cpu-small-ds2" / "1" / "model.onnx") <= 1e-4
 
 

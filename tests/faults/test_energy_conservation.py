@@ -35,8 +35,10 @@ def test_no_shower_loses_energy(model, gev: int) -> None:
     noise_e, noise_s = model.draw_noise(N, seed=gev)
     module = model.export_module(1, "euler")
     with torch.inference_mode():  # sample()'s own computation, chunk by chunk, keeping the generated targets
-        stages = [module.stages(*(torch.from_numpy(a[s : s + CHUNK]) for a in (energies[:, None], noise_e, noise_s))) for s in range(0, N, CHUNK)]
-        showers = torch.cat([module.finish(*st) for st in stages]).double()
+        inputs = [[torch.from_numpy(a[s : s + CHUNK]) for a in (energies[:, None], noise_e, noise_s)] for s in range(0, N, CHUNK)]
+        stages = [module.stages(*chunk) for chunk in inputs]
+        # the finish sample() uses: with an occupancy stage it places the drawn hits of every ring
+        showers = torch.cat([module.finish(*st, chunk[0], chunk[1]) for st, chunk in zip(stages, inputs)]).double()
     targets = torch.cat([t for t, _, _ in stages]).double()
     if gev == 1:
         np.testing.assert_array_equal(showers[:CHUNK].float().numpy(), model.sample(energies[:CHUNK], seed=gev, nfe=1, sampler="euler"))
