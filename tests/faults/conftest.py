@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _model_data import one_thread  # noqa: F401  (fixture for the tests here)
 from calogen.cli import main
 from calogen.geometry import Geometry
 from calogen.io import write_showers
@@ -25,17 +26,6 @@ def shower_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("data") / "showers.h5"
     write_showers(path, energies, showers)
     return path
-
-
-@pytest.fixture
-def one_thread_torch():
-    """Run torch on one thread (the test machine is shared), restoring the setting afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

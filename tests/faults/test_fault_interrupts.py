@@ -84,7 +84,7 @@ def _killed(*args, **kwargs):
     raise KeyboardInterrupt
 
 
-@pytest.mark.usefixtures("one_thread_torch")
+@pytest.mark.usefixtures("one_thread")
 def test_training_restarts_cleanly_and_refuses_other_data_or_preset(tmp_path, cli, shower_file, monkeypatch):
     run = tmp_path / "run"
     run.mkdir()  # made by the user: kept when the run is killed before its first checkpoint
@@ -110,7 +110,7 @@ def test_training_restarts_cleanly_and_refuses_other_data_or_preset(tmp_path, cl
     assert _steps(run) == [1, 2, 3, 4, 5]
 
 
-@pytest.mark.usefixtures("one_thread_torch")
+@pytest.mark.usefixtures("one_thread")
 def test_new_training_that_fails_before_a_checkpoint_leaves_nothing(tmp_path, cli, shower_file, monkeypatch):
     monkeypatch.setattr(loop, "write_checkpoint", _killed)
     assert cli(*_train(tmp_path / "a" / "run", shower_file))[0] == 130
