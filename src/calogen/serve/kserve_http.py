@@ -258,10 +258,10 @@ def _input(item: Any, binary: memoryview) -> tuple[InputTensor, int]:
         values = np.asarray(item["data"])
         if values.dtype.kind not in _NUMBER_KINDS[dtype.kind]:
             raise TypeError(f"found {values.dtype.kind!r}-kind values (JSON strings, booleans or nulls?)")
-        data = values.astype(dtype).reshape(-1)
+        raw = values.astype(dtype.newbyteorder("<")).tobytes()
     except (TypeError, ValueError, OverflowError) as exc:
         raise InferenceError(f"input {name!r}: 'data' must be a list of JSON numbers for {datatype}: {exc}") from None
-    return decode_tensor(name, datatype, shape, data.astype(dtype.newbyteorder("<")).tobytes()), 0
+    return decode_tensor(name, datatype, shape, raw), 0
 
 
 def _response(service: InferenceService, request_id: object, showers: np.ndarray, seed: int, binary: bool) -> Response:
