@@ -133,7 +133,7 @@ class BatcherStats:
                 name=name, version=version, last_inference=self.last_inference_ms,
                 inference_count=self.showers, execution_count=self.batches,
             )  # fmt: skip
-            for key in ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output", "cache_hit", "cache_miss"):
+            for key in (*_TRITON_REQUEST, "cache_hit", "cache_miss"):
                 duration = getattr(stats.inference_stats, key)
                 duration.SetInParent()
                 if key in self._triton:
