@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,51 +173,44 @@ def test_occupancy_exports_to_onnx(tmp_path):
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_fit_occupancy_command_adds_the_stage_to_a_copy(tmp_path, capsys):
+def _train_and_fit(root: Path, n_showers: int, fit_args: list[str]) -> None:
+    """Toy showers in ``root/train.h5``, a tiny model (2 steps) in ``root/run``, then ``fit-occupancy fit_args``."""
     from _model_data import toy_showers
 
     from calogen.cli import main
     from calogen.io import ShowerWriter
 
-    with ShowerWriter(tmp_path / "train.h5", TINY) as w:
-        w.append(*toy_showers(TINY, 120, seed=2, e_range=(1e3, 1e4)))
+    with ShowerWriter(root / "train.h5", TINY) as w:
+        w.append(*toy_showers(TINY, n_showers, seed=2, e_range=(1e3, 1e4)))
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert main(["train", "--data", str(tmp_path / "train.h5"), "--geometry", "tiny", "--preset", "tiny",
-                     "--out", str(tmp_path / "run"), "--max-steps", "2", "--no-progress"]) == 0  # fmt: skip
-        args = ["fit-occupancy", str(tmp_path / "run"), "--data", str(tmp_path / "train.h5"), "--steps", "20", "--spectrum-showers", "30"]
-        assert main([*args, "--out", str(tmp_path / "occ")]) == 0
+        assert main(["train", "--data", str(root / "train.h5"), "--geometry", "tiny", "--preset", "tiny",
+                     "--out", str(root / "run"), "--max-steps", "2", "--no-progress"]) == 0  # fmt: skip
+        assert main(["fit-occupancy", str(root / "run"), "--data", str(root / "train.h5"), *fit_args]) == 0
     finally:
         torch.set_num_threads(before)
+
+
+def test_fit_occupancy_command_adds_the_stage_to_a_copy(tmp_path, capsys):
+    from calogen.cli import main
+
+    fit = ["--steps", "20", "--spectrum-showers", "30", "--out", str(tmp_path / "occ")]
+    _train_and_fit(tmp_path, 120, fit)
     assert "occupancy stage fitted on 120 showers" in capsys.readouterr().out
     assert load_occupancy(tmp_path / "run", TINY) is None  # the original is untouched
     occ = load_occupancy(tmp_path / "occ", TINY)
     assert occ is not None and occ.config.max_count == 6
-    assert main([*args, "--out", str(tmp_path / "occ")]) == 2  # never into a non-empty directory
+    again = ["fit-occupancy", str(tmp_path / "run"), "--data", str(tmp_path / "train.h5"), *fit]
+    assert main(again) == 2  # never into a non-empty directory
     assert "not empty" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
 def occ_model(tmp_path_factory):
     """A tiny model (2 training steps) and a copy with a fitted occupancy stage, through the CLI."""
-    from _model_data import toy_showers
-
-    from calogen.cli import main
-    from calogen.io import ShowerWriter
-
     root = tmp_path_factory.mktemp("occ")
-    with ShowerWriter(root / "train.h5", TINY) as w:
-        w.append(*toy_showers(TINY, 200, seed=2, e_range=(1e3, 1e4)))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(["train", "--data", str(root / "train.h5"), "--geometry", "tiny", "--preset", "tiny",
-                     "--out", str(root / "run"), "--max-steps", "2", "--no-progress"]) == 0  # fmt: skip
-        assert main(["fit-occupancy", str(root / "run"), "--data", str(root / "train.h5"), "--steps", "150",
-                     "--spectrum-showers", "50", "--out", str(root / "occ")]) == 0  # fmt: skip
-    finally:
-        torch.set_num_threads(before)
+    _train_and_fit(root, 200, ["--steps", "150", "--spectrum-showers", "50", "--out", str(root / "occ")])
     return root
 
 
