@@ -33,14 +33,11 @@ def run(args: argparse.Namespace) -> int:
     from calogen.sim.engines import canonical_particle, configure_numba_cache
 
     configure_numba_cache()
-    from calogen.errors import CalogenError
     from calogen.geometry import Geometry
+    from calogen.outputs import check_destination
     from calogen.sim.calibrate import calibrate_gflash
     from calogen.sim.gflash import GflashParameters
-    from calogen.outputs import check_destination
 
-    if args.seed < 0:
-        raise CalogenError(f"--seed must be >= 0, got {args.seed}")
     check_destination(args.output)
     geometry = Geometry.resolve(args.geometry)
     start = None if args.start is None else GflashParameters.load(args.start)
