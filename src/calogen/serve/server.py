@@ -46,7 +46,7 @@ class RunningServer:
         ends stop accepting and finish what they hold. ``grace_s`` bounds the whole wait (default:
         the batcher's ``timeout_s`` plus 10 s, by when every queued request has run or timed out).
         """
-        grace = self.service.batcher.config.timeout_s + 10 if grace_s is None else grace_s
+        grace = _grace_s(self.service) if grace_s is None else grace_s
         deadline = time.monotonic() + grace
         self.service.begin_shutdown()
         while self.service.idle_s() < quiet_s and time.monotonic() < deadline:
@@ -80,8 +80,9 @@ def start(service: InferenceService, *, host: str = "127.0.0.1", http_port: int 
     except CalogenError:
         sock.close()
         raise
-    grace = service.batcher.config.timeout_s + 10
-    config = uvicorn.Config(create_app(service), log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=round(grace))
+    config = uvicorn.Config(
+        create_app(service), log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=round(_grace_s(service))
+    )
     http = uvicorn.Server(config)
     thread = threading.Thread(target=http.run, kwargs={"sockets": [sock]}, name="calogen-http", daemon=True)
     thread.start()
@@ -103,6 +104,11 @@ def check_ports(http_port: int, grpc_port: int) -> None:
             raise CalogenError(f"{option} must be a port number from 0 to 65535 (0 picks a free one), got {port!r}")
     if http_port == grpc_port != 0:
         raise CalogenError(f"HTTP and gRPC need different ports, both are {http_port}; change --http-port or --grpc-port")
+
+
+def _grace_s(service: InferenceService) -> float:
+    """How long shutdown may wait: the batcher's ``timeout_s`` plus 10 s, by when every queued request has run or timed out."""
+    return service.batcher.config.timeout_s + 10
 
 
 def _listen(host: str, port: int) -> socket.socket:
