@@ -265,7 +265,8 @@ class DynamicBatcher:
             outputs.append(np.ascontiguousarray(result, dtype=np.float32))
             done = time.monotonic()
             timings.append(RequestTiming(done - request.received, start - request.enqueued, request.input_s, end - start, done - begin))
-        self.stats.record_batch(sum(r.energies.size for r in live), end - start, time.monotonic() - end, timings)
+        n_showers = sum(r.energies.size for r in live)
+        self.stats.record_batch(n_showers, end - start, time.monotonic() - end, timings)
         for request, result in zip(live, outputs):
             request.future.set_result(result)
-        log.debug("ran %d requests, %d showers in %.1f ms", len(live), sum(r.energies.size for r in live), (end - start) * 1e3)
+        log.debug("ran %d requests, %d showers in %.1f ms", len(live), n_showers, (end - start) * 1e3)
