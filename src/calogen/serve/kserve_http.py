@@ -158,27 +158,23 @@ async def _read_body(request: Request, limit: int) -> bytes:
     refused at the limit. Either way the server (uvicorn) drops what the client still sends, so the
     client gets the 413 without the server keeping the body.
     """
-    too_large = PayloadTooLarge(f"request body exceeds the server's limit of {limit} bytes; send fewer showers per request or raise --max-body-bytes")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise too_large
+        raise _too_large("exceeds", limit, "--max-body-bytes")
     parts, size = [], 0
     async for part in request.stream():
         size += len(part)
         if size > limit:
-            raise too_large
+            raise _too_large("exceeds", limit, "--max-body-bytes")
         parts.append(part)
     return b"".join(parts)
 
 
 def _inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
     """``body`` with its ``Content-Encoding`` (gzip or deflate) undone, never more than ``limit`` bytes."""
-    too_large = PayloadTooLarge(
-        f"request body inflates beyond the server's limit of {limit} bytes; send fewer showers per request or raise --max-inflated-bytes"
-    )
     if encoding in (None, "identity"):
         if len(body) > limit:
-            raise too_large
+            raise _too_large("inflates beyond", limit, "--max-inflated-bytes")
         return body
     wbits = _WBITS.get(encoding)
     if wbits is None:
@@ -191,7 +187,7 @@ def _inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
                 part = inflater.decompress(data, limit - size + 1)
                 size += len(part)
                 if size > limit:
-                    raise too_large
+                    raise _too_large("inflates beyond", limit, "--max-inflated-bytes")
                 parts.append(part)
                 data = inflater.unconsumed_tail
             if not inflater.eof:
@@ -200,6 +196,11 @@ def _inflate(body: bytes, encoding: str | None, limit: int) -> bytes:
     except zlib.error as exc:
         raise InferenceError(f"cannot decompress {encoding} request body: {exc}") from None
     return b"".join(parts)
+
+
+def _too_large(what: str, limit: int, option: str) -> PayloadTooLarge:
+    """The 413 refusal of a body that ``what`` (exceeds, inflates beyond) ``limit`` bytes, naming the server ``option`` that sets it."""
+    return PayloadTooLarge(f"request body {what} the server's limit of {limit} bytes; send fewer showers per request or raise {option}")
 
 
 def _parse_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], list[InputTensor], dict[str, bool], bool]:
