@@ -262,13 +262,14 @@ class Occupancy(nn.Module):
 
     def counts(self, targets: torch.Tensor, energies: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Hits ``(B, G)`` (integer-valued, float) drawn from the possible counts by inverse CDF of ``Phi(noise)``."""
+        possible = self.possible(targets)
         logits = self.logits(targets, energies).to(targets.dtype)
-        logits = torch.where(self.possible(targets), logits, torch.full_like(logits, -torch.inf))
+        logits = torch.where(possible, logits, torch.full_like(logits, -torch.inf))
         cdf = torch.softmax(logits, dim=2).cumsum(dim=2)
         u = 0.5 * (1 + torch.erf(noise / math.sqrt(2)))
         drawn = (cdf < u[:, :, None] * cdf[:, :, -1:]).sum(dim=2).to(targets.dtype)
         # rounding can leave u above the last step of the CDF: the largest possible count then
-        most = (self.possible(targets).to(targets.dtype) * torch.arange(logits.shape[2], dtype=targets.dtype, device=targets.device)).amax(2)
+        most = (possible.to(targets.dtype) * torch.arange(logits.shape[2], dtype=targets.dtype, device=targets.device)).amax(2)
         return torch.minimum(drawn, most)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor, energies: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
