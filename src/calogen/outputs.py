@@ -49,6 +49,7 @@ __all__ = [
     "check_output_dir",
     "ensure_free_space",
     "free_space_text",
+    "set_new_file_mode",
 ]
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,13 @@ def remove_stale_partials(path: Path) -> list[Path]:
     return removed
 
 
+def set_new_file_mode(path: Path) -> None:
+    """Give ``path`` the permissions of a newly created file: ``0o666`` less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
@@ -181,9 +189,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise OutputPathError(f"{path}: cannot write there ({exc.strerror})") from None
     os.close(fd)
     tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the final file the usual permissions
+    set_new_file_mode(tmp)  # mkstemp creates 0600; give the final file the usual permissions
     try:
         yield tmp
         check_destination(path)

@@ -49,7 +49,7 @@ import numpy as np
 from calogen.energies import DEFAULT_MAX_ENERGY_MEV, EnergySpec, EnergySpecError, format_energy
 from calogen.errors import CalogenError
 from calogen.io import ShowerWriter
-from calogen.outputs import check_destination
+from calogen.outputs import check_destination, set_new_file_mode
 from calogen.sim.engines import EngineSpec
 
 __all__ = ["RunError", "simulate_to_file", "work_dir"]
@@ -320,9 +320,7 @@ def _metadata(engine: EngineSpec, energy_text: str, n: int, seed: int, chunk_siz
 
 def _publish(tmp: Path, path: Path) -> None:
     """Give ``tmp`` the permissions of a newly created file (umask applied) and rename it onto ``path``."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    set_new_file_mode(tmp)
     os.replace(tmp, check_destination(path))
 
 
