@@ -163,7 +163,7 @@ class InferenceService:
         try:
             energies, seed = parse_inputs(self.spec, inputs, parameters, outputs)
         except InferenceError:
-            self.batcher.stats.record_request("invalid", time.monotonic() - received)
+            self.record_refused(received)
             raise
         if seed is None:
             with self._counter_lock:
@@ -184,7 +184,7 @@ class InferenceService:
             return 0.0 if self._in_flight else time.monotonic() - self._last_arrival
 
     def record_refused(self, received: float) -> None:
-        """Count a request for this model that the transport refused before :meth:`submit` (body too large, malformed)."""
+        """Count an invalid request for this model: refused by its validation or by the transport (body too large, malformed)."""
         self.batcher.stats.record_request("invalid", time.monotonic() - received)
 
     def begin_shutdown(self) -> None:
