@@ -53,8 +53,8 @@ from calogen.models.preprocess import energy_groups, radial_slots, sigmoid
 from calogen.models.rescale import group_members, group_totals, readout_targets
 
 __all__ = [
-    "OCCUPANCY_FILES", "HitCountNet", "Occupancy", "OccupancyConfig", "OccupancyError", "floor_at", "keep_largest", "load_occupancy", "occupy",
-    "ring_features", "save_occupancy",
+    "COUNT_SLACK", "OCCUPANCY_FILES", "HitCountNet", "Occupancy", "OccupancyConfig", "OccupancyError", "floor_at", "keep_largest", "load_occupancy",
+    "occupy", "ring_features", "save_occupancy",
 ]  # fmt: skip
 
 OCCUPANCY_FILES = ("occupancy.json", "occupancy.safetensors")
@@ -63,8 +63,8 @@ OCCUPANCY_FILES = ("occupancy.json", "occupancy.safetensors")
 _ENERGY_SCALE = 10.0
 """Ring energies enter the count network as ``log1p(T / threshold) / 10`` (order one up to ~20 TeV / t)."""
 
-_SLACK = 1 + 1e-5
-"""``k <= T / (t * _SLACK)``: float rounding of ``T / k`` can never take a kept voxel below ``t``."""
+COUNT_SLACK = 1 + 1e-5
+"""``k <= T / (t * COUNT_SLACK)``: float rounding of ``T / k`` can never take a kept voxel below ``t``."""
 
 
 class OccupancyError(CalogenError):
@@ -255,7 +255,7 @@ class Occupancy(nn.Module):
     def possible(self, targets: torch.Tensor) -> torch.Tensor:
         """Boolean ``(B, G, C)``: counts a ring can have (0 iff empty; at most its size and ``T / t``)."""
         k = torch.arange(self.config.max_count + 1, device=targets.device, dtype=targets.dtype)
-        most = torch.minimum(torch.floor(targets / (self.threshold * _SLACK)), self.sizes.to(targets.dtype))
+        most = torch.minimum(torch.floor(targets / (self.threshold * COUNT_SLACK)), self.sizes.to(targets.dtype))
         filled = (k >= 1) & (k <= most.clamp_min(1)[:, :, None])
         full = (targets > 0)[:, :, None]
         return (full & filled) | (~full & (k == 0))

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from calogen.errors import CalogenError
 from calogen.geometry import Geometry
-from calogen.models.occupancy import OCCUPANCY_FILES, Occupancy, OccupancyConfig, occupy, save_occupancy
+from calogen.models.occupancy import COUNT_SLACK, OCCUPANCY_FILES, Occupancy, OccupancyConfig, occupy, save_occupancy
 from calogen.models.preprocess import energy_groups, group_sums
 from calogen.models.rescale import readout_targets
 
@@ -106,7 +106,7 @@ def fit_counts(
     targets = readout_targets(torch.from_numpy(geometry_rings).float(), occupancy.threshold)
     counts = torch.from_numpy(hits).float()
     counts = torch.where(targets > 0, counts.clamp(1, occupancy.config.max_count), torch.zeros_like(counts))
-    counts = torch.minimum(counts, torch.floor(targets / (occupancy.threshold * (1 + 1e-5))))
+    counts = torch.minimum(counts, torch.floor(targets / (occupancy.threshold * COUNT_SLACK)))
     e = torch.from_numpy(np.asarray(energies, dtype=np.float32).reshape(-1, 1))
     n = e.shape[0]
     gen = torch.Generator().manual_seed(settings.seed)
