@@ -50,7 +50,7 @@ from calogen.errors import CalogenError
 from calogen.geometry import Geometry
 from calogen.models.energy import ResidualBlock
 from calogen.models.preprocess import energy_groups, radial_slots, sigmoid
-from calogen.models.rescale import group_members, group_totals, readout_targets
+from calogen.models.rescale import group_members, group_totals, group_values, readout_targets
 
 __all__ = [
     "COUNT_SLACK", "OCCUPANCY_FILES", "HitCountNet", "Occupancy", "OccupancyConfig", "OccupancyError", "floor_at", "keep_largest", "load_occupancy",
@@ -126,8 +126,7 @@ def keep_largest(scores: torch.Tensor, counts: torch.Tensor, groups: torch.Tenso
     ``counts`` must lie in ``0..size_g``; ties are broken by the sort, so the count is always exact.
     """
     b, (n_groups, k_max) = scores.shape[0], members.shape
-    padded = torch.cat([scores, torch.full_like(scores[:, :1], -torch.inf)], dim=1)[:, members]  # (B, G, K)
-    order = padded.argsort(dim=2, descending=True)
+    order = group_values(scores, members).argsort(dim=2, descending=True)
     kept_sorted = (torch.arange(k_max, device=scores.device) < counts[:, :, None]).to(scores.dtype)
     kept = torch.zeros_like(kept_sorted).scatter(2, order, kept_sorted)  # (B, G, K) in member order
     position = _positions(groups, members)

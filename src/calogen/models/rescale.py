@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["cut_and_rescale", "group_max", "group_members", "group_totals", "readout_targets", "rescale_layers"]
+__all__ = ["cut_and_rescale", "group_max", "group_members", "group_totals", "group_values", "readout_targets", "rescale_layers"]
 
 RESCUE_POWER = 4
 """Power of the rescue weights (step 3): large enough to concentrate a small group energy on a few voxels."""
@@ -57,7 +57,7 @@ def group_totals(showers: torch.Tensor, groups: torch.Tensor, n_groups: int) -> 
     return torch.zeros(showers.shape[0], n_groups, dtype=showers.dtype, device=showers.device).scatter_add(1, index, showers)
 
 
-def _gathered(values: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
+def group_values(values: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
     """``(B, G, K)`` values of every group's members (-inf in the padding)."""
     pad = torch.full_like(values[:, :1], -torch.inf)
     return torch.cat([values, pad], dim=1).index_select(1, members.flatten()).view(values.shape[0], *members.shape)
@@ -65,7 +65,7 @@ def _gathered(values: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
 
 def group_max(values: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
     """Largest value ``(B, G)`` of ``values (B, voxels)`` in each group (``members`` from :func:`group_members`)."""
-    return _gathered(values, members).amax(dim=2)
+    return group_values(values, members).amax(dim=2)
 
 
 def rescale_layers(showers: torch.Tensor, layer_energies: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
@@ -121,7 +121,7 @@ def cut_and_rescale(
     showers = torch.where(raw >= threshold, raw, torch.zeros_like(raw))
     empty = (group_totals(showers, groups, n_groups) <= 0).index_select(1, groups)
     raw_sums = group_totals(raw, groups, n_groups).index_select(1, groups)
-    by_group = _gathered(scores, members)
+    by_group = group_values(scores, members)
     from_raw = (raw / raw_sums.clamp_min(tiny)) ** RESCUE_POWER
     from_scores = torch.exp(RESCUE_POWER * (scores - by_group.amax(dim=2).index_select(1, groups)))
     rescue = torch.where(raw_sums > 0, from_raw, from_scores)
