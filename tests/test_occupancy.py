@@ -270,3 +270,26 @@ def test_model_with_occupancy_exports_to_a_checked_onnx_graph(occ_model, tmp_pat
     occ = load(occ_model / "occ")
     check = export_onnx(occ.export_module(2), occ.noise_shapes(), tmp_path / "m.onnx", check_energies=np.geomspace(1.2e3, 9e3, 8))
     assert check is not None and check.max_rel_diff <= 1e-4 and (tmp_path / "m.onnx").is_file()
+
+
+def test_each_solver_gets_its_own_spectrum_fit_and_export_uses_it(occ_model):
+    from calogen.models.generator import load
+
+    occ = load(occ_model / "occ")
+    stage = occ.occupancy
+    default = f"{occ.sampler}:{occ.nfe}"
+    expected = {f"{occ.sampler}:{n}" for n in (1, 2, 4, 8)} - {default}
+    assert set(stage.config.spectra) == expected
+    record = json.loads((occ_model / "occ" / "occupancy.json").read_text())["provenance"]["spectra"]
+    assert set(record) == expected | {default}
+    for key in expected:
+        sampler, nfe = key.split(":")
+        view = occ.export_module(int(nfe), sampler).occupancy
+        assert view is not stage and view.net is stage.net
+        assert view.config.gamma == record[key]["gamma"]
+        assert view.floor_values.tolist() == pytest.approx(record[key]["floor"] * (1 if len(record[key]["floor"]) > 1 else 2))
+    assert occ.export_module(occ.nfe, occ.sampler).occupancy is stage  # the default pair
+    assert stage.config.gamma == record[default]["gamma"]
+    for bad in ({"euler:1": {"gamma": 0.5}}, {"euler:1": {"gamma": -1.0, "floor": [1.0]}}, {"euler:1": {"gamma": 0.5, "floor": [1.0, 2.0]}}):
+        with pytest.raises(OccupancyError, match="spectra"):
+            OccupancyConfig(spectra=bad)

@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-showers", type=positive_int, metavar="N", help="use the first N showers (default: all)")
     parser.add_argument("--steps", type=positive_int, default=1500, help="optimiser steps of the count network (default: 1500)")
     parser.add_argument("--spectrum-showers", type=positive_int, default=2000, help="showers generated to fit floor and gamma (default: 2000)")
+    parser.add_argument("--nfe", type=positive_int, nargs="+", default=[1, 2, 4, 8], metavar="N",
+                        help="NFEs of the model's sampler that get their own spectrum fit, besides its default (default: 1 2 4 8)")
     parser.add_argument("--seed", type=seed_int, default=0, help="seed of the fit (default: 0)")
 
 
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     """Fit, write the two files, print where; returns 0."""
     from calogen.train.occupancy import FitSettings, fit_occupancy
 
-    settings = FitSettings(steps=args.steps, n_spectrum=args.spectrum_showers, seed=args.seed)
+    settings = FitSettings(steps=args.steps, n_spectrum=args.spectrum_showers, seed=args.seed, nfes=tuple(args.nfe))
     record = fit_occupancy(args.model, args.data, out=args.out, n_showers=args.n_showers, settings=settings,
                            log=lambda line: print(line, file=sys.stderr))  # fmt: skip
     spectrum = record["spectrum"]

@@ -344,13 +344,15 @@ class FlowModel:
     def export_module(self, nfe: int, sampler: str = "euler") -> Pipeline:
         """The generator as an ``nn.Module`` ``(energies (B, 1), noise_energy, noise_shape) -> (B, voxels)``.
 
-        ``nfe`` and ``sampler`` apply to the shape network; the energy network uses the configured
-        ``energy_nfe`` and ``energy_sampler`` if set.
+        ``nfe`` and ``sampler`` apply to the shape network (and pick the occupancy stage's spectrum
+        settings fitted for them); the energy network uses the configured ``energy_nfe`` and
+        ``energy_sampler`` if set.
         """
         steps_for_nfe(sampler, nfe)
         return Pipeline(
             self.pair, self.preprocessor, self.geometry, sampler=sampler, nfe=nfe,
-            energy_sampler=self.config.energy_sampler, energy_nfe=self.config.energy_nfe, occupancy=self.occupancy,
+            energy_sampler=self.config.energy_sampler, energy_nfe=self.config.energy_nfe,
+            occupancy=None if self.occupancy is None else self.occupancy.for_solver(sampler, nfe),
         ).eval()  # fmt: skip
 
     def draw_noise(self, n: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,9 @@ threshold cut of :func:`~calogen.models.rescale.cut_and_rescale` when a model ha
    ``T_g`` (to float rounding) and every kept voxel holds at least the threshold. ``gamma`` and
    ``floor`` are fitted to the training showers' voxel-energy spectrum; the floor may depend on the
    incident energy (piecewise linear in ``ln E`` between nodes, constant outside them): low-energy
-   showers need a higher one.
+   showers need a higher one. The spread of the logits grows with the number of shape-network
+   evaluations, so ``gamma`` and the floor are fitted per solver (``spectra``, keyed ``"euler:4"``);
+   :meth:`Occupancy.for_solver` picks them, and a solver without its own uses the default pair.
 
 Everything is a torch operation on whole batches (sort, gather, scatter, cumsum, erf), so the exported
 ONNX graph contains it. A model directory holds it as ``occupancy.json`` (:class:`OccupancyConfig` and
@@ -35,9 +37,10 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +85,8 @@ class OccupancyConfig:
         floor: least energy (MeV) of a kept voxel, when the ring holds enough (at least the threshold is
             used): one value, or one per node of ``floor_energies``.
         floor_energies: incident energies (MeV, increasing) of the floor's nodes; empty with one floor.
+        spectra: ``gamma`` and ``floor`` fitted for other solvers, ``{"SAMPLER:NFE": {"gamma": g, "floor": [...]}}``
+            (same nodes as ``floor``).
     """
 
     width: int = 64
@@ -90,6 +95,7 @@ class OccupancyConfig:
     gamma: float = 0.5
     floor: tuple[float, ...] = (1.0,)
     floor_energies: tuple[float, ...] = ()
+    spectra: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("width", "depth", "max_count"):
@@ -108,6 +114,22 @@ class OccupancyConfig:
             raise OccupancyError(f"occupancy.floor needs values >= 0, one per floor_energies node (or one and no nodes); got {floors}, {nodes}")
         if nodes and (min(nodes) <= 0 or any(b <= a for a, b in zip(nodes, nodes[1:]))):
             raise OccupancyError(f"occupancy.floor_energies must be positive and increasing, got {nodes}")
+        if not isinstance(self.spectra, dict):
+            raise OccupancyError(f"occupancy.spectra must be a mapping, got {self.spectra!r}")
+        for key, spectrum in self.spectra.items():
+            if not isinstance(key, str) or not isinstance(spectrum, dict) or set(spectrum) != {"gamma", "floor"}:
+                raise OccupancyError(f"occupancy.spectra must map 'SAMPLER:NFE' to {{gamma, floor}}, got {key!r}: {spectrum!r}")
+            try:
+                self.for_solver_key(key)
+            except OccupancyError as exc:
+                raise OccupancyError(f"occupancy.spectra[{key!r}]: {exc}") from None
+
+    def for_solver_key(self, key: str) -> OccupancyConfig:
+        """These settings with the ``gamma`` and ``floor`` of solver ``key`` (``"euler:4"``), if fitted for it."""
+        if key not in self.spectra:
+            return self
+        spectrum = self.spectra[key]
+        return replace(self, gamma=spectrum["gamma"], floor=tuple(spectrum["floor"]), spectra={})
 
 
 def floor_at(energies: torch.Tensor, values: torch.Tensor, log_nodes: torch.Tensor) -> torch.Tensor:
@@ -233,6 +255,16 @@ class Occupancy(nn.Module):
         self.register_buffer("members", torch.from_numpy(members), persistent=False)
         self.register_buffer("slots", torch.from_numpy(slots), persistent=False)
         self.register_buffer("sizes", torch.from_numpy(np.bincount(groups)), persistent=False)
+
+    def for_solver(self, sampler: str, nfe: int) -> Occupancy:
+        """This stage with the spectrum settings fitted for the shape network's ``sampler`` at ``nfe`` (network shared)."""
+        key = f"{sampler}:{nfe}"
+        if key not in self.config.spectra:
+            return self
+        view = copy.copy(self)
+        view._buffers = dict(self._buffers)  # configure() replaces the floor buffers of the view only
+        view.configure(replace(self.config.for_solver_key(key), spectra=self.config.spectra))
+        return view
 
     def configure(self, config: OccupancyConfig) -> None:
         """Use ``config`` (its network settings must stay those the network was built with)."""

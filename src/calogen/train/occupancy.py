@@ -11,7 +11,8 @@ Two steps, both on training showers only:
    minimise the separation power of the voxel-energy spectrum (49 log bins from the threshold, as in
    :mod:`calogen.eval.histograms`) against those training showers: the showers are split into
    ``n_bands`` equal bands of ``ln E_inc``, each band gets its best floor, ``gamma`` (shared)
-   minimises the mean over bands, and the floors become nodes at the bands' mean energies.
+   minimises the mean over bands, and the floors become nodes at the bands' mean energies. This is
+   done for the model's default NFE and for each of ``nfes`` (the logits sharpen with more steps).
 
 Same data, settings and seed give the same weights.
 """
@@ -55,6 +56,8 @@ class FitSettings:
         n_spectrum: showers generated for the floor/gamma grid.
         gammas, floors: the grid (floors in MeV; values below the threshold act as the threshold).
         n_bands: incident-energy bands with their own floor.
+        nfes: shape-network NFEs (the model's sampler) that get their own ``gamma`` and floor besides
+            the model's default NFE.
     """
 
     steps: int = 1500
@@ -67,6 +70,7 @@ class FitSettings:
     gammas: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 1.0)
     floors: tuple[float, ...] = (0.0, 0.3, 0.6, 1.0, 1.5, 2.0, 3.0)
     n_bands: int = 3
+    nfes: tuple[int, ...] = (1, 2, 4, 8)
 
     def __post_init__(self) -> None:
         if min(self.steps, self.batch_size, self.eval_every, self.n_spectrum, self.n_bands) < 1:
@@ -75,6 +79,8 @@ class FitSettings:
             raise CalogenError(f"occupancy fit: need 0 < val_fraction < 1 and lr > 0, got {self.val_fraction}, {self.lr}")
         if not self.gammas or not self.floors or min(self.gammas) <= 0 or min(self.floors) < 0:
             raise CalogenError("occupancy fit: gammas must be positive and floors >= 0, neither empty")
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.nfes):
+            raise CalogenError(f"occupancy fit: nfes must be integers >= 1, got {self.nfes}")
 
 
 def ring_counts(geometry: Geometry, showers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -198,6 +204,20 @@ def fit_spectrum(
     }  # fmt: skip
 
 
+def _stages(model: Any, nfe: int, energies: np.ndarray, noise: tuple[np.ndarray, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ring energies, voxel logits and incident energies the model generates at ``nfe`` (:func:`fit_spectrum`'s ``stages``)."""
+    from calogen.models.generator import EVALUATION_CHUNK
+
+    module = model.export_module(nfe, model.sampler)
+    parts: list[tuple[torch.Tensor, torch.Tensor]] = []
+    with torch.inference_mode():
+        for s in range(0, energies.shape[0], EVALUATION_CHUNK):
+            sl = slice(s, s + EVALUATION_CHUNK)
+            targets, _, logits = module.stages(*(torch.from_numpy(a[sl]) for a in (energies, *noise)))
+            parts.append((targets, logits))
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), torch.from_numpy(energies)
+
+
 def fit_occupancy(
     model_dir: str | os.PathLike[str], data: str | os.PathLike[str], *, out: str | os.PathLike[str] | None = None,
     n_showers: int | None = None, config: OccupancyConfig = OccupancyConfig(), settings: FitSettings = FitSettings(),
@@ -218,7 +238,7 @@ def fit_occupancy(
         the provenance record written into ``occupancy.json``.
     """
     from calogen.io import ShowerFile
-    from calogen.models.generator import EVALUATION_CHUNK, load
+    from calogen.models.generator import load
 
     model = load(model_dir)
     with ShowerFile(data, model.geometry) as f:
@@ -232,19 +252,18 @@ def fit_occupancy(
     counts_record = fit_counts(occupancy, energies, showers.showers, settings, log=log)
     m = min(settings.n_spectrum, n)
     e = energies[:m].astype(np.float32).reshape(-1, 1)
-    noise_energy, noise_shape = model.draw_noise(m, seed=settings.seed)
-    module = model.export_module(model.nfe, model.sampler)
-    parts: list[tuple[torch.Tensor, torch.Tensor]] = []
-    with torch.inference_mode():
-        for s in range(0, m, EVALUATION_CHUNK):
-            sl = slice(s, s + EVALUATION_CHUNK)
-            targets, _, logits = module.stages(torch.from_numpy(e[sl]), torch.from_numpy(noise_energy[sl]), torch.from_numpy(noise_shape[sl]))
-            parts.append((targets, logits))
-    stages = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), torch.from_numpy(e))
-    spectrum_record = fit_spectrum(occupancy, stages, showers.showers[:m], settings)
-    if log is not None:
-        log(f"occupancy spectrum: gamma {spectrum_record['gamma']}, floors {spectrum_record['floor']} MeV at {spectrum_record['floor_energies']} MeV, "
-            f"separation {spectrum_record['separation']:.4f} on {m} training showers")  # fmt: skip
+    noise = model.draw_noise(m, seed=settings.seed)
+    spectra: dict[str, dict[str, Any]] = {}
+    records: dict[str, dict[str, Any]] = {}
+    for nfe in [*sorted(set(settings.nfes) - {model.nfe}), model.nfe]:  # the default last: it stays configured
+        key = f"{model.sampler}:{nfe}"
+        records[key] = fit_spectrum(occupancy, _stages(model, nfe, e, noise), showers.showers[:m], settings)
+        spectra[key] = {"gamma": records[key]["gamma"], "floor": records[key]["floor"]}
+        if log is not None:
+            log(f"occupancy spectrum at NFE {nfe}: gamma {records[key]['gamma']}, floors {records[key]['floor']} MeV at "
+                f"{records[key]['floor_energies']} MeV, separation {records[key]['separation']:.4f} on {m} training showers")  # fmt: skip
+    del spectra[f"{model.sampler}:{model.nfe}"]
+    occupancy.configure(dataclasses.replace(occupancy.config, spectra=spectra))
     target = Path(model_dir if out is None else out)
     if out is not None:
         if target.exists() and any(target.iterdir()):
@@ -252,7 +271,7 @@ def fit_occupancy(
         shutil.copytree(model_dir, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*OCCUPANCY_FILES))
     provenance = {
         "data": str(data), "n_showers": n, "model_nfe": model.nfe, "model_sampler": model.sampler,
-        "counts": counts_record, "spectrum": spectrum_record,
+        "counts": counts_record, "spectrum": records[f"{model.sampler}:{model.nfe}"], "spectra": records,
     }  # fmt: skip
     save_occupancy(target, occupancy, provenance)
     return provenance
