@@ -303,7 +303,9 @@ class FlowModel:
     bytes of one shower can still change at the float32 rounding level (relative ~1e-6) when it is
     generated in a chunk of another size (for example ``sample(e[:10])`` against the first rows of
     ``sample(e)``, or a server's merged batches): CPU convolution and matrix kernels pick their
-    algorithm by batch size.
+    algorithm by batch size. Calls reuse one :class:`Pipeline` per (nfe, sampler), shared with the views of
+    :meth:`using`, and the networks keep their weight-only terms in inference mode, so a call at batch 1
+    pays little more than its network evaluations.
 
     Attributes:
         geometry: the readout.
@@ -320,6 +322,7 @@ class FlowModel:
         self.directory, self.occupancy = directory, occupancy
         self.geometry, self.config, self.preprocessor, self.pair = geometry, config, preprocessor, pair
         self.nfe, self.sampler = config.nfe, config.sampler
+        self._pipelines: dict[tuple[int, str], tuple[tuple[object, ...], Pipeline]] = {}  # shared by using() views
 
     def using(self, *, nfe: int | None = None, sampler: str | None = None) -> FlowModel:
         """A view of this model whose default NFE and sampler are replaced (weights shared; None keeps one)."""
@@ -355,6 +358,17 @@ class FlowModel:
             occupancy=None if self.occupancy is None else self.occupancy.for_solver(sampler, nfe),
         ).eval()  # fmt: skip
 
+    def _pipeline(self, nfe: int, sampler: str) -> Pipeline:
+        """:meth:`export_module` ``(nfe, sampler)``, built once (building it costs ~2 ms, about a fifth of a
+        shower) and again whenever a part it is built from, or any attribute of the occupancy stage (its
+        settings, a patched method), has been replaced since."""
+        stage = () if self.occupancy is None else tuple(vars(self.occupancy).values())
+        parts = (self.pair, self.preprocessor, self.geometry, self.config, self.occupancy, *stage)
+        cached = self._pipelines.get((nfe, sampler))
+        if cached is None or len(cached[0]) != len(parts) or any(a is not b for a, b in zip(cached[0], parts, strict=True)):
+            cached = self._pipelines[nfe, sampler] = (parts, self.export_module(nfe, sampler))
+        return cached[1]
+
     def draw_noise(self, n: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """Standard-normal noise for ``n`` showers: energy ``(n, 1 + L [+ L * R] [+ rings])`` and shape ``(n, voxels)``, float32.
 
@@ -362,11 +376,13 @@ class FlowModel:
         an occupancy stage generates the same energies and shapes as the same model without it."""
         d_c = self.occupancy.n_groups if self.occupancy is not None else 0
         d_e, d_s = self._energy_noise_dim - d_c, self.geometry.n_voxels
-        out = np.empty((n, d_e + d_s + d_c), dtype=np.float32)
+        noise = torch.empty((n, d_e + d_s + d_c))
+        gen = torch.Generator()
         for i in range(n):
-            gen = torch.Generator().manual_seed(derive_seed(seed, i))
-            out[i, : d_e + d_s] = torch.randn(d_e + d_s, generator=gen).numpy()
-            out[i, d_e + d_s :] = torch.randn(d_c, generator=gen).numpy()
+            gen.manual_seed(derive_seed(seed, i))  # a fresh stream: reseeding also drops any cached normal sample
+            torch.randn(d_e + d_s, generator=gen, out=noise[i, : d_e + d_s])
+            torch.randn(d_c, generator=gen, out=noise[i, d_e + d_s :])
+        out = noise.numpy()
         return np.concatenate([out[:, :d_e], out[:, d_e + d_s :]], axis=1), out[:, d_e : d_e + d_s]
 
     def sample_with_noise(
@@ -379,7 +395,7 @@ class FlowModel:
                 training range), instead of showers the threshold cut would silently turn into zeros.
         """
         e = self._energies(energies)
-        module = self.export_module(*self._solver(nfe, sampler))
+        module = self._pipeline(*self._solver(nfe, sampler))
         out = np.empty((e.shape[0], self.geometry.n_voxels), dtype=np.float32)
         with torch.inference_mode():
             for s in range(0, e.shape[0], EVALUATION_CHUNK):

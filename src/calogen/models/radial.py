@@ -19,11 +19,13 @@ Example:
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from calogen.models.energy import ResidualBlock
+from calogen.models.energy import ConstantCache, ResidualBlock
 from calogen.models.layers import ConditionEmbedding
 
 __all__ = ["RadialNet"]
@@ -51,6 +53,7 @@ class RadialNet(nn.Module):
         self.blocks = nn.ModuleList(ResidualBlock(width, width) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, n_r)
+        self._layer_films = [ConstantCache() for _ in range(depth)]  # the layer embeddings' scale-and-shift terms
         if not self.layer_embedding.is_meta:  # on the meta device parameters are only counted (generator.parameter_count)
             nn.init.normal_(self.layer_embedding, std=0.1)
         nn.init.zeros_(self.out.weight)
@@ -61,8 +64,10 @@ class RadialNet(nn.Module):
         emb = self.embed(t, cond)
         own = cond[:, 2 : 2 + n_l].reshape(b * n_l, 1)
         h = self.inp(torch.cat([x.reshape(b * n_l, n_r), own], dim=1))
-        for block in self.blocks:
-            # the scale-and-shift is linear in (shower embedding + layer embedding): two small products
-            film = block.film(emb)[:, None, :] + F.linear(self.layer_embedding, block.film.weight)
+        for block, cache in zip(self.blocks, self._layer_films, strict=True):
+            # the scale-and-shift is linear in (shower embedding + layer embedding): two small products,
+            # the second one a constant of the weights, kept between calls when sampling
+            layer_film = cache.get(partial(F.linear, self.layer_embedding, block.film.weight), self.layer_embedding, block.film.weight)
+            film = block.film(emb)[:, None, :] + layer_film
             h = block.modulated(h, film.reshape(b * n_l, -1))
         return self.out(F.silu(self.norm(h))).reshape(b, n_l * n_r)

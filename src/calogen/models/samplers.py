@@ -40,8 +40,8 @@ Schedule = Sequence[float] | torch.Tensor
 
 
 def _times(t: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The scalar time ``t`` as a ``(B,)`` tensor matching ``x``."""
-    return torch.ones_like(x[:, 0]) * t
+    """The scalar time ``t`` as a ``(B,)`` tensor matching ``x`` (one operation: at batch 1 each one counts)."""
+    return x.new_full((x.shape[0],), t)
 
 
 def euler(denoiser: Derivative, x: torch.Tensor, schedule: Schedule, *, cond: torch.Tensor | None) -> torch.Tensor:

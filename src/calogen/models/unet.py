@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from calogen.geometry import Geometry
+from calogen.models.energy import ConstantCache
 from calogen.models.glam import GridMap
 from calogen.models.layers import ConditionEmbedding, group_norm
 
@@ -55,7 +56,8 @@ class CylindricalConv(nn.Module):
     """3x3x3 convolution over ``(B, C, L, A, R)`` with circular alpha padding and coordinate channels.
 
     Convolving ``[x, coords]`` equals ``conv_x(x) + conv_c(coords)``; the second term does not depend on
-    the batch, so it is computed once per call on ``(1, 2, L, A, R)`` and broadcast.
+    the batch, so it is computed on ``(1, 2, L, A, R)`` and broadcast; in inference mode (sampling) it is
+    kept between calls until the weights change (:class:`~calogen.models.energy.ConstantCache`).
 
     Args:
         c_in, c_out: channels.
@@ -67,13 +69,19 @@ class CylindricalConv(nn.Module):
         self.register_buffer("coords", coords, persistent=False)
         self.conv = nn.Conv3d(c_in, c_out, 3, padding=(1, 0, 1))
         self.coord_conv = nn.Conv3d(coords.shape[1], c_out, 3, padding=(1, 0, 1), bias=False)
+        self._coord_term = ConstantCache()
 
     @staticmethod
     def _pad_alpha(x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x[:, :, :, -1:], x, x[:, :, :, :1]], dim=3)
 
+    def _coord_output(self) -> torch.Tensor:
+        """``conv_c(coords)`` ``(1, c_out, L, A, R)`` in the weights' dtype (which the input must have too)."""
+        return self.coord_conv(self._pad_alpha(self.coords.to(self.coord_conv.weight.dtype)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(self._pad_alpha(x)) + self.coord_conv(self._pad_alpha(self.coords.to(x.dtype)))
+        coord_term = self._coord_term.get(self._coord_output, self.coord_conv.weight, self.coords)
+        return self.conv(self._pad_alpha(x)) + coord_term
 
 
 class ResBlock(nn.Module):
