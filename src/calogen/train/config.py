@@ -159,7 +159,7 @@ PRESETS: dict[str, Preset] = {
     "cpu-small": Preset.from_dict("cpu-small", {
         "model": {"channels": (4, 8), "compress_layers": 9, "emb_dim": 32, "energy_width": 128,
                   "energy_depth": 3, "radial_width": 32, "radial_depth": 2, "sampler": "euler", "nfe": 2, "energy_sampler": "midpoint", "energy_nfe": 16},
-        "train": {"batch_size": 32, "energy_batch_size": 512, "lr": 3e-3, "warmup_steps": 100, "max_steps": 4000,
+        "train": {"batch_size": 32, "energy_batch_size": 512, "lr": 3e-3, "warmup_steps": 100, "max_steps": 6000,
                   "ema_decay": 0.995, "eval_every": 100, "checkpoint_every": 100, "patience": 12, "val_max": 500},
     }),
     "ds2-base": Preset.from_dict("ds2-base", {

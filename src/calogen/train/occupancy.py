@@ -67,7 +67,7 @@ class FitSettings:
     eval_every: int = 100
     seed: int = 0
     n_spectrum: int = 2000
-    gammas: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 1.0)
+    gammas: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 1.0, 1.25, 1.5, 2.0)
     floors: tuple[float, ...] = (0.0, 0.3, 0.6, 1.0, 1.5, 2.0, 3.0)
     n_bands: int = 3
     nfes: tuple[int, ...] = (1, 2, 4, 8)
