@@ -251,7 +251,7 @@ def low_level_inputs(
         out = np.empty(shape, dtype=np.float32)
     elif out.shape != shape or out.dtype != np.float32:
         raise ClassifierError(f"out must be a float32 array of shape {shape}, got {out.dtype} {out.shape}")
-    out[:, :1] = np.log10(e)
+    out[:, :1] = np.log10(e.astype(np.float64))  # float64: numpy's float32 log10 differs between versions by 1 ulp
     voxels = out[:, 1:]
     np.copyto(voxels, showers, casting="same_kind")
     voxels[voxels < np.float32(threshold)] = 0.0
