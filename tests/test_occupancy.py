@@ -201,6 +201,7 @@ def test_fit_occupancy_command_adds_the_stage_to_a_copy(tmp_path, capsys):
     assert load_occupancy(tmp_path / "run", TINY) is None  # the original is untouched
     occ = load_occupancy(tmp_path / "occ", TINY)
     assert occ is not None and occ.config.max_count == 6
+    assert (tmp_path / "run" / "checkpoints").is_dir() and not (tmp_path / "occ" / "checkpoints").exists()
     again = ["fit-occupancy", str(tmp_path / "run"), "--data", str(tmp_path / "train.h5"), *fit]
     assert main(again) == 2  # never into a non-empty directory
     assert "not empty" in capsys.readouterr().err

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``calogen fit-occupancy``."""
     parser.add_argument("model", metavar="MODEL_DIR", help="trained model directory")
     parser.add_argument("--data", required=True, metavar="TRAIN.h5", help="the model's training showers (never the evaluation reference)")
-    parser.add_argument("--out", metavar="DIR", help="write a copy of the model with the stage here (default: add it to MODEL_DIR)")
+    parser.add_argument("--out", metavar="DIR", help="write a copy of the model (without its training checkpoints) with the stage here (default: add it to MODEL_DIR)")
     parser.add_argument("--n-showers", type=positive_int, metavar="N", help="use the first N showers (default: all)")
     parser.add_argument("--steps", type=positive_int, default=1500, help="optimiser steps of the count network (default: 1500)")
     parser.add_argument("--spectrum-showers", type=positive_int, default=2000, help="showers generated to fit floor and gamma (default: 2000)")

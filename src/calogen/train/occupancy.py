@@ -228,7 +228,7 @@ def fit_occupancy(
     Args:
         model_dir: a model directory (:func:`calogen.load`).
         data: its training showers (CaloChallenge HDF5); the first ``n_showers`` (default: all) are used.
-        out: write a copy of the model with the stage here (default: add it to ``model_dir``).
+        out: write a copy of the model (without its training checkpoints) with the stage here (default: add it to ``model_dir``).
         n_showers: showers to use.
         config: network settings (``max_count`` is set to the geometry's most alpha bins).
         settings: fit settings.
@@ -268,7 +268,7 @@ def fit_occupancy(
     if out is not None:
         if target.exists() and any(target.iterdir()):
             raise CalogenError(f"--out {target} exists and is not empty; choose a new directory")
-        shutil.copytree(model_dir, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*OCCUPANCY_FILES))
+        shutil.copytree(model_dir, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*OCCUPANCY_FILES, "checkpoints"))
     provenance = {
         "data": str(data), "n_showers": n, "model_nfe": model.nfe, "model_sampler": model.sampler,
         "counts": counts_record, "spectrum": records[f"{model.sampler}:{model.nfe}"], "spectra": records,
