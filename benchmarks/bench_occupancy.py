@@ -20,6 +20,7 @@ sample as a CaloChallenge file (``--out``) for ``calogen evaluate``.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -32,13 +33,16 @@ from calogen.models.occupancy import load_occupancy, occupy
 from calogen.models.rescale import cut_and_rescale, group_totals, readout_targets
 from calogen.train.occupancy import ring_counts, spectrum_separation
 
-WINDOWS_GEV = {"1 GeV": (1.0, 1.26), "10 GeV": (8.9, 11.2), "100 GeV": (79.4, 100.0)}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_model_table import hits_in_windows  # noqa: E402
+
 BINS_MEV = (0.1, 0.3, 1.0, 3.0, 10.0)
 
 
 def summary(name: str, e: np.ndarray, x: np.ndarray, ref: np.ndarray, t: float) -> None:
     hits = (x >= t).sum(axis=1)
-    windows = " ".join(f"{k} {hits[(e >= lo * 1e3) & (e <= hi * 1e3)].mean():7.1f}" for k, (lo, hi) in WINDOWS_GEV.items())
+    windows = " ".join(f"{k} {v:7.1f}" for k, v in hits_in_windows(e, x, t).items())
     spectrum = np.histogram(x[x >= t], [t, *BINS_MEV, np.inf])[0] / len(x)
     print(f"{name:16s} hits {hits.mean():7.1f} | {windows} | bins {np.array2string(spectrum, precision=1, floatmode='fixed')} | "
           f"S(spectrum) {spectrum_separation(ref, x, t):.4f}")  # fmt: skip

@@ -14,44 +14,13 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from calogen.models.layers import ConditionEmbedding
 
-__all__ = ["ConstantCache", "EnergyNet", "ResidualBlock"]
-
-
-class ConstantCache:
-    """A tensor computed from weights alone (no input), reused between calls in inference mode.
-
-    :meth:`get` returns ``compute()`` and, in ``torch.inference_mode`` (where sampling runs), keeps it until
-    one of the tensors it was computed from changes: their version counters (in-place updates: EMA,
-    ``load_state_dict``), storage, dtype and device. Elsewhere (training, ``no_grad`` validation: a fused
-    optimiser step does not count versions), with autocast on, while tracing (ONNX export) or for inference
-    tensors (no version counter) it computes every time. A kept tensor holds the same bytes as a recomputed one.
-    Writes that bypass version counting (``p.data.copy_(...)``, fused optimiser steps) are not seen: change
-    the weights of a model that is sampling in place under ``torch.no_grad()`` (as EMA does) or load them anew.
-    """
-
-    def __init__(self) -> None:
-        self._entry: tuple[tuple[object, ...], torch.Tensor] | None = None  # one attribute: replaced atomically
-
-    def get(self, compute: Callable[[], torch.Tensor], *sources: torch.Tensor) -> torch.Tensor:
-        """``compute()``, reused while ``sources`` (everything it reads) are unchanged."""
-        if (
-            not torch.is_inference_mode_enabled() or torch.jit.is_tracing() or torch.is_autocast_enabled(sources[0].device.type)
-            or any(t.is_inference() for t in sources)
-        ):  # fmt: skip
-            return compute()
-        key = tuple((t._version, t.data_ptr(), t.dtype, t.device) for t in sources)
-        entry = self._entry
-        if entry is None or entry[0] != key:
-            entry = self._entry = (key, compute())
-        return entry[1]
+__all__ = ["EnergyNet", "ResidualBlock"]
 
 
 class ResidualBlock(nn.Module):

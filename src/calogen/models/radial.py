@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from calogen.models.energy import ConstantCache, ResidualBlock
-from calogen.models.layers import ConditionEmbedding
+from calogen.models.energy import ResidualBlock
+from calogen.models.layers import ConditionEmbedding, ConstantCache
 
 __all__ = ["RadialNet"]
 

@@ -32,9 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from calogen.geometry import Geometry
-from calogen.models.energy import ConstantCache
 from calogen.models.glam import GridMap
-from calogen.models.layers import ConditionEmbedding, group_norm
+from calogen.models.layers import ConditionEmbedding, ConstantCache, group_norm
 
 __all__ = ["HEAD_CHANNELS", "CylindricalConv", "ShapeNet", "UNet", "voxel_head"]
 
@@ -57,7 +56,7 @@ class CylindricalConv(nn.Module):
 
     Convolving ``[x, coords]`` equals ``conv_x(x) + conv_c(coords)``; the second term does not depend on
     the batch, so it is computed on ``(1, 2, L, A, R)`` and broadcast; in inference mode (sampling) it is
-    kept between calls until the weights change (:class:`~calogen.models.energy.ConstantCache`).
+    kept between calls until the weights change (:class:`~calogen.models.layers.ConstantCache`).
 
     Args:
         c_in, c_out: channels.

@@ -253,16 +253,15 @@ def fit_occupancy(
     m = min(settings.n_spectrum, n)
     e = energies[:m].astype(np.float32).reshape(-1, 1)
     noise = model.draw_noise(m, seed=settings.seed)
-    spectra: dict[str, dict[str, Any]] = {}
+    default = f"{model.sampler}:{model.nfe}"
     records: dict[str, dict[str, Any]] = {}
     for nfe in [*sorted(set(settings.nfes) - {model.nfe}), model.nfe]:  # the default last: it stays configured
         key = f"{model.sampler}:{nfe}"
-        records[key] = fit_spectrum(occupancy, _stages(model, nfe, e, noise), showers.showers[:m], settings)
-        spectra[key] = {"gamma": records[key]["gamma"], "floor": records[key]["floor"]}
+        record = records[key] = fit_spectrum(occupancy, _stages(model, nfe, e, noise), showers.showers[:m], settings)
         if log is not None:
-            log(f"occupancy spectrum at NFE {nfe}: gamma {records[key]['gamma']}, floors {records[key]['floor']} MeV at "
-                f"{records[key]['floor_energies']} MeV, separation {records[key]['separation']:.4f} on {m} training showers")  # fmt: skip
-    del spectra[f"{model.sampler}:{model.nfe}"]
+            log(f"occupancy spectrum at NFE {nfe}: gamma {record['gamma']}, floors {record['floor']} MeV at "
+                f"{record['floor_energies']} MeV, separation {record['separation']:.4f} on {m} training showers")  # fmt: skip
+    spectra = {key: {"gamma": r["gamma"], "floor": r["floor"]} for key, r in records.items() if key != default}
     occupancy.configure(dataclasses.replace(occupancy.config, spectra=spectra))
     target = Path(model_dir if out is None else out)
     if out is not None:
@@ -271,7 +270,7 @@ def fit_occupancy(
         shutil.copytree(model_dir, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*OCCUPANCY_FILES, "checkpoints"))
     provenance = {
         "data": str(data), "n_showers": n, "model_nfe": model.nfe, "model_sampler": model.sampler,
-        "counts": counts_record, "spectrum": records[f"{model.sampler}:{model.nfe}"], "spectra": records,
+        "counts": counts_record, "spectrum": records[default], "spectra": records,
     }  # fmt: skip
     save_occupancy(target, occupancy, provenance)
     return provenance
