@@ -36,7 +36,7 @@ class ConditionEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(2 * n_frequencies + cond_dim, dim), nn.SiLU(), nn.Linear(dim, dim), nn.SiLU())
 
     def forward(self, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        angles = t.reshape(-1, 1).to(cond.dtype) * self.freqs.to(cond.dtype)
+        angles = t.reshape(-1, 1).to(cond.dtype) * self.freqs
         return self.mlp(torch.cat([torch.cos(angles), torch.sin(angles), cond], dim=1))
 
 

@@ -146,22 +146,14 @@ def keep_largest(scores: torch.Tensor, counts: torch.Tensor, groups: torch.Tenso
     """Boolean mask ``(B, voxels)``: exactly ``counts (B, G)`` voxels of each group, those with the largest ``scores``.
 
     ``counts`` must lie in ``0..size_g``; ties are broken by the sort, so the count is always exact.
+    ``groups (voxels,)`` gives the number of voxels.
     """
-    b, (n_groups, k_max) = scores.shape[0], members.shape
+    b, n_voxels, k_max = scores.shape[0], groups.shape[0], members.shape[1]
     order = group_values(scores, members).argsort(dim=2, descending=True)
-    kept_sorted = (torch.arange(k_max, device=scores.device) < counts[:, :, None]).to(scores.dtype)
-    kept = torch.zeros_like(kept_sorted).scatter(2, order, kept_sorted)  # (B, G, K) in member order
-    position = _positions(groups, members)
-    return kept.reshape(b, n_groups * k_max)[:, groups * k_max + position] > 0
-
-
-def _positions(groups: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
-    """Position ``(voxels,)`` of every voxel among its group's members."""
-    n_voxels = groups.shape[0]
-    flat = members.flatten()
-    columns = torch.arange(members.shape[1], device=members.device).repeat(members.shape[0])
-    valid = flat < n_voxels
-    return torch.zeros(n_voxels, dtype=torch.int64, device=groups.device).scatter(0, flat[valid], columns[valid])
+    ranked = members.expand(b, -1, -1).gather(2, order)  # voxel of every rank; n_voxels in the padding
+    kept = (torch.arange(k_max, device=scores.device) < counts[:, :, None]).to(scores.dtype)
+    mask = torch.zeros(b, n_voxels + 1, dtype=scores.dtype, device=scores.device).scatter(1, ranked.reshape(b, -1), kept.reshape(b, -1))
+    return mask[:, :n_voxels] > 0
 
 
 def occupy(
@@ -182,13 +174,13 @@ def occupy(
     weights = torch.where(keep, sigmoid(logits) ** gamma, torch.zeros_like(logits))
     total = group_totals(weights, groups, targets.shape[1])
     # a group whose kept weights all underflowed shares equally
-    weights = torch.where((total > 0)[:, groups], weights, keep.to(logits.dtype))
+    weights = torch.where((total > 0).index_select(1, groups), weights, keep.to(logits.dtype))
     total = group_totals(weights, groups, targets.shape[1])
     k = counts.to(targets.dtype)
     floor = (floor if isinstance(floor, torch.Tensor) else torch.full_like(targets[:, :1], floor)).clamp_min(threshold)
     base = torch.minimum(floor.expand_as(targets), targets / k.clamp_min(1))
     share = (targets - k * base) / total.clamp_min(torch.finfo(total.dtype).tiny)
-    return torch.where(keep, base[:, groups] + share[:, groups] * weights, torch.zeros_like(logits))
+    return torch.where(keep, base.index_select(1, groups) + share.index_select(1, groups) * weights, torch.zeros_like(logits))
 
 
 def ring_features(targets: torch.Tensor, threshold: float, slots: torch.Tensor, n_slots: int) -> torch.Tensor:

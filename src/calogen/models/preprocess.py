@@ -265,11 +265,20 @@ class Preprocessor:
 
     # --- transforms ---------------------------------------------------------------------------
     @cached_property
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        return {k: torch.from_numpy(np.asarray(getattr(self, k), dtype=np.float64)) for k in _ARRAYS}
+    def _tensors(self) -> dict[tuple[str, torch.dtype, torch.device], torch.Tensor]:
+        """Statistics converted by :meth:`_t`, kept per name, dtype and device."""
+        return {}
 
     def _t(self, name: str, like: torch.Tensor) -> torch.Tensor:
-        return self._tensors[name].to(dtype=like.dtype, device=like.device)
+        """Statistics ``name`` in the dtype and on the device of ``like``: converted once, then kept (constants,
+        never inference tensors, so autograd may save them)."""
+        key = (name, like.dtype, like.device)
+        tensor = self._tensors.get(key)
+        if tensor is None:
+            with torch.inference_mode(False):
+                stats = torch.from_numpy(np.asarray(getattr(self, name), dtype=np.float64))
+                tensor = self._tensors[key] = stats.to(dtype=like.dtype, device=like.device)
+        return tensor
 
     def energy_forward(self, energies: torch.Tensor) -> torch.Tensor:
         """Log-scaled incident energy ``(B, 1)`` from MeV ``(B, 1)``."""

@@ -30,6 +30,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd import forward_ad
 
 from calogen.geometry import Geometry
 from calogen.models.glam import GridMap
@@ -49,6 +50,23 @@ def _coordinates(shape: tuple[int, int, int], layer_position: tuple[float, ...] 
 
 def _pooled(shape: tuple[int, int, int]) -> tuple[int, int, int]:
     return (math.ceil(shape[0] / 2), shape[1], math.ceil(shape[2] / 2))
+
+
+def _single_cpu_conv(x: torch.Tensor) -> bool:
+    """Whether to convolve ``x`` with oneDNN directly: one float32 shower on the CPU, for which ``F.conv3d`` picks a
+    native kernel that takes about twice as long (from batch 2 it uses oneDNN itself, whose rows do not depend
+    on the batch). Not where a gradient, a tangent (oneDNN has no forward-mode AD) or an ONNX trace needs ``F.conv3d``."""
+    return (
+        x.shape[0] == 1 and x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled and not torch.is_grad_enabled() and forward_ad._current_level < 0 and not torch.jit.is_tracing()
+    )  # fmt: skip
+
+
+def _conv3d(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)``, at batch 1 on the CPU with the kernel ``F.conv3d`` uses for larger batches (:func:`_single_cpu_conv`)."""
+    if _single_cpu_conv(x):
+        return torch.ops.aten.mkldnn_convolution(x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation, conv.groups)
+    return conv(x)
 
 
 class CylindricalConv(nn.Module):
@@ -80,7 +98,7 @@ class CylindricalConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         coord_term = self._coord_term.get(self._coord_output, self.coord_conv.weight, self.coords)
-        return self.conv(self._pad_alpha(x)) + coord_term
+        return _conv3d(self.conv, self._pad_alpha(x)) + coord_term
 
 
 class ResBlock(nn.Module):
@@ -117,8 +135,8 @@ class LinearAttention(nn.Module):
         q, k, v = self.qkv(self.norm(x)).reshape(b, 3 * self.heads, c // self.heads, -1).chunk(3, dim=1)
         q = q.softmax(dim=2) * (c // self.heads) ** -0.5
         k = k.softmax(dim=3)
-        context = torch.einsum("bhdn,bhen->bhde", k, v)
-        h = torch.einsum("bhde,bhdn->bhen", context, q).reshape(x.shape)
+        context = k @ v.transpose(2, 3)  # (B, heads, d, e): sum over cells n of k_dn v_en
+        h = (context.transpose(2, 3) @ q).reshape(x.shape)
         return x + self.out(h)
 
 
