@@ -41,6 +41,7 @@ import copy
 import math
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ from torch import nn
 from calogen.errors import CalogenError
 from calogen.geometry import Geometry
 from calogen.models.energy import ResidualBlock
+from calogen.models.layers import ConstantCache
 from calogen.models.preprocess import energy_groups, radial_slots, sigmoid
 from calogen.models.rescale import group_members, group_totals, group_values, readout_targets
 
@@ -175,8 +177,8 @@ def occupy(
     total = group_totals(weights, groups, targets.shape[1])
     # a group whose kept weights all underflowed shares equally
     weights = torch.where((total > 0).index_select(1, groups), weights, keep.to(logits.dtype))
-    total = group_totals(weights, groups, targets.shape[1])
     k = counts.to(targets.dtype)
+    total = torch.where(total > 0, total, k)  # the sums of the new weights: unchanged, or the count of ones
     floor = (floor if isinstance(floor, torch.Tensor) else torch.full_like(targets[:, :1], floor)).clamp_min(threshold)
     base = torch.minimum(floor.expand_as(targets), targets / k.clamp_min(1))
     share = (targets - k * base) / total.clamp_min(torch.finfo(total.dtype).tiny)
@@ -210,6 +212,7 @@ class HitCountNet(nn.Module):
         self.blocks = nn.ModuleList(ResidualBlock(width, width) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, n_r * n_classes)
+        self._layer_films = [ConstantCache() for _ in range(depth)]  # the layer embeddings' scale-and-shift terms
 
     def forward(self, features: torch.Tensor, energies: torch.Tensor) -> torch.Tensor:
         b, n_l, n_r = features.shape[0], self.n_layers, self.n_r
@@ -217,8 +220,9 @@ class HitCountNet(nn.Module):
         layer = rows.sum(dim=1, keepdim=True)
         h = self.inp(torch.log1p(torch.cat([rows, layer], dim=1)) / _ENERGY_SCALE)
         emb = self.embed(torch.log(energies) / _ENERGY_SCALE)
-        for block in self.blocks:
-            film = block.film(emb)[:, None, :] + F.linear(self.layer_embedding, block.film.weight)
+        for block, cache in zip(self.blocks, self._layer_films, strict=True):
+            layer_film = cache.get(partial(F.linear, self.layer_embedding, block.film.weight), self.layer_embedding, block.film.weight)
+            film = block.film(emb)[:, None, :] + layer_film
             h = block.modulated(h, film.reshape(b * n_l, -1))
         return self.out(F.silu(self.norm(h))).reshape(b, n_l * n_r, self.n_classes)
 
@@ -273,27 +277,28 @@ class Occupancy(nn.Module):
     def logits(self, targets: torch.Tensor, energies: torch.Tensor) -> torch.Tensor:
         """Count logits ``(B, G, C)`` of every ring (before the possible-count mask)."""
         features = ring_features(targets, self.threshold, self.slots, self.n_slots)
-        return self.net(features, energies)[:, self.slots]
+        return self.net(features, energies).index_select(1, self.slots)
 
-    def possible(self, targets: torch.Tensor) -> torch.Tensor:
-        """Boolean ``(B, G, C)``: counts a ring can have (0 iff empty; at most its size and ``T / t``)."""
-        k = torch.arange(self.config.max_count + 1, device=targets.device, dtype=targets.dtype)
+    def largest(self, targets: torch.Tensor) -> torch.Tensor:
+        """Largest possible count ``(B, G)`` (float) of every ring: 0 if empty, else ``max(1, min(size, T / t, max_count))``."""
         most = torch.minimum(torch.floor(targets / (self.threshold * COUNT_SLACK)), self.sizes.to(targets.dtype))
-        filled = (k >= 1) & (k <= most.clamp_min(1)[:, :, None])
-        full = (targets > 0)[:, :, None]
-        return (full & filled) | (~full & (k == 0))
+        return torch.where(targets > 0, most.clamp(1, self.config.max_count), torch.zeros_like(targets))
+
+    def possible(self, targets: torch.Tensor, largest: torch.Tensor | None = None) -> torch.Tensor:
+        """Boolean ``(B, G, C)``: counts a ring can have (0 iff empty; at most its size and ``T / t``), given
+        :meth:`largest` if already computed."""
+        largest = self.largest(targets) if largest is None else largest
+        k = torch.arange(self.config.max_count + 1, device=targets.device, dtype=targets.dtype)
+        return (k <= largest[:, :, None]) & ((k > 0) == (targets > 0)[:, :, None])
 
     def counts(self, targets: torch.Tensor, energies: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Hits ``(B, G)`` (integer-valued, float) drawn from the possible counts by inverse CDF of ``Phi(noise)``."""
-        possible = self.possible(targets)
-        logits = self.logits(targets, energies).to(targets.dtype)
-        logits = torch.where(possible, logits, torch.full_like(logits, -torch.inf))
+        largest = self.largest(targets)
+        logits = self.logits(targets, energies).to(targets.dtype).masked_fill(~self.possible(targets, largest), -torch.inf)
         cdf = torch.softmax(logits, dim=2).cumsum(dim=2)
         u = 0.5 * (1 + torch.erf(noise / math.sqrt(2)))
         drawn = (cdf < u[:, :, None] * cdf[:, :, -1:]).sum(dim=2).to(targets.dtype)
-        # rounding can leave u above the last step of the CDF: the largest possible count then
-        most = (possible.to(targets.dtype) * torch.arange(logits.shape[2], dtype=targets.dtype, device=targets.device)).amax(2)
-        return torch.minimum(drawn, most)
+        return torch.minimum(drawn, largest)  # rounding can leave u above the last step of the CDF: the largest count then
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor, energies: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         targets = readout_targets(targets, self.threshold)
