@@ -2,6 +2,7 @@
 
 Example:
     calogen fit-occupancy runs/cpu-small --data ds2_train.h5 --out runs/cpu-small-occ
+    calogen fit-occupancy runs/student --data ds2_train.h5 --counts-from runs/cpu-small-occ --nfe 1 2
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nfe", type=positive_int, nargs="+", default=[1, 2, 4, 8], metavar="N",
                         help="NFEs of the model's sampler that get their own spectrum fit, besides its default (default: 1 2 4 8)")
     parser.add_argument("--seed", type=seed_int, default=0, help="seed of the fit (default: 0)")
+    parser.add_argument("--counts-from", metavar="MODEL_DIR",
+                        help="reuse the count network of this model's occupancy stage (a student's teacher) and fit only the spectra")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,10 +37,10 @@ def run(args: argparse.Namespace) -> int:
 
     settings = FitSettings(steps=args.steps, n_spectrum=args.spectrum_showers, seed=args.seed, nfes=tuple(args.nfe))
     record = fit_occupancy(args.model, args.data, out=args.out, n_showers=args.n_showers, settings=settings,
-                           log=lambda line: print(line, file=sys.stderr))  # fmt: skip
+                           log=lambda line: print(line, file=sys.stderr), counts_from=args.counts_from)  # fmt: skip
     spectrum = record["spectrum"]
     print(
-        f"occupancy stage fitted on {record['n_showers']} showers: count NLL {record['counts']['best_val_nll_per_shower']:.2f}/shower, "
+        f"occupancy stage fitted on {record['n_showers']} showers: count NLL {record['counts'].get('best_val_nll_per_shower', float('nan')):.2f}/shower, "
         f"gamma {spectrum['gamma']}, floor {', '.join(f'{v:.3g}' for v in spectrum['floor'])} MeV, spectrum separation {spectrum['separation']:.4f}; "
         f"written to {args.out or args.model}"
     )

@@ -3,6 +3,7 @@
 Example:
     calogen train --data ds2_train.h5 --geometry ds2 --preset cpu-small --out runs/ds2-small
     calogen train --data ds2_train.h5 --geometry ds2 --out runs/ds2-small --resume   # after an interruption
+    calogen train --data ds2_train.h5 --geometry ds2 --preset student-average-velocity --teacher runs/ds2-small --out runs/ds2-av
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="TRAIN.h5", help="training showers (CaloChallenge HDF5)")
     parser.add_argument("--geometry", required=True, help="built-in geometry name or CaloChallenge binning XML")
     parser.add_argument(
-        "--preset", help="tiny, cpu-small, ds2-base, ds3-base or a YAML/JSON file (default: cpu-small; with --resume: the run's own)"
+        "--preset", help="tiny, cpu-small, ds2-base, ds3-base, student-consistency, student-average-velocity or a YAML/JSON file "
+        "(default: cpu-small; with --resume: the run's own)"
     )
+    parser.add_argument("--teacher", metavar="MODEL_DIR",
+                        help="distil this flow-matching model into a one-step student (needs a student preset; the architecture is the teacher's)")
     parser.add_argument("--out", required=True, metavar="DIR", help="model directory to create (or continue with --resume)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument("--max-steps", type=positive_int, metavar="N", help="override the preset's number of optimiser steps")
@@ -36,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from calogen.train.loop import train
 
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    result = train(args.data, args.geometry, args.preset, args.out, resume=args.resume, max_steps=args.max_steps, progress=progress)
+    result = train(args.data, args.geometry, args.preset, args.out, resume=args.resume, max_steps=args.max_steps, progress=progress,
+                   teacher=args.teacher)  # fmt: skip
     note = " (stopped early)" if result.stopped_early else ""
     print(f"trained {result.steps} steps{note}, best validation loss {result.best_val:.4f}; model in {result.directory}")
     return 0

@@ -19,7 +19,7 @@ from calogen.models.preprocess import ENERGY_GROUPS
 
 __all__ = ["ModelConfig", "check_fields"]
 
-OBJECTIVES = ("flow", "edm")
+OBJECTIVES = ("flow", "edm", "consistency", "average-velocity")
 
 
 def _conform(value: Any, hint: Any) -> tuple[bool, Any]:
@@ -72,7 +72,9 @@ class ModelConfig:
     """Architecture and objective.
 
     Args:
-        objective: ``flow`` (conditional flow matching) or ``edm`` (EDM diffusion).
+        objective: ``flow`` (conditional flow matching), ``edm`` (EDM diffusion), or a one-step student of
+            a flow-matching teacher: ``consistency`` or ``average-velocity`` (:mod:`calogen.models.students`;
+            only ``average-velocity`` can use the ``jump`` sampler; its other samplers use the instantaneous velocity).
         time_sampling: flow-matching training times, ``logit-normal`` or ``uniform``.
         channels: U-Net channels per level, finest first.
         attention_levels: U-Net levels with linear attention (the bottleneck always has it).
@@ -135,3 +137,5 @@ class ModelConfig:
             raise CalogenError(f"model.nfe and model.energy_nfe must be >= 1, got {self.nfe}, {self.energy_nfe}")
         steps_for_nfe(self.sampler, self.nfe)
         steps_for_nfe(self.energy_sampler or self.sampler, self.energy_nfe or self.nfe)
+        if "jump" in (self.sampler, self.energy_sampler or self.sampler) and self.objective != "average-velocity":
+            raise CalogenError(f"the jump sampler needs model.objective average-velocity, not {self.objective!r}")

@@ -51,6 +51,7 @@ from calogen.models.preprocess import Preprocessor, energy_groups, radial_slots,
 from calogen.models.radial import RadialNet
 from calogen.models.rescale import cut_and_rescale, group_members
 from calogen.models.samplers import solve, steps_for_nfe
+from calogen.models.students import INTERVAL_FEATURES, STUDENT_OBJECTIVES, Student, widen_from
 from calogen.models.unet import ShapeNet
 
 __all__ = ["FlowModel", "ModelError", "ModelPair", "Pipeline", "load", "parameter_count", "save_model"]
@@ -73,6 +74,8 @@ MAX_VOXELS = 10_000_000
 def _wrap(net: nn.Module, config: ModelConfig) -> Denoiser:
     if config.objective == "edm":
         return EDM(net)
+    if config.objective in STUDENT_OBJECTIVES:
+        return STUDENT_OBJECTIVES[config.objective](net)
     return FlowMatching(net, time_sampling=config.time_sampling)
 
 
@@ -105,17 +108,43 @@ class ModelPair(nn.Module):
             )
         super().__init__()
         self.config = config
-        self.energy = _wrap(EnergyNet(layer_dim, 1, width=config.energy_width, depth=config.energy_depth), config)
+        extra = INTERVAL_FEATURES if config.objective == "average-velocity" else 0  # the interval columns of the condition
+        self.energy = _wrap(EnergyNet(layer_dim, 1 + extra, width=config.energy_width, depth=config.energy_depth), config)
         self.radial: Denoiser | None = None
         if config.radial_width:
             n_r = radial_slots(geometry)[1]
-            net = RadialNet(layer_dim - 1, n_r, 1 + layer_dim, width=config.radial_width, depth=config.radial_depth)
+            net = RadialNet(layer_dim - 1, n_r, 1 + layer_dim + extra, width=config.radial_width, depth=config.radial_depth)
             self.radial = _wrap(net, config)
         shape = ShapeNet(
-            geometry, 1 + layer_dim, channels=config.channels, attention_levels=config.attention_levels,
+            geometry, 1 + layer_dim + extra, channels=config.channels, attention_levels=config.attention_levels,
             compress_layers=config.compress_layers, emb_dim=config.emb_dim,
         )  # fmt: skip
         self.shape = _wrap(shape, config)
+
+    def denoisers(self) -> dict[str, Denoiser]:
+        """The energy, radial (if any) and shape denoisers by name."""
+        return {name: d for name, d in (("energy", self.energy), ("radial", self.radial), ("shape", self.shape)) if d is not None}
+
+    def start_from(self, teacher: ModelPair) -> None:
+        """Make this student a copy of the flow-matching ``teacher`` (:func:`~calogen.models.students.widen_from`)
+        and let its losses distil it.
+
+        Raises:
+            ModelError: this is not a student, the teacher is not a flow-matching model, or their networks differ.
+        """
+        if self.config.objective not in STUDENT_OBJECTIVES or teacher.config.objective != "flow":
+            raise ModelError(f"a {self.config.objective!r} model cannot distil a {teacher.config.objective!r} teacher; "
+                             f"students ({', '.join(STUDENT_OBJECTIVES)}) learn from flow-matching models")  # fmt: skip
+        mine, theirs = self.denoisers(), teacher.denoisers()
+        if set(mine) != set(theirs):
+            raise ModelError(f"the student has the networks {sorted(mine)}, the teacher {sorted(theirs)}")
+        for name, student in mine.items():
+            try:
+                widen_from(student.net, theirs[name].net)
+            except ValueError as exc:
+                raise ModelError(f"the {name} network does not match the teacher's: {exc}") from None
+            if isinstance(student, Student):  # always, given the objective checked above
+                student.set_teacher(theirs[name])
 
     def forward(
         self,

@@ -11,6 +11,9 @@ sampler is one loop with no hidden state; randomness only enters through the sta
 * Midpoint: ``x += h d(x + h d_0 / 2, t + h/2)`` — 2 NFE per step.
 * Adams-Bashforth 2 (variable step): ``x += h ((1 + r/2) d_i - (r/2) d_{i-1})``, ``r = h_i / h_{i-1}``,
   Euler first — 1 NFE per step.
+* Jump: ``x += h u(x, t -> t_next)`` with an average-velocity model
+  (:class:`~calogen.models.students.AverageVelocity`, called as ``denoiser(x, t, cond, t_next)``) — 1 NFE per step,
+  exact for a perfect model.
 
 Two-stage samplers given an odd NFE take a plain Euler step last.
 
@@ -33,7 +36,7 @@ import torch
 
 from calogen.errors import CalogenError
 
-__all__ = ["SAMPLERS", "adams_bashforth2", "euler", "heun", "midpoint", "solve", "steps_for_nfe"]
+__all__ = ["SAMPLERS", "adams_bashforth2", "euler", "heun", "jump", "midpoint", "solve", "steps_for_nfe"]
 
 Derivative = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 Schedule = Sequence[float] | torch.Tensor
@@ -112,11 +115,19 @@ def adams_bashforth2(denoiser: Derivative, x: torch.Tensor, schedule: Schedule, 
     return x
 
 
+def jump(denoiser: Callable[..., torch.Tensor], x: torch.Tensor, schedule: Schedule, *, cond: torch.Tensor | None) -> torch.Tensor:
+    """Jumps of an average-velocity model ``denoiser(x, t, cond, t_next)`` over ``schedule``."""
+    for t, t_next in zip(schedule[:-1], schedule[1:], strict=True):
+        x = x + (t_next - t) * denoiser(x, _times(t, x), cond, _times(t_next, x))
+    return x
+
+
 SAMPLERS: dict[str, tuple[Callable[..., torch.Tensor], int]] = {
     "euler": (euler, 1),
     "heun": (heun, 2),
     "midpoint": (midpoint, 2),
     "ab2": (adams_bashforth2, 1),
+    "jump": (jump, 1),
 }
 """Sampler name -> (function, network evaluations per step)."""
 

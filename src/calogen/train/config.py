@@ -177,5 +177,15 @@ PRESETS: dict[str, Preset] = {
                   "eval_every": 2000, "checkpoint_every": 2000, "block_size": 512},
     }),
 }  # fmt: skip
+_STUDENT_TRAIN = {"batch_size": 32, "energy_batch_size": 512, "lr": 5e-4, "warmup_steps": 50, "max_steps": 2000, "ema_decay": 0.99,
+                  "eval_every": 100, "checkpoint_every": 100, "patience": 1000, "val_max": 500}  # fmt: skip
+PRESETS["student-consistency"] = Preset.from_dict("student-consistency", {
+    "model": {"objective": "consistency", "sampler": "euler", "nfe": 1, "energy_sampler": "euler", "energy_nfe": 1}, "train": _STUDENT_TRAIN,
+})  # fmt: skip
+PRESETS["student-average-velocity"] = Preset.from_dict("student-average-velocity", {
+    "model": {"objective": "average-velocity", "sampler": "jump", "nfe": 1, "energy_sampler": "jump", "energy_nfe": 1}, "train": _STUDENT_TRAIN,
+})  # fmt: skip
 """Built-in presets: ``tiny`` (tests, seconds), ``cpu-small`` (DS2 on one core in about an hour),
-``ds2-base`` and ``ds3-base`` (GPU)."""
+``ds2-base`` and ``ds3-base`` (GPU), and the one-step students ``student-consistency`` and
+``student-average-velocity``, which take the architecture of the teacher they distil (``calogen train --teacher``)
+and fine-tune it for 2000 steps."""

@@ -42,6 +42,7 @@ from calogen.outputs import check_output_dir, ensure_free_space
 from calogen.train.checkpoint import latest_checkpoint, optimizer_from_flat, optimizer_to_flat, read_checkpoint, write_checkpoint
 from calogen.train.config import PRESETS, Preset
 from calogen.train.data import BlockLoader
+from calogen.train.distill import load_teacher, student_preset, teacher_record
 from calogen.train.run_record import check_same_run, read_run, run_identity, write_run
 
 __all__ = ["TrainResult", "Trainer", "train"]
@@ -86,9 +87,14 @@ class Trainer:
         preprocessor: fitted preprocessing.
         device: where to train.
         dist: process rank and count.
+        teacher: the flow-matching model a student (``model.objective`` consistency or average-velocity) starts
+            from and distils (:meth:`~calogen.models.generator.ModelPair.start_from`).
     """
 
-    def __init__(self, geometry: Geometry, preset: Preset, preprocessor: Preprocessor, *, device: torch.device | None = None, dist: _Dist | None = None) -> None:
+    def __init__(
+        self, geometry: Geometry, preset: Preset, preprocessor: Preprocessor, *, device: torch.device | None = None,
+        dist: _Dist | None = None, teacher: ModelPair | None = None,
+    ) -> None:  # fmt: skip
         self.geometry, self.preset, self.pre = geometry, preset, preprocessor
         if preset.model.radial_width and not preprocessor.radial_dim:
             raise CalogenError("the model has a radial network but the preprocessing was fitted without radial=True")
@@ -98,6 +104,10 @@ class Trainer:
             torch.manual_seed(preset.train.seed)
             self.raw = ModelPair(geometry, preset.model, preprocessor.layer_dim).to(self.device)
         self.ema = copy.deepcopy(self.raw).requires_grad_(False).eval()
+        if teacher is not None:  # a student: both copies start as the teacher, and both distil it (EMA: validation)
+            teacher = teacher.to(self.device)
+            self.raw.start_from(teacher)
+            self.ema.start_from(teacher)
         self.model: torch.nn.Module = self.raw
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -229,6 +239,10 @@ def _fit_preprocessing(loader: BlockLoader, geometry: Geometry, preset: Preset) 
     return replace(pre, e_min=float(energies.min()), e_max=float(max(energies.max(), energies.min() * 1.0001)))
 
 
+def _teacher_entry(identity: dict[str, Any]) -> dict[str, Any]:
+    return {"teacher": identity["teacher"]} if "teacher" in identity else {}
+
+
 def _append_history(path: Path, record: dict[str, Any]) -> None:
     with open(path, "a") as fh:
         fh.write(json.dumps(record) + "\n")
@@ -260,6 +274,7 @@ def train(
     resume: bool = False,
     max_steps: int | None = None,
     progress: bool = False,
+    teacher: str | os.PathLike[str] | None = None,
 ) -> TrainResult:
     """Train an energy + shape model on a shower file and write a model directory.
 
@@ -273,6 +288,8 @@ def train(
             stopped before the first one; refused if ``data``, the geometry or the preset differ.
         max_steps: override ``train.max_steps``.
         progress: show a tqdm progress bar.
+        teacher: a flow-matching model directory to distil into a student (:mod:`calogen.train.distill`);
+            the preset must be a student preset.
     """
     geometry = Geometry.resolve(geometry)
     given = None if preset is None else preset if isinstance(preset, Preset) else Preset.resolve(preset)
@@ -295,6 +312,10 @@ def train(
         preset = given or PRESETS["cpu-small"]
     if max_steps is not None:
         preset = replace(preset, train=replace(preset.train, max_steps=max_steps))
+    teacher_model = None if teacher is None else load_teacher(teacher, geometry)
+    if teacher_model is not None:
+        preset = student_preset(preset, teacher_model)
+        given = given and student_preset(given, teacher_model)
     cfg = preset.train
     dist = _Dist.from_env()
     device = _device(dist)
@@ -303,6 +324,8 @@ def train(
                          shuffle_blocks=cfg.shuffle_blocks, val_fraction=cfg.val_fraction, seed=cfg.seed)  # fmt: skip
     try:
         identity = run_identity(data, geometry, preset)
+        if teacher is not None:
+            identity["teacher"] = teacher_record(teacher)
         if stored is not None:
             check_same_run(out, stored, identity, given)
         elif resume:
@@ -313,12 +336,16 @@ def train(
             write_run(out, identity)
         if checkpoint:
             pre = Preprocessor.load(out)
+        elif teacher_model is not None:
+            pre = teacher_model.preprocessor
+            if main:
+                pre.save(out)
         else:
             pre = _fit_preprocessing(loader, geometry, preset)
             if main:
                 pre.save(out)
         val = loader.read_blocks(loader.val_blocks, cfg.val_max)
-        trainer = Trainer(geometry, preset, pre, device=device, dist=dist)
+        trainer = Trainer(geometry, preset, pre, device=device, dist=dist, teacher=None if teacher_model is None else teacher_model.pair)
         if cfg.energy_batch_size is not None:
             trainer.set_energy_pool(loader)
         start = int(meta.get("step", 0))
@@ -328,7 +355,7 @@ def train(
         if checkpoint:
             trainer.load_state(tensors, meta)
             _truncate_history(history, start)
-        extra = {"preset": preset.to_dict(), "training": {"data": str(data), "seed": cfg.seed}}
+        extra = {"preset": preset.to_dict(), "training": {"data": str(data), "seed": cfg.seed, **_teacher_entry(identity)}}
         stopped, step = bool(meta.get("stopped_early", False)), start
         bar = None
         if progress and main:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from calogen.errors import CalogenError
 from calogen.geometry import Geometry
-from calogen.models.occupancy import COUNT_SLACK, OCCUPANCY_FILES, Occupancy, OccupancyConfig, occupy, save_occupancy
+from calogen.models.occupancy import COUNT_SLACK, OCCUPANCY_FILES, Occupancy, OccupancyConfig, load_occupancy, occupy, save_occupancy
 from calogen.models.preprocess import energy_groups, group_sums
 from calogen.models.rescale import readout_targets
 
@@ -218,10 +218,21 @@ def _stages(model: Any, nfe: int, energies: np.ndarray, noise: tuple[np.ndarray,
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), torch.from_numpy(energies)
 
 
+def _counts_of(directory: str | os.PathLike[str], geometry: Geometry) -> tuple[Occupancy, dict[str, Any]]:
+    """The occupancy stage of another model directory and its count-network record (:func:`fit_occupancy` ``counts_from``)."""
+    import json
+
+    occupancy = load_occupancy(directory, geometry)
+    if occupancy is None:
+        raise CalogenError(f"--counts-from {directory} has no occupancy stage; fit one there first")
+    record = json.loads((Path(directory) / OCCUPANCY_FILES[0]).read_text()).get("provenance", {}).get("counts", {})
+    return occupancy, {**record, "from": str(directory)}
+
+
 def fit_occupancy(
     model_dir: str | os.PathLike[str], data: str | os.PathLike[str], *, out: str | os.PathLike[str] | None = None,
     n_showers: int | None = None, config: OccupancyConfig = OccupancyConfig(), settings: FitSettings = FitSettings(),
-    log: Any = None,
+    log: Any = None, counts_from: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Fit the occupancy stage of a trained model to its training showers and add it to the model directory.
 
@@ -233,6 +244,8 @@ def fit_occupancy(
         config: network settings (``max_count`` is set to the geometry's most alpha bins).
         settings: fit settings.
         log: callable receiving progress lines.
+        counts_from: take the count network from the occupancy stage of this model directory (same geometry;
+            for a student, its teacher: the counts depend on ring energies alone) and fit only the spectra.
 
     Returns:
         the provenance record written into ``occupancy.json``.
@@ -244,12 +257,14 @@ def fit_occupancy(
     with ShowerFile(data, model.geometry) as f:
         n = f.n_showers if n_showers is None else min(n_showers, f.n_showers)
         showers = f.read(0, n)
-    max_count = max(model.geometry.layers[i].n_alpha for i in model.geometry.nonempty_layers)
-    config = dataclasses.replace(config, max_count=max_count)
-    torch.manual_seed(settings.seed)
-    occupancy = Occupancy(model.geometry, config)
     energies = showers.energies.reshape(-1)
-    counts_record = fit_counts(occupancy, energies, showers.showers, settings, log=log)
+    if counts_from is None:
+        max_count = max(model.geometry.layers[i].n_alpha for i in model.geometry.nonempty_layers)
+        torch.manual_seed(settings.seed)
+        occupancy = Occupancy(model.geometry, dataclasses.replace(config, max_count=max_count))
+        counts_record = fit_counts(occupancy, energies, showers.showers, settings, log=log)
+    else:
+        occupancy, counts_record = _counts_of(counts_from, model.geometry)
     m = min(settings.n_spectrum, n)
     e = energies[:m].astype(np.float32).reshape(-1, 1)
     noise = model.draw_noise(m, seed=settings.seed)

@@ -1,7 +1,7 @@
 """The record of a training run, ``run.json`` in its directory: what a resumed run must match.
 
-It holds the SHA-256 of the training file, the geometry and the full preset. ``train --resume``
-refuses another training file or geometry, and an explicitly given preset that differs from the
+It holds the SHA-256 of the training file, the geometry, the full preset and, for a student, the
+SHA-256 of its teacher's weights. ``train --resume`` refuses another training file, teacher or geometry, and an explicitly given preset that differs from the
 stored one in anything but ``train.max_steps`` (which ``--max-steps`` may change).
 """
 
@@ -64,6 +64,11 @@ def check_same_run(out: Path, stored: dict[str, Any], identity: dict[str, Any], 
         raise CalogenError(
             f"{out} was trained on {stored.get('data')} (sha256 {str(stored.get('data_sha256'))[:12]}...), but --data "
             f"{identity['data']} differs (sha256 {identity['data_sha256'][:12]}...); resume with the same file or train into a new --out"
+        )
+    if (stored.get("teacher") or {}).get("weights_sha256") != (identity.get("teacher") or {}).get("weights_sha256"):
+        raise CalogenError(
+            f"{out} was distilled from teacher {stored.get('teacher')}, not {identity.get('teacher')}; resume with the same "
+            "--teacher (or none, if it had none) or train into a new --out"
         )
     if stored.get("geometry") != identity["geometry"] or stored.get("n_voxels") != identity["n_voxels"]:
         raise CalogenError(f"{out} was trained for geometry {stored.get('geometry')!r}, not {identity['geometry']!r}; pass that --geometry")
