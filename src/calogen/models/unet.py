@@ -55,10 +55,12 @@ def _pooled(shape: tuple[int, int, int]) -> tuple[int, int, int]:
 def _single_cpu_conv(x: torch.Tensor) -> bool:
     """Whether to convolve ``x`` with oneDNN directly: one float32 shower on the CPU, for which ``F.conv3d`` picks a
     native kernel that takes about twice as long (from batch 2 it uses oneDNN itself, whose rows do not depend
-    on the batch). Not where a gradient, a tangent (oneDNN has no forward-mode AD) or an ONNX trace needs ``F.conv3d``."""
+    on the batch). Not where a gradient, a tangent (oneDNN has no forward-mode AD), autocast or an ONNX trace
+    needs ``F.conv3d``."""
     return (
         x.shape[0] == 1 and x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available()
         and torch.backends.mkldnn.enabled and not torch.is_grad_enabled() and forward_ad._current_level < 0 and not torch.jit.is_tracing()
+        and not torch.is_autocast_enabled("cpu")
     )  # fmt: skip
 
 
@@ -74,7 +76,8 @@ class CylindricalConv(nn.Module):
 
     Convolving ``[x, coords]`` equals ``conv_x(x) + conv_c(coords)``; the second term does not depend on
     the batch, so it is computed on ``(1, 2, L, A, R)`` and broadcast; in inference mode (sampling) it is
-    kept between calls until the weights change (:class:`~calogen.models.layers.ConstantCache`).
+    kept between calls until the weights change (:class:`~calogen.models.layers.ConstantCache`). A single
+    shower is convolved with the kernel of a batch (:func:`_single_cpu_conv`).
 
     Args:
         c_in, c_out: channels.
