@@ -8,9 +8,9 @@ import torch
 from _model_data import one_thread  # noqa: F401
 
 from calogen.geometry import Geometry
-from calogen.models.occupancy import keep_largest
+from calogen.models.occupancy import Occupancy, OccupancyConfig, keep_largest
 from calogen.models.preprocess import Preprocessor
-from calogen.models.rescale import group_members
+from calogen.models.rescale import group_members, readout_targets
 from calogen.models.unet import CylindricalConv, ShapeNet, _coordinates
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -85,3 +85,14 @@ def test_keep_largest_matches_a_sort_per_group():
             index = torch.nonzero(groups == r).flatten()
             chosen = index[scores[b, index].argsort(descending=True)[: int(counts[b, r])]]
             assert set(torch.nonzero(keep[b]).flatten().tolist()) & set(index.tolist()) == set(chosen.tolist())
+
+
+def test_largest_count_is_the_last_possible_one():
+    occ = Occupancy(TINY, OccupancyConfig(width=8, depth=1, max_count=3))
+    g = torch.Generator().manual_seed(3)
+    targets = readout_targets(torch.rand(16, occ.n_groups, generator=g) ** 3 * 20, float(TINY.threshold))
+    targets[0, :3] = torch.tensor([0.0, torch.inf, torch.nan])
+    possible = occ.possible(targets)
+    last = (possible * torch.arange(4)).amax(dim=2).float()
+    assert torch.equal(occ.largest(targets), last)
+    assert (possible.sum(dim=2) >= 1).all()
