@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=["onnx", "triton"], default="onnx", help="onnx: one .onnx file; triton: a model repository")
     parser.add_argument("-o", "--out", required=True, help="output .onnx file (onnx) or repository folder (triton)")
     parser.add_argument("--nfe", type=int, help="network evaluations per sample baked into the graph (default: the model's)")
-    parser.add_argument("--sampler", default="euler", help="ODE sampler unrolled into the graph (default: euler)")
+    parser.add_argument("--sampler", help="sampler unrolled into the graph (default: the model's)")
     parser.add_argument("--name", help="model name in the Triton repository: a plain folder name (default: the model directory's name)")
     parser.add_argument("--max-batch-size", type=int, default=256, help="Triton max_batch_size (default: 256)")
     parser.add_argument("--preferred-batch-size", type=int, default=64, help="Triton dynamic-batching preferred size (default: 64)")
@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     model = load(args.model_dir)
     nfe = model.config.nfe if args.nfe is None else args.nfe
-    module = model.export_module(nfe, args.sampler)
+    sampler = args.sampler or model.sampler
+    module = model.export_module(nfe, sampler)
     shapes = model.noise_shapes()
     energies = None if args.no_check else np.geomspace(model.preprocessor.e_min, model.preprocessor.e_max, CHECK_SHOWERS)
     if args.format == "onnx":
@@ -53,11 +54,11 @@ def run(args: argparse.Namespace) -> int:
             max_queue_delay_us=args.max_queue_delay_us, instances=args.instances, kind=args.kind,
         )  # fmt: skip
         name = check_model_name(args.name or Path(args.model_dir).resolve().name)
-        params = {"geometry": model.geometry.name, "sampler": args.sampler, "nfe": str(nfe)}
+        params = {"geometry": model.geometry.name, "sampler": sampler, "nfe": str(nfe)}
         _, check = write_repository(
             module, shapes, model.geometry.n_voxels, args.out, name=name, settings=settings, parameters=params, check_energies=energies
         )
-    print(f"wrote {args.out} ({args.format}, {args.sampler} sampler, nfe={nfe})")
+    print(f"wrote {args.out} ({args.format}, {sampler} sampler, nfe={nfe})")
     if check is not None:
         print(
             f"onnxruntime vs PyTorch on {check.batch} showers: max |diff| {check.max_abs_diff:.3g} MeV, "

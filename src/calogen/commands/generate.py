@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--energies-from", metavar="REF.h5", help="take the incident energies of this shower file")
     parser.add_argument("--n", type=positive_int, help="number of showers (required with --energy; default with --energies-from: all)")
     parser.add_argument("--nfe", type=positive_int, help="network evaluations per model (default: the model's)")
-    parser.add_argument("--sampler", help="euler, heun, midpoint or ab2 (default: the model's)")
+    parser.add_argument("--sampler", help="euler, heun, midpoint, ab2 or (average-velocity models) jump (default: the model's)")
     parser.add_argument("--batch-size", type=positive_int, default=1000, help="showers per sample() call (default: 1000); the output bytes do not depend on it: networks always run on chunks of 256 showers")
     parser.add_argument("--seed", type=seed_int, default=0, help="seed of energies and noise (default: 0)")
     parser.add_argument("--weights", choices=("ema", "raw"), default="ema", help="which weights to use (default: ema)")

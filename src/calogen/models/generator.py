@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import math
 import os
 import warnings
 from dataclasses import asdict
@@ -127,7 +128,8 @@ class ModelPair(nn.Module):
 
     def start_from(self, teacher: ModelPair) -> None:
         """Make this student a copy of the flow-matching ``teacher`` (:func:`~calogen.models.students.widen_from`)
-        and let its losses distil it.
+        and let its losses distil it: the shape network by its objective's rule, the energy and radial
+        networks on trajectory targets with as many teacher evaluations as the teacher's energy solve.
 
         Raises:
             ModelError: this is not a student, the teacher is not a flow-matching model, or their networks differ.
@@ -136,6 +138,7 @@ class ModelPair(nn.Module):
             raise ModelError(f"a {self.config.objective!r} model cannot distil a {teacher.config.objective!r} teacher; "
                              f"students ({', '.join(STUDENT_OBJECTIVES)}) learn from flow-matching models")  # fmt: skip
         mine, theirs = self.denoisers(), teacher.denoisers()
+        energy_steps = math.ceil((teacher.config.energy_nfe or teacher.config.nfe) / 2)  # midpoint steps: the teacher's energy NFE
         if set(mine) != set(theirs):
             raise ModelError(f"the student has the networks {sorted(mine)}, the teacher {sorted(theirs)}")
         for name, student in mine.items():
@@ -144,7 +147,7 @@ class ModelPair(nn.Module):
             except ValueError as exc:
                 raise ModelError(f"the {name} network does not match the teacher's: {exc}") from None
             if isinstance(student, Student):  # always, given the objective checked above
-                student.set_teacher(theirs[name])
+                student.set_teacher(theirs[name], trajectory_steps=0 if name == "shape" else energy_steps)
 
     def forward(
         self,
@@ -360,8 +363,11 @@ class FlowModel:
         return view
 
     def _solver(self, nfe: int | None, sampler: str | None) -> tuple[int, str]:
+        """``(nfe, sampler)`` with None replaced by the model's, checked (the jump sampler needs an average-velocity model)."""
         nfe, sampler = self.nfe if nfe is None else nfe, self.sampler if sampler is None else sampler
         steps_for_nfe(sampler, nfe)
+        if sampler == "jump" and self.config.objective != "average-velocity":
+            raise CalogenError(f"the jump sampler needs an average-velocity model; this one is a {self.config.objective!r} model")
         return nfe, sampler
 
     def noise_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -373,14 +379,14 @@ class FlowModel:
         counts = self.occupancy.n_groups if self.occupancy is not None else 0
         return self.preprocessor.layer_dim + (self.preprocessor.radial_dim if self.pair.radial is not None else 0) + counts
 
-    def export_module(self, nfe: int, sampler: str = "euler") -> Pipeline:
+    def export_module(self, nfe: int, sampler: str | None = None) -> Pipeline:
         """The generator as an ``nn.Module`` ``(energies (B, 1), noise_energy, noise_shape) -> (B, voxels)``.
 
-        ``nfe`` and ``sampler`` apply to the shape network (and pick the occupancy stage's spectrum
-        settings fitted for them); the energy network uses the configured ``energy_nfe`` and
-        ``energy_sampler`` if set.
+        ``nfe`` and ``sampler`` (None: the model's) apply to the shape network (and pick the occupancy
+        stage's spectrum settings fitted for them); the energy network uses the configured ``energy_nfe``
+        and ``energy_sampler`` if set.
         """
-        steps_for_nfe(sampler, nfe)
+        nfe, sampler = self._solver(nfe, sampler)
         return Pipeline(
             self.pair, self.preprocessor, self.geometry, sampler=sampler, nfe=nfe,
             energy_sampler=self.config.energy_sampler, energy_nfe=self.config.energy_nfe,
