@@ -239,10 +239,6 @@ def _fit_preprocessing(loader: BlockLoader, geometry: Geometry, preset: Preset) 
     return replace(pre, e_min=float(energies.min()), e_max=float(max(energies.max(), energies.min() * 1.0001)))
 
 
-def _teacher_entry(identity: dict[str, Any]) -> dict[str, Any]:
-    return {"teacher": identity["teacher"]} if "teacher" in identity else {}
-
-
 def _append_history(path: Path, record: dict[str, Any]) -> None:
     with open(path, "a") as fh:
         fh.write(json.dumps(record) + "\n")
@@ -355,7 +351,7 @@ def train(
         if checkpoint:
             trainer.load_state(tensors, meta)
             _truncate_history(history, start)
-        extra = {"preset": preset.to_dict(), "training": {"data": str(data), "seed": cfg.seed, **_teacher_entry(identity)}}
+        extra = {"preset": preset.to_dict(), "training": {"data": str(data), "seed": cfg.seed, **{k: identity[k] for k in ("teacher",) if k in identity}}}
         stopped, step = bool(meta.get("stopped_early", False)), start
         bar = None
         if progress and main:
