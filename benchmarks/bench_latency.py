@@ -33,7 +33,7 @@ SHIPPED = Path(__file__).resolve().parents[1] / "src" / "calogen" / "data" / "pr
 STAGES = ("noise", "energy", "radial", "shape", "finish")
 
 
-def _median_ms(fn: Callable[[int], object], repeats: int, clock: Callable[[], float]) -> float:
+def median_ms(fn: Callable[[int], object], repeats: int, clock: Callable[[], float]) -> float:
     """Median milliseconds of ``fn(k)`` over ``repeats`` calls (``k`` the call index), after one warm-up call."""
     fn(repeats)
     times = []
@@ -86,25 +86,37 @@ def _stage_calls(model, energies: np.ndarray, nfe: int, sampler: str) -> dict[st
     }  # fmt: skip
 
 
-def _onnx_ms(model, nfe: int, sampler: str, energy: float, repeats: int, clock: Callable[[], float]) -> float | None:  # type: ignore[no-untyped-def]
-    """Median ms of one batch-1 ``session.run`` of the exported graph with one intra-op thread (None without onnxruntime)."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None
+def onnx_runner(model, nfe: int, sampler: str, path: Path) -> Callable[[np.ndarray], Callable[[], object]]:  # type: ignore[no-untyped-def]
+    """Export the graph to ``path`` and open it in onnxruntime with one intra-op thread; returns a function that,
+    given energies ``(B,)`` MeV, draws their noise and returns one ``session.run`` on them (what gets timed)."""
+    import onnxruntime as ort
+
     from calogen.serve.export import export_onnx, noise_input_name
     from calogen.serve.protocol import ENERGY_INPUT, SHOWER_OUTPUT
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.onnx"
-        export_onnx(model.export_module(nfe, sampler), model.noise_shapes(), path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    export_onnx(model.export_module(nfe, sampler), model.noise_shapes(), path)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     names = [ENERGY_INPUT, *(noise_input_name(k) for k in model.noise_shapes())]
-    noise_energy, noise_shape = model.draw_noise(1, seed=0)
-    feed = dict(zip(names, [np.full((1, 1), energy, dtype=np.float32), noise_energy, noise_shape], strict=True))
-    return _median_ms(lambda _: session.run([SHOWER_OUTPUT], feed), repeats, clock)
+
+    def prepare(energies: np.ndarray) -> Callable[[], object]:
+        e = energies.astype(np.float32).reshape(-1, 1)
+        feed = dict(zip(names, [e, *model.draw_noise(e.shape[0], seed=0)], strict=True))
+        return lambda: session.run([SHOWER_OUTPUT], feed)
+
+    return prepare
+
+
+def _onnx_ms(model, nfe: int, sampler: str, energy: float, repeats: int, clock: Callable[[], float]) -> float | None:  # type: ignore[no-untyped-def]
+    """Median ms of one batch-1 ``session.run`` of the exported graph with one intra-op thread (None without onnxruntime)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        run = onnx_runner(model, nfe, sampler, Path(tmp) / "model.onnx")(np.full(1, energy))
+    return median_ms(lambda _: run(), repeats, clock)
 
 
 def main() -> None:
@@ -132,9 +144,9 @@ def main() -> None:
         repeats = args.repeats or max(3, 200 // batch)
         energies = np.full(batch, args.energy)
         for nfe in args.nfe:
-            total = _median_ms(lambda k: model.sample(energies, seed=k, nfe=nfe, sampler=sampler), repeats, clock)
+            total = median_ms(lambda k: model.sample(energies, seed=k, nfe=nfe, sampler=sampler), repeats, clock)
             with torch.inference_mode():
-                stages = {name: _median_ms(fn, repeats, clock) for name, fn in _stage_calls(model, energies, nfe, sampler).items()}
+                stages = {name: median_ms(fn, repeats, clock) for name, fn in _stage_calls(model, energies, nfe, sampler).items()}
             cells = " ".join(f"{stages[s]:8.2f}" for s in STAGES)
             print(f"{batch:6d} {nfe:4d} {total:9.2f} {total / batch:10.3f} {cells} {total - sum(stages.values()):8.2f}")
     if not args.no_onnx:

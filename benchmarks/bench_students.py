@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_latency import median_ms, onnx_runner
 from bench_model_table import batch1_ms_per_shower, cpu_ms_per_shower
 
 from calogen.eval.evaluate import EvaluationSettings, evaluate
@@ -44,27 +45,11 @@ def parse_row(spec: str) -> tuple[str, Path, list[int]]:
 
 def onnx_ms(model, nfe: int, energies: np.ndarray, path: Path) -> dict[int, float]:  # type: ignore[no-untyped-def]
     """Median CPU ms per shower of ``session.run`` of the graph exported to ``path`` at each of :data:`BATCHES`."""
-    import onnxruntime as ort
-
-    from calogen.serve.export import export_onnx, noise_input_name
-    from calogen.serve.protocol import ENERGY_INPUT, SHOWER_OUTPUT
-
-    export_onnx(model.export_module(nfe, model.sampler), model.noise_shapes(), path)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    names = [ENERGY_INPUT, *(noise_input_name(k) for k in model.noise_shapes())]
+    prepare = onnx_runner(model, nfe, model.sampler, path)
     out = {}
     for batch in BATCHES:
-        e = np.resize(energies, batch).astype(np.float32).reshape(-1, 1)
-        feed = dict(zip(names, [e, *model.draw_noise(batch, seed=0)], strict=True))
-        session.run([SHOWER_OUTPUT], feed)
-        times = []
-        for _ in range(max(3, 200 // batch)):
-            start = time.process_time()
-            session.run([SHOWER_OUTPUT], feed)
-            times.append(time.process_time() - start)
-        out[batch] = 1e3 * float(np.median(times)) / batch
+        run = prepare(np.resize(energies, batch))
+        out[batch] = median_ms(lambda _: run(), max(3, 200 // batch), time.process_time) / batch
     return out
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from calogen.errors import CalogenError
 from calogen.models.preprocess import ENERGY_GROUPS
 
-__all__ = ["ModelConfig", "check_fields"]
+__all__ = ["ModelConfig", "check_fields", "check_sampler_objective"]
 
 OBJECTIVES = ("flow", "edm", "consistency", "average-velocity")
 
@@ -65,6 +65,12 @@ def check_fields(config: Any, section: str) -> None:
         if not ok:
             raise CalogenError(f"{section}.{f.name} must be {_describe(hints[f.name])}, got {value!r}")
         object.__setattr__(config, f.name, converted)
+
+
+def check_sampler_objective(sampler: str, objective: str) -> None:
+    """Refuse the ``jump`` sampler for a model that does not learn average velocities."""
+    if sampler == "jump" and objective != "average-velocity":
+        raise CalogenError(f"the jump sampler needs an average-velocity model; this one is a {objective!r} model")
 
 
 @dataclass(frozen=True)
@@ -137,5 +143,5 @@ class ModelConfig:
             raise CalogenError(f"model.nfe and model.energy_nfe must be >= 1, got {self.nfe}, {self.energy_nfe}")
         steps_for_nfe(self.sampler, self.nfe)
         steps_for_nfe(self.energy_sampler or self.sampler, self.energy_nfe or self.nfe)
-        if "jump" in (self.sampler, self.energy_sampler or self.sampler) and self.objective != "average-velocity":
-            raise CalogenError(f"the jump sampler needs model.objective average-velocity, not {self.objective!r}")
+        for sampler in (self.sampler, self.energy_sampler or self.sampler):
+            check_sampler_objective(sampler, self.objective)

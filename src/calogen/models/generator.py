@@ -40,7 +40,7 @@ from torch import nn
 from calogen.errors import CalogenError
 from calogen.generator import derive_seed
 from calogen.geometry import Geometry
-from calogen.models.config import ModelConfig
+from calogen.models.config import ModelConfig, check_sampler_objective
 from calogen.models.directory import (
     FORMAT, VERSION, ModelError, check_preprocessing, check_weights, geometry_from_dict, geometry_to_dict, model_config_from_dict, read_config,
 )  # fmt: skip
@@ -366,8 +366,7 @@ class FlowModel:
         """``(nfe, sampler)`` with None replaced by the model's, checked (the jump sampler needs an average-velocity model)."""
         nfe, sampler = self.nfe if nfe is None else nfe, self.sampler if sampler is None else sampler
         steps_for_nfe(sampler, nfe)
-        if sampler == "jump" and self.config.objective != "average-velocity":
-            raise CalogenError(f"the jump sampler needs an average-velocity model; this one is a {self.config.objective!r} model")
+        check_sampler_objective(sampler, self.config.objective)
         return nfe, sampler
 
     def noise_shapes(self) -> dict[str, tuple[int, ...]]:

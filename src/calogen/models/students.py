@@ -174,12 +174,16 @@ class AverageVelocity(Student):
         return t, torch.where(plain, torch.zeros_like(d), d)
 
     @torch.no_grad()
-    def _half(self, x: torch.Tensor, t: torch.Tensor, half: torch.Tensor, cond: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-        """The average velocity over ``[t - half, t]``: the teacher's (or conditional) velocity where ``base``, else the student's."""
-        student = self(x, t, cond, t - half)
-        if self.teacher is None:
-            return student
-        return torch.where(_column(base, x), self.teacher(x, t, cond), student)
+    def _half(self, x: torch.Tensor, t: torch.Tensor, half: torch.Tensor, cond: torch.Tensor, base: torch.Tensor, conditional: torch.Tensor) -> torch.Tensor:
+        """The average velocity over ``[t - half, t]``: where ``base`` the teacher's velocity (without a teacher the
+        ``conditional`` velocity), elsewhere the student's; each row is evaluated by that network only."""
+        out = conditional.clone()
+        if self._teacher and base.any():
+            out[base] = self._teacher[0](x[base], t[base], cond[base])
+        rest = ~base
+        if rest.any():
+            out[rest] = self(x[rest], t[rest], cond[rest], (t - half)[rest])
+        return out
 
     def loss(self, x0: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         eps = self._noise(x0, generator)
@@ -196,14 +200,8 @@ class AverageVelocity(Student):
             return (self(xt, t, cond, t - d) - target).square().flatten(1).mean(1)
         half = 0.5 * d
         base = d < 2.0 ** (1 - self.levels)  # the shortest interval (and d = 0): its halves are teacher steps
-        if self.teacher is None:  # without a teacher the base case is flow matching on the conditional velocity
-            first = torch.where(_column(base, x0), eps - x0, self._half(xt, t, half, cond, base))
-        else:
-            first = self._half(xt, t, half, cond, base)
-        xm = xt - _column(half, x0) * first
-        second = self._half(xm, t - half, half, cond, base)
-        if self.teacher is None:
-            second = torch.where(_column(base & (d > 0), x0), first, second)
+        first = self._half(xt, t, half, cond, base, eps - x0)
+        second = self._half(xt - _column(half, x0) * first, t - half, half, cond, base, eps - x0)
         target = torch.where(_column(d > 0, x0), 0.5 * (first + second), first)
         return (self(xt, t, cond, t - d) - target).square().flatten(1).mean(1)
 

@@ -311,7 +311,7 @@ def train(
     teacher_model = None if teacher is None else load_teacher(teacher, geometry)
     if teacher_model is not None:
         preset = student_preset(preset, teacher_model)
-        given = given and student_preset(given, teacher_model)
+        given = None if given is None else student_preset(given, teacher_model)
     cfg = preset.train
     dist = _Dist.from_env()
     device = _device(dist)
