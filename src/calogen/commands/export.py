@@ -1,7 +1,9 @@
-"""``calogen export``: a trained model as one ONNX graph, or as a Triton model repository.
+"""``calogen export``: a trained model as one ONNX graph, as a Triton model repository, or as a Geant4 Par04 graph.
 
 The graph is checked against PyTorch before it appears at its destination (max relative difference
 <= 1e-4 on showers spread over the model's training range); a refused export writes nothing.
+``--format par04`` writes one graph with Par04's input vector and cell order
+(:mod:`calogen.integrations.par04_graph`), checked against calogen's own showers permuted back.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import argparse
 from pathlib import Path
 
 NAME = "export"
-HELP = "export a trained model to ONNX or to a Triton model repository"
+HELP = "export a trained model to ONNX, a Triton model repository or a Geant4 Par04 ONNX graph"
 
 CHECK_SHOWERS = 8
 """Showers, log-spaced over the training range, on which the graph is compared with PyTorch."""
@@ -19,8 +21,8 @@ CHECK_SHOWERS = 8
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``calogen export``."""
     parser.add_argument("model_dir", metavar="MODEL_DIR", help="trained model directory")
-    parser.add_argument("--format", choices=["onnx", "triton"], default="onnx", help="onnx: one .onnx file; triton: a model repository")
-    parser.add_argument("-o", "--out", required=True, help="output .onnx file (onnx) or repository folder (triton)")
+    parser.add_argument("--format", choices=["onnx", "triton", "par04"], default="onnx", help="onnx: one .onnx file; triton: a model repository; par04: one .onnx file with Geant4 Par04's input vector and cell order")
+    parser.add_argument("-o", "--out", required=True, help="output .onnx file (onnx, par04) or repository folder (triton)")
     parser.add_argument("--nfe", type=int, help="network evaluations per sample baked into the graph (default: the model's)")
     parser.add_argument("--sampler", help="sampler unrolled into the graph (default: the model's)")
     parser.add_argument("--name", help="model name in the Triton repository: a plain folder name (default: the model directory's name)")
@@ -41,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from calogen.serve.triton_repo import TritonSettings, check_model_name, write_repository
 
     model = load(args.model_dir)
+    if args.format == "par04":
+        return _run_par04(model, args)
     nfe = model.config.nfe if args.nfe is None else args.nfe
     sampler = args.sampler or model.sampler
     module = model.export_module(nfe, sampler)
@@ -64,4 +68,30 @@ def run(args: argparse.Namespace) -> int:
             f"onnxruntime vs PyTorch on {check.batch} showers: max |diff| {check.max_abs_diff:.3g} MeV, "
             f"relative {check.max_rel_diff:.3g} (limit {TOLERANCE:g})"
         )
+    return 0
+
+
+def _run_par04(model, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    """``--format par04``: the graph and the Par04 macro lines that run it; returns 0."""
+    from calogen.integrations.par04_graph import export_par04, latent_size
+    from calogen.serve.export import TOLERANCE
+
+    check = export_par04(model, args.out, nfe=args.nfe, sampler=args.sampler, check=not args.no_check)
+    n_z, n_alpha, n_r = model.geometry.shape
+    layer = model.geometry.layers[0]
+    print(f"wrote {args.out} (par04, {args.sampler or model.sampler} sampler, nfe={args.nfe or model.nfe})")
+    if check is not None:
+        print(
+            f"onnxruntime (x E, permuted back) vs calogen on {check.batch} showers: max |diff| {check.max_abs_diff:.3g} MeV, "
+            f"relative {check.max_rel_diff:.3g} (limit {TOLERANCE:g})"
+        )
+    print("Par04 macro settings for this graph:")
+    for line in (
+        "/Par04/inference/setModelType VAE", f"/Par04/inference/setSizeLatentVector {latent_size(model)}",
+        "/Par04/inference/setSizeConditionVector 4", f"/Par04/inference/setModelPathName {args.out}",
+        f"/Par04/inference/setSizeOfRhoCells {layer.r_edges[1] - layer.r_edges[0]:g} mm",
+        f"/Par04/inference/setSizeOfZCells {layer.z_range[1] - layer.z_range[0]:g} mm",
+        f"/Par04/inference/setNbOfRhoCells {n_r}", f"/Par04/inference/setNbOfPhiCells {n_alpha}", f"/Par04/inference/setNbOfZCells {n_z}",
+    ):  # fmt: skip
+        print(f"  {line}")
     return 0
