@@ -92,26 +92,39 @@ def test_par04_graph_cells_are_calogen_showers_permuted(par04_graph: Path, model
 
 
 # --- DDML -------------------------------------------------------------------------------------------------------
-def test_ddml_run_inference_returns_flat_par04_cells(model) -> None:  # type: ignore[no-untyped-def]
+def test_ddml_vae_layout_uses_ddml_latent_as_the_noise(model) -> None:  # type: ignore[no-untyped-def]
+    """Par04ExampleVAE's input: latent + [E / 1024 GeV, theta / 90 deg, 0, 1]; answer: cells / E, r -> phi -> z."""
     from calogen.generator import derive_seed
 
     infer = make_run_inference(DDMLConfig(model=str(SHIPPED), seed=3))
-    x = par04.calodit_input([20.0e3, 50.0e3], 0.0, 1.57)
-    out = infer([x])
+    energies = np.array([16_000.0, 64_000.0], dtype=np.float32)
+    noise_energy, noise_shape = model.draw_noise(2, seed=9)
+    out = infer([par04.vae_input(energies, 0.3, np.hstack([noise_energy, noise_shape]))])
     assert out.dtype == np.float32 and out.shape == (2 * model.geometry.n_voxels,)
-    want = model.sample(np.array([20.0e3, 50.0e3]), seed=derive_seed(3, 0))
-    np.testing.assert_array_equal(out.reshape(2, -1), par04.to_par04_order(want, model.geometry))
-    one = infer([x[0]])  # a 1-D input is one shower; the next call draws from the next seed
-    assert one.shape == (model.geometry.n_voxels,) and not np.array_equal(one, out[: model.geometry.n_voxels])
+    want = model.sample_with_noise(energies, noise_energy, noise_shape) / energies[:, None]
+    np.testing.assert_allclose(out.reshape(2, -1), par04.to_par04_order(want, model.geometry), rtol=1e-6, atol=1e-9)
+    short = infer([par04.vae_input(energies[:1], 0.3, np.zeros((1, 10)))[0]])  # another latent size: the noise comes from the seed of call 1
+    want = model.sample(energies[:1], seed=derive_seed(3, 1)) / energies[0]
+    np.testing.assert_allclose(short, par04.to_par04_order(want, model.geometry)[0], rtol=1e-6, atol=1e-9)
+
+
+def test_ddml_calodit_layout_returns_mev(model) -> None:  # type: ignore[no-untyped-def]
+    from calogen.generator import derive_seed
+
+    infer = make_run_inference(DDMLConfig(model=str(SHIPPED), input_layout="calodit", output_order="calochallenge"))
+    out = infer([par04.calodit_input([20.0e3, 50.0e3], 0.0, 1.57)])
+    np.testing.assert_array_equal(out.reshape(2, -1), model.sample(np.array([20.0e3, 50.0e3]), seed=derive_seed(0, 0)))
+    with pytest.raises(CalogenError, match="no input tensors"):
+        infer([])
 
 
 def test_ddml_config_from_environment() -> None:
-    env = {"DDML_MODEL_PATH": "/models/x", "CALOGEN_NFE": "4", "CALOGEN_ENERGY_UNIT": "MeV", "CALOGEN_OUTPUT_ORDER": "calochallenge"}
+    env = {"DDML_MODEL_PATH": "/models/x", "CALOGEN_NFE": "4", "CALOGEN_INPUT_LAYOUT": "calodit", "CALOGEN_OUTPUT_ORDER": "calochallenge"}
     config = DDMLConfig.from_env(env)
-    assert (config.model, config.nfe, config.seed, config.energy_unit, config.output_order) == ("/models/x", 4, 0, "MeV", "calochallenge")
+    assert (config.model, config.nfe, config.seed, config.input_layout, config.output_order) == ("/models/x", 4, 0, "calodit", "calochallenge")
     assert DDMLConfig.from_env({"CALOGEN_MODEL": "/a", "DDML_MODEL_PATH": "/b"}).model == "/a"
-    assert Path(DDMLConfig.from_env({}).model) == SHIPPED.resolve()
-    with pytest.raises(CalogenError, match="CALOGEN_ENERGY_UNIT"):
-        DDMLConfig.from_env({"CALOGEN_ENERGY_UNIT": "keV"})
+    assert Path(DDMLConfig.from_env({}).model) == SHIPPED.resolve() and DDMLConfig.from_env({}).input_layout == "vae"
+    with pytest.raises(CalogenError, match="CALOGEN_INPUT_LAYOUT"):
+        DDMLConfig.from_env({"CALOGEN_INPUT_LAYOUT": "gan"})
     with pytest.raises(CalogenError, match="CALOGEN_NFE"):
         DDMLConfig.from_env({"CALOGEN_NFE": "four"})
