@@ -126,3 +126,60 @@ def test_server_backend_gives_the_local_showers(server: tuple[int, int], local: 
     per_particle = run_example(tmp_path, "http", *args, "--url", f"http://127.0.0.1:{http_port}", "--per-particle")
     assert per_particle["per_particle"] and len(per_particle["events"]) == 5
     assert_energy_balance(per_particle)
+
+
+class OnnxTriton:
+    """A stand-in for ``tritonclient.grpc.InferenceServerClient`` that runs an exported Triton repository in onnxruntime."""
+
+    def __init__(self, repository: Path, name: str) -> None:
+        import onnxruntime as ort
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2 as mc
+
+        self.name, self.requests = name, []  # type: ignore[var-annotated]
+        self.config = text_format.Parse((repository / name / "config.pbtxt").read_text(), mc.ModelConfig())
+        self.session = ort.InferenceSession(str(repository / name / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+
+    def get_model_repository_index(self):  # type: ignore[no-untyped-def]
+        from types import SimpleNamespace
+
+        return SimpleNamespace(models=[SimpleNamespace(name=self.name)])
+
+    def get_model_config(self, name: str):  # type: ignore[no-untyped-def]
+        from types import SimpleNamespace
+
+        return SimpleNamespace(config=self.config)
+
+    def async_infer(self, model_name, inputs, callback, outputs=None, parameters=None) -> None:  # type: ignore[no-untyped-def]
+        from types import SimpleNamespace
+
+        feed = {i.name(): np.frombuffer(i._raw_content, dtype=np.float32).reshape(i.shape()) for i in inputs}
+        self.requests.append(({k: v.shape for k, v in feed.items()}, parameters))
+        showers = self.session.run(["SHOWERS"], feed)[0]
+        callback(SimpleNamespace(as_numpy=lambda name: showers), None)
+
+    def close(self) -> None:
+        pass
+
+
+def test_server_backend_sends_noise_to_an_exported_triton_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model exported with --format triton takes noise, not a seed: the backend draws it, chunked at max_batch_size."""
+    import tritonclient.grpc
+
+    from calogen.cli import main
+
+    assert main(["export", str(SHIPPED), "--format", "triton", "-o", str(tmp_path / "repo"), "--max-batch-size", "4", "--no-check"]) == 0
+    fake = OnnxTriton(tmp_path / "repo", "cpu-small-ds2")
+    monkeypatch.setattr(tritonclient.grpc, "InferenceServerClient", lambda *a, **k: fake)
+    monkeypatch.syspath_prepend(str(RUN.parent))
+    from backends import TritonBackend
+
+    backend = TritonBackend("grpc://triton.example:8001")
+    assert backend.model == "cpu-small-ds2" and backend.geometry.name == "ds2" and backend.max_batch == 4
+    energies = np.geomspace(1e4, 1e5, 6)
+    showers = backend.showers(energies, seed=3)
+    assert [shapes["NOISE_SHAPE"] for shapes, _ in fake.requests] == [(4, 6480), (2, 6480)]
+    assert all(shapes["NOISE_ENERGY"][1] == 856 and params is None for shapes, params in fake.requests)
+    assert showers.shape == (6, 6480) and np.isfinite(showers).all()
+    assert np.all((showers.sum(axis=1) > 0.5 * energies) & (showers.sum(axis=1) < 1.2 * energies))
+    np.testing.assert_array_equal(backend.showers(energies, seed=3), showers)  # the noise follows the seed

@@ -7,6 +7,11 @@ server's ``max_batch_size``); per particle, in one call per shower. Chunk ``k`` 
 the local backend gives (up to the rounding of the server's merged batches). The server backend sends
 all of an event's requests at once with the client's asynchronous call and waits for all of them, as
 CMS's SONIC does.
+
+A model exported for a real Triton server (``calogen export --format triton``) takes its noise as inputs
+(``NOISE_*``, listed in its config) instead of a seed: the backend then sends standard-normal noise drawn
+with numpy from ``derive_seed(seed, k)`` — showers of the same distribution, not the same showers as
+calogen's own noise stream for that seed.
 """
 
 from __future__ import annotations
@@ -77,7 +82,7 @@ class TritonBackend:
         self.client = client_module.InferenceServerClient(address, **({"concurrency": 16} if self.protocol == "http" else {}))
         self.model = model or self._only_model()
         config = self.client.get_model_config(self.model)
-        params, self.max_batch = self._config(config)
+        params, self.max_batch, self.noise_dims = self._config(config)
         self.geometry = geometry or Geometry.builtin(params["geometry"])
         low, _, high = params.get("energy_range_mev", "0:inf").partition(":")
         self.energy_range = (float(low), float(high))
@@ -89,11 +94,25 @@ class TritonBackend:
             raise SystemExit(f"the server lists models {names}; choose one with --model")
         return names[0]
 
-    def _config(self, config) -> tuple[dict[str, str], int]:  # type: ignore[no-untyped-def]
+    def _config(self, config) -> tuple[dict[str, str], int, dict[str, list[int]]]:  # type: ignore[no-untyped-def]
+        """Parameters, ``max_batch_size`` and the noise inputs' per-shower dims of a model config."""
         if self.protocol == "grpc":
             cfg = config.config
-            return {k: v.string_value for k, v in cfg.parameters.items()}, int(cfg.max_batch_size)
-        return {k: v["string_value"] for k, v in config.get("parameters", {}).items()}, int(config["max_batch_size"])
+            noise = {i.name: list(i.dims) for i in cfg.input if i.name.startswith("NOISE_")}
+            return {k: v.string_value for k, v in cfg.parameters.items()}, int(cfg.max_batch_size), noise
+        noise = {i["name"]: [int(d) for d in i["dims"]] for i in config.get("input", []) if i["name"].startswith("NOISE_")}
+        return {k: v["string_value"] for k, v in config.get("parameters", {}).items()}, int(config["max_batch_size"]), noise
+
+    def _request(self, energies: np.ndarray, seed: int) -> tuple[list, dict[str, int] | None]:  # type: ignore[type-arg]
+        """Input tensors and request parameters for ``energies (n, 1)``: a seed, or noise drawn from it."""
+        arrays = {"INCIDENT_ENERGY": energies}
+        rng = np.random.default_rng(seed)
+        arrays.update({name: rng.standard_normal((energies.shape[0], *dims), dtype=np.float32) for name, dims in self.noise_dims.items()})
+        inputs = []
+        for name, array in arrays.items():
+            inputs.append(self._module.InferInput(name, list(array.shape), "FP32"))
+            inputs[-1].set_data_from_numpy(array)
+        return inputs, (None if self.noise_dims else {"seed": seed})
 
     def showers(self, energies: np.ndarray, seed: int, *, per_particle: bool = False) -> np.ndarray:
         e = np.asarray(energies, dtype=np.float32).reshape(-1, 1)
@@ -103,10 +122,8 @@ class TritonBackend:
         done = threading.Semaphore(0)
         handles = []
         for k, sl in enumerate(parts):
-            inputs = [self._module.InferInput("INCIDENT_ENERGY", list(e[sl].shape), "FP32")]
-            inputs[0].set_data_from_numpy(e[sl])
+            inputs, params = self._request(e[sl], derive_seed(seed, k))
             outputs = [self._module.InferRequestedOutput("SHOWERS")]
-            params = {"seed": derive_seed(seed, k)}
             if self.protocol == "grpc":
                 self.client.async_infer(self.model, inputs, self._callback(k, results, errors, done), outputs=outputs, parameters=params)
             else:
