@@ -25,7 +25,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-showers", type=positive_int, default=10_000, help="showers per file used by the classifiers (default: 10000)")
     parser.add_argument("--chunk-size", type=positive_int, default=5_000, help="showers per chunk while streaming")
     parser.add_argument("--reference-name", default="reference", help="label of the reference in the report")
+    parser.add_argument("--weights", action="append", default=[], metavar="NAME=WEIGHTS.h5",
+                        help="per-shower weights of sample NAME (from calogen reweight): weighted histograms, separation "
+                        "powers and classifier AUCs, and the effective sample size; WEIGHTS.h5 alone with one sample; repeatable")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _weights(items: list[str], generated: dict[str, str]) -> dict[str, str]:
+    """``--weights`` values as sample name -> weights file."""
+    from calogen.errors import CalogenError
+
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            if len(generated) != 1:
+                raise CalogenError(f"--weights {item}: name the sample, NAME=WEIGHTS.h5, one of {sorted(generated)}")
+            name, path = next(iter(generated)), item
+        if name in out:
+            raise CalogenError(f"two --weights for sample {name!r}; give one weights file per sample")
+        out[name] = path
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         if name in generated:
             raise CalogenError(f"two generated samples are called {name!r}; label them NAME=PATH")
         generated[name] = path
+    weights = _weights(args.weights, generated)
     if args.max_showers < 10:
         raise CalogenError(f"--max-showers must be >= 10, got {args.max_showers}")
     settings = EvaluationSettings(
@@ -60,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     created = not out.exists()
     try:
         record = evaluate(
-            args.reference, generated, geometry, out, settings=settings, reference_name=args.reference_name, progress=not args.quiet
+            args.reference, generated, geometry, out, settings=settings, reference_name=args.reference_name,
+            progress=not args.quiet, weights=weights,
         )
     except BaseException:
         if created and out.is_dir() and not any(out.iterdir()):  # bad values found while streaming: leave nothing behind

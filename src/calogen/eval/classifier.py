@@ -15,6 +15,11 @@ Runs repeat with seeds ``derive_seed(settings.seed, run)`` and are summarised as
 standard deviation. The official evaluation labels the other way round (reference 1); AUC and JSD do
 not depend on that choice.
 
+Weighted generated samples (e.g. DCTR weights, :mod:`calogen.eval.reweight`): with
+``generated_weights`` every generated shower counts with its weight everywhere: in the training and
+validation losses, the validation accuracy, the isotonic calibration, the test ROC AUC and the JSD.
+In each split the generated weights are rescaled to mean 1, so both classes keep equal total weight.
+
 Three input kinds share one training loop:
 
 * ``cls-low``: ``low_level_inputs(energies, showers, threshold=t)`` = ``[log10(E_inc / MeV), voxels / E_inc]``
@@ -72,8 +77,11 @@ __all__ = [
     "ClassifierError",
     "ClassifierResult",
     "ClassifierSettings",
+    "FittedClassifier",
+    "fit_classifier",
     "jsd_from_probabilities",
     "low_level_inputs",
+    "predict_logits",
     "run_classifier",
     "stack_low_level",
 ]
@@ -195,7 +203,8 @@ class ClassifierResult:
     ``ref_scores`` and ``gen_scores`` are the calibrated test-set probabilities of being generated,
     for reference and generated showers, concatenated over all runs (for plotting).
     ``best_epochs`` are the kept epochs and ``epochs_trained`` the epochs run before stopping, per run;
-    ``n_train``, ``n_val`` and ``n_test`` count showers of both sides in one run.
+    ``n_train``, ``n_val`` and ``n_test`` count showers of both sides in one run; ``weighted`` says
+    whether the generated showers carried weights.
     """
 
     kind: str
@@ -213,6 +222,7 @@ class ClassifierResult:
     n_train: int
     n_val: int
     n_test: int
+    weighted: bool = False
 
     def to_dict(self, *, include_scores: bool = False) -> dict[str, Any]:
         """JSON-ready summary; the score arrays only when ``include_scores``."""
@@ -276,7 +286,9 @@ def stack_low_level(
     raise ClassifierError(f"the chunks hold only {row} showers, {n} were asked for")
 
 
-def jsd_from_probabilities(probabilities: np.ndarray, labels: np.ndarray) -> float:
+def jsd_from_probabilities(
+    probabilities: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None
+) -> float:
     """Jensen-Shannon divergence in bits from calibrated probabilities of label 1.
 
     ``JSD = 1 + mean[y log2 p + (1 - y) log2(1 - p)]``, exact for a balanced sample and a perfectly
@@ -285,10 +297,11 @@ def jsd_from_probabilities(probabilities: np.ndarray, labels: np.ndarray) -> flo
     Args:
         probabilities: ``(N,)`` calibrated probabilities that the label is 1.
         labels: ``(N,)`` true labels 0 or 1.
+        weights: ``(N,)`` sample weights of a weighted mean (None: all 1).
     """
     p = np.clip(np.asarray(probabilities, dtype=np.float64), _CALIBRATION_CLIP, 1 - _CALIBRATION_CLIP)
     y = np.asarray(labels, dtype=np.float64)
-    return float(1.0 + np.mean(y * np.log2(p) + (1 - y) * np.log2(1 - p)))
+    return float(1.0 + np.average(y * np.log2(p) + (1 - y) * np.log2(1 - p), weights=weights))
 
 
 def run_classifier(
@@ -299,6 +312,7 @@ def run_classifier(
     *,
     geometry: Geometry | None = None,
     progress: bool = False,
+    generated_weights: np.ndarray | None = None,
 ) -> ClassifierResult:
     """Train classifiers to separate reference from generated inputs; report test AUC and JSD.
 
@@ -310,9 +324,12 @@ def run_classifier(
         settings: network and training settings (default :class:`ClassifierSettings`).
         geometry: required for ``"cnn"``: a regular geometry with ``d == 1 + n_voxels``.
         progress: show a progress bar over runs.
+        generated_weights: ``(N_gen,)`` non-negative weights of the generated showers (see the module
+            docstring); None: unweighted.
     """
     settings = settings or ClassifierSettings()
     ref, gen = _check_inputs(kind, reference_inputs, generated_inputs, geometry)
+    gen_w = None if generated_weights is None else _check_weights(generated_weights, len(gen))
     n_side = min(len(ref), len(gen), settings.max_showers_per_side or len(ref))
     n_train, n_val = (int(f * n_side) for f in settings.split[:2])
     runs = range(settings.n_runs)
@@ -324,7 +341,7 @@ def run_classifier(
     with _torch_threads(settings.num_threads):
         for run in runs:
             seed = derive_seed(settings.seed, run)
-            outcomes.append(_one_run(kind, ref, gen, n_side, settings, geometry, seed))
+            outcomes.append(_one_run(kind, ref, gen, n_side, settings, geometry, seed, gen_w))
     aucs = [o.auc for o in outcomes]
     jsds = [o.jsd for o in outcomes]
     probs = np.concatenate([o.probabilities for o in outcomes]).astype(np.float32)
@@ -336,8 +353,60 @@ def run_classifier(
         best_epochs=[o.best_epoch for o in outcomes],
         epochs_trained=[o.epochs_trained for o in outcomes], settings=settings,
         ref_scores=probs[labels == 0], gen_scores=probs[labels == 1],
-        n_train=2 * n_train, n_val=2 * n_val, n_test=2 * (n_side - n_train - n_val),
+        n_train=2 * n_train, n_val=2 * n_val, n_test=2 * (n_side - n_train - n_val), weighted=gen_w is not None,
     )  # fmt: skip
+
+
+class FittedClassifier(NamedTuple):
+    """A trained network of :func:`fit_classifier` (evaluation mode) with its kept and last epochs."""
+
+    model: nn.Module
+    best_epoch: int
+    epochs_trained: int
+
+
+def fit_classifier(
+    kind: str,
+    reference_inputs: np.ndarray,
+    generated_inputs: np.ndarray,
+    train: np.ndarray,
+    val: np.ndarray,
+    settings: ClassifierSettings | None = None,
+    *,
+    seed: int = 0,
+    geometry: Geometry | None = None,
+) -> FittedClassifier:
+    """Train one classifier (reference label 0, generated 1) as one run of :func:`run_classifier`:
+    standardised on ``train`` (if the settings say so), epoch kept on ``val``; no calibration.
+
+    Args:
+        kind: ``"cls-low"``, ``"cls-high"`` or ``"cnn"``.
+        reference_inputs: ``(N_ref, d)`` reference inputs.
+        generated_inputs: ``(N_gen, d)`` generated inputs.
+        train: rows of the stack ``[reference; generated]`` to train on (``N_ref + i`` is generated row ``i``).
+        val: rows of the same stack for epoch selection.
+        settings: network and training settings (``n_runs``, ``split`` and ``max_showers_per_side`` unused).
+        seed: seed of initialisation, dropout and shuffles.
+        geometry: required for ``"cnn"``.
+    """
+    settings = settings or ClassifierSettings()
+    ref, gen = _check_inputs(kind, reference_inputs, generated_inputs, geometry)
+    train, val = np.asarray(train, np.int64), np.asarray(val, np.int64)
+    with _torch_threads(settings.num_threads):
+        stats = _feature_stats(ref, gen, train, settings) if settings.standardize else None
+        model = _build_model(kind, ref.shape[1], settings, geometry, seed, stats)
+        best_epoch, epochs_trained = _train(model, ref, gen, train, val, settings, seed)
+    model.eval()
+    return FittedClassifier(model, best_epoch, epochs_trained)
+
+
+def predict_logits(model: nn.Module, inputs: np.ndarray, settings: ClassifierSettings | None = None) -> np.ndarray:
+    """``(N,)`` float32 logits (log-odds of "generated") of a trained network for ``(N, d)`` inputs."""
+    settings = settings or ClassifierSettings()
+    x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
+    with _torch_threads(settings.num_threads):
+        logits, _ = _logits(model, x, x[:0], np.arange(len(x)), settings)
+    return logits.numpy()
 
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -379,6 +448,27 @@ def _check_inputs(
                 f"(build them with low_level_inputs), got {ref.shape[1]}"
             )
     return ref, gen
+
+
+def _check_weights(weights: np.ndarray, n: int) -> np.ndarray:
+    """``(n,)`` float64 non-negative finite weights with a positive sum, or a :class:`ClassifierError`."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n,):
+        raise ClassifierError(f"generated weights have shape {w.shape}; expected ({n},), one per generated shower")
+    if not (np.all(np.isfinite(w)) and np.all(w >= 0) and w.sum() > 0):
+        raise ClassifierError("generated weights must be finite, non-negative and not all zero")
+    return w
+
+
+def _split_weights(rows: np.ndarray, n_ref: int, gen_weights: np.ndarray | None) -> torch.Tensor | None:
+    """Sample weights of ``rows`` of ``[ref; gen]``: 1 for reference rows, generated weights scaled to mean 1."""
+    if gen_weights is None:
+        return None
+    is_gen = rows >= n_ref
+    w = np.ones(len(rows), np.float64)
+    w[is_gen] = gen_weights[rows[is_gen] - n_ref]
+    w[is_gen] /= w[is_gen].mean()
+    return torch.from_numpy(w.astype(np.float32))
 
 
 def _gather(ref: torch.Tensor, gen: torch.Tensor, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -520,8 +610,11 @@ def _train(
     val: np.ndarray,
     s: ClassifierSettings,
     seed: int,
+    train_weights: torch.Tensor | None = None,
+    val_weights: torch.Tensor | None = None,
 ) -> tuple[int, int]:
-    """Adam on BCE; loads the best validation epoch into ``model``; returns it and the epochs run."""
+    """Adam on BCE (weighted by the optional per-row weights); loads the best validation epoch into
+    ``model``; returns it and the epochs run."""
     optimiser = torch.optim.Adam(model.parameters(), lr=s.lr)
     shuffle_gen = torch.Generator().manual_seed(derive_seed(seed, 3))
     best_score, best_epoch, best_state, stale = -math.inf, 0, None, 0
@@ -529,13 +622,15 @@ def _train(
         model.train()
         for batch in torch.randperm(len(train), generator=shuffle_gen).split(s.batch_size):
             x, y = _gather(ref, gen, train[batch.numpy()])
-            loss = F.binary_cross_entropy_with_logits(model(x.to(s.device)).squeeze(1), y.to(s.device))
+            w = None if train_weights is None else train_weights[batch].to(s.device)
+            loss = F.binary_cross_entropy_with_logits(model(x.to(s.device)).squeeze(1), y.to(s.device), weight=w)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
         logits, labels = _logits(model, ref, gen, val, s)
-        val_loss = F.binary_cross_entropy_with_logits(logits, labels).item()
-        val_acc = ((logits > 0).float() == labels).float().mean().item()
+        val_loss = F.binary_cross_entropy_with_logits(logits, labels, weight=val_weights).item()
+        correct = ((logits > 0).float() == labels).float()
+        val_acc = (correct.mean() if val_weights is None else (correct * val_weights).sum() / val_weights.sum()).item()
         log.debug("epoch %d: validation loss %.5f, accuracy %.4f", epoch, val_loss, val_acc)
         score = -val_loss if s.select_on == "loss" else val_acc
         if score > best_score:
@@ -567,8 +662,9 @@ def _one_run(
     s: ClassifierSettings,
     geometry: Geometry | None,
     seed: int,
+    gen_weights: np.ndarray | None = None,
 ) -> _RunOutcome:
-    """One shuffle / split / standardise / train / calibrate / test cycle."""
+    """One shuffle / split / standardise / train / calibrate / test cycle (weighted when ``gen_weights``)."""
     from sklearn.isotonic import IsotonicRegression
     from sklearn.metrics import roc_auc_score
 
@@ -580,14 +676,17 @@ def _one_run(
     train, val, test = (np.concatenate(pair) for pair in parts)
     stats = _feature_stats(ref, gen, train, s) if s.standardize else None
     model = _build_model(kind, ref.shape[1], s, geometry, seed, stats)
-    best_epoch, epochs_trained = _train(model, ref, gen, train, val, s, seed)
+    train_w, val_w, test_w = (_split_weights(rows, len(ref), gen_weights) for rows in (train, val, test))
+    best_epoch, epochs_trained = _train(model, ref, gen, train, val, s, seed, train_w, val_w)
     val_logits, val_labels = _logits(model, ref, gen, val, s)
     test_logits, test_labels = _logits(model, ref, gen, test, s)
     calibrator = IsotonicRegression(y_min=_CALIBRATION_CLIP, y_max=1 - _CALIBRATION_CLIP, out_of_bounds="clip")
-    calibrator.fit(torch.sigmoid(val_logits.double()).numpy(), val_labels.numpy())
+    val_sw, test_sw = (None if w is None else w.double().numpy() for w in (val_w, test_w))
+    calibrator.fit(torch.sigmoid(val_logits.double()).numpy(), val_labels.numpy(), sample_weight=val_sw)
     probs = calibrator.predict(torch.sigmoid(test_logits.double()).numpy())
     labels = test_labels.numpy()
-    auc, jsd = float(roc_auc_score(labels, probs)), jsd_from_probabilities(probs, labels)
+    auc = float(roc_auc_score(labels, probs, sample_weight=test_sw))
+    jsd = jsd_from_probabilities(probs, labels, test_sw)
     log.info("%s run seed %d: best epoch %d, AUC %.4f, JSD %.4f", kind, seed, best_epoch, auc, jsd)
     return _RunOutcome(auc, jsd, probs, labels, best_epoch, epochs_trained)
 

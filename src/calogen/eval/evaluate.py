@@ -7,6 +7,13 @@ precision/recall/density/coverage on the high-level feature vectors, and writes 
 ``report.html`` into an output directory (each atomically). Histograms, feature vectors, classifier
 inputs and FPD/KPD settings follow the official CaloChallenge code; ``metrics.json`` records its version
 and every difference in effect under ``conventions`` (:func:`conventions`).
+
+A sample may carry per-shower weights (``weights``, e.g. DCTR weights of :mod:`calogen.eval.reweight`,
+checked to belong to its file by length and SHA-256): its histograms and separation powers are weighted
+(:func:`calogen.eval.histograms.compare_features`), its classifiers train with the weights and report
+the weighted AUC and JSD on their test split (:func:`calogen.eval.classifier.run_classifier`), and the
+record gives the effective sample size ``(sum w)^2 / sum w^2``. FPD, KPD, PRDC and the feature families
+have no weighted version and are not computed for a weighted sample.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ log = logging.getLogger(__name__)
 ALL_METRICS: tuple[str, ...] = ("hist", "cls-low", "cls-high", "cnn", "fpd", "kpd", "prdc", "families")
 DEFAULT_METRICS: tuple[str, ...] = ALL_METRICS
 _PACKAGES = ("calogen", "numpy", "scipy", "h5py", "torch", "scikit-learn", "numba")
+WEIGHTED_METRICS: tuple[str, ...] = ("hist", "cls-low", "cls-high", "cnn")
+"""Metrics computed for weighted samples; the others are skipped for them."""
 
 
 def parse_metrics(text: str) -> tuple[str, ...]:
@@ -97,10 +106,13 @@ class SampleEvaluation:
     distances: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)
     families: Any = None  # calogen.eval.families.FamilyComparison
+    weights: Any = None  # calogen.eval.reweight.WeightsFile
 
     def scalars(self) -> dict[str, tuple[float, float | None]]:
-        """FPD, KPD and PRDC figures as name -> (value, error)."""
+        """FPD, KPD and PRDC figures and the effective sample size of weights as name -> (value, error)."""
         out: dict[str, tuple[float, float | None]] = {}
+        if self.weights is not None:
+            out["ESS"] = (self._ess(), None)
         for key in ("fpd", "kpd"):
             if key in self.distances:
                 d = self.distances[key]
@@ -110,6 +122,24 @@ class SampleEvaluation:
                 if isinstance(value, (int, float)) and key in ("precision", "recall", "density", "coverage"):
                     out[key] = (float(value), None)
         return out
+
+    def _ess(self) -> float:
+        from calogen.eval.reweight import effective_sample_size
+
+        return effective_sample_size(self.weights.weights)
+
+    def _weights_dict(self) -> dict[str, Any] | None:
+        if self.weights is None:
+            return None
+        attrs = self.weights.attrs
+        keys = ("method", "reference", "fitted_candidate", "weighting", "calibration", "normalisation", "clip", "clip_value", "n_clipped", "max_weight", "seed")
+        recorded = {k: attrs[k] for k in keys if k in attrs}
+        if not np.isfinite(recorded.get("clip_value", 0.0)):
+            recorded["clip_value"] = None  # clip "none": JSON has no infinity
+        return {
+            "path": str(self.weights.path), "n": int(self.weights.weights.size), "ess": self._ess(),
+            "applied_to": list(WEIGHTED_METRICS), **recorded,
+        }  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record of every number and its settings."""
@@ -136,6 +166,7 @@ class SampleEvaluation:
             "distances": {k: v.to_dict() for k, v in self.distances.items()},
             "timing_ms_per_shower": self.timing,
             "families": None if self.families is None else self.families.to_dict(),
+            "weights": self._weights_dict(),
         }
 
 
@@ -172,6 +203,7 @@ def _run_classifiers(
     geometry: Geometry,
     settings: EvaluationSettings,
     progress: bool,
+    weights: np.ndarray | None = None,
 ) -> list[Any]:
     kinds = [m for m in ("cls-low", "cls-high", "cnn") if m in metrics]
     if not kinds:
@@ -194,8 +226,9 @@ def _run_classifiers(
             gen_in = high_level_vector(generated[1], columns=settings.high_level_columns)[:n]
         else:  # cls-low and the CNN both read the official low-level vector [log10 E_inc, voxels / E_inc]
             ref_in, gen_in = low["ref"], low["gen"]
-        log.info("classifier %s: %d vs %d showers", kind, len(ref_in), len(gen_in))
-        results.append(run_classifier(kind, ref_in, gen_in, cls_settings, geometry=geometry, progress=progress))
+        log.info("classifier %s: %d vs %d showers%s", kind, len(ref_in), len(gen_in), ", weighted" if weights is not None else "")
+        gen_w = None if weights is None else weights[: len(gen_in)]
+        results.append(run_classifier(kind, ref_in, gen_in, cls_settings, geometry=geometry, progress=progress, generated_weights=gen_w))
     return results
 
 
@@ -220,6 +253,35 @@ def _run_distances(
     return out
 
 
+def _load_weights(weights: dict[str, str | os.PathLike[str]], samples: dict[str, Path], geometry: Geometry) -> dict[str, Any]:
+    """Sample name -> checked :class:`~calogen.eval.reweight.WeightsFile` (length and SHA-256 of its file)."""
+    from calogen.eval.reweight import weights_for_sample
+
+    unknown = sorted(set(weights) - set(samples))
+    if unknown:
+        raise CalogenError(f"weights given for unknown sample(s) {unknown}; samples are {sorted(samples)} (label them NAME=PATH)")
+    out = {}
+    for name, path in weights.items():
+        with ShowerFile(samples[name], geometry) as f:
+            n = f.n_showers
+        out[name] = weights_for_sample(path, samples[name], n)
+    return out
+
+
+def _weighted_histograms(
+    ref_features: ShowerFeatures, features: ShowerFeatures, path: Path, weights: np.ndarray, chunk_size: int
+) -> list[Any]:
+    """Every histogram of ``features`` weighted, the voxel spectrum by streaming ``path`` once more."""
+    from calogen.eval.histograms import compare_features, weighted_voxel_counts
+
+    def voxel_counts(edges: np.ndarray) -> np.ndarray:
+        with ShowerFile(path, features.geometry) as f:
+            chunks = ((c.showers, weights[i * chunk_size : i * chunk_size + len(c)]) for i, c in enumerate(f.iter_chunks(chunk_size)))
+            return weighted_voxel_counts(chunks, edges, features.threshold)
+
+    return compare_features(ref_features, features, weights=weights, voxel_counts=voxel_counts)
+
+
 def _environment() -> dict[str, Any]:
     versions: dict[str, str | None] = {}
     for name in _PACKAGES:
@@ -242,6 +304,7 @@ def evaluate(
     title: str | None = None,
     extra: dict[str, Any] | None = None,
     progress: bool = False,
+    weights: dict[str, str | os.PathLike[str]] | None = None,
 ) -> dict[str, Any]:
     """Evaluate generated files against a reference and write ``metrics.json`` and ``report.html``.
 
@@ -256,6 +319,7 @@ def evaluate(
         title: report title.
         extra: further JSON-ready entries for ``metrics.json`` and the report's provenance.
         progress: show progress bars.
+        weights: sample name -> weights file of that sample (see the module docstring).
 
     Returns:
         The metrics record also written to ``metrics.json``.
@@ -269,26 +333,37 @@ def evaluate(
     gen_paths = {name: Path(p) for name, p in generated.items()}
     for path in [ref_path, *gen_paths.values()]:
         ShowerFile(path, geometry).close()  # structural validation of every input before any long work
+    sample_weights = _load_weights(weights or {}, gen_paths, geometry)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CalogenError(f"cannot create output directory {out}: {exc.strerror}") from None
 
+    computed: dict[Path, ShowerFeatures] = {}
+
     def features(path: Path, label: str) -> ShowerFeatures:
-        log.info("features of %s (%s)", label, path)
-        return features_from_file(path, geometry, threshold=threshold, chunk_size=settings.chunk_size, progress=progress)
+        if path not in computed:  # a file evaluated with and without weights is read once
+            log.info("features of %s (%s)", label, path)
+            computed[path] = features_from_file(path, geometry, threshold=threshold, chunk_size=settings.chunk_size, progress=progress)
+        return computed[path]
 
     ref_features = features(ref_path, reference_name)
     samples: list[SampleEvaluation] = []
     for name, path in gen_paths.items():
-        sample = SampleEvaluation(name=name, path=str(path), features=features(path, name))
-        if "hist" in settings.metrics:
+        sample = SampleEvaluation(name=name, path=str(path), features=features(path, name), weights=sample_weights.get(name))
+        w = None if sample.weights is None else sample.weights.weights
+        metrics = settings.metrics if w is None else tuple(m for m in settings.metrics if m in WEIGHTED_METRICS)
+        if w is not None and metrics != settings.metrics:
+            log.warning("%s is weighted: %s have no weighted version and are skipped for it", name, ", ".join(sorted(set(settings.metrics) - set(metrics))))
+        if "hist" in metrics and w is None:
             sample.histograms = compare_features(ref_features, sample.features)
-        sample.classifiers = _run_classifiers(settings.metrics, (ref_path, ref_features), (path, sample.features), geometry, settings, progress)
-        sample.distances = _run_distances(settings.metrics, ref_features, sample.features, settings)
+        elif "hist" in metrics:
+            sample.histograms = _weighted_histograms(ref_features, sample.features, path, w, settings.chunk_size)
+        sample.classifiers = _run_classifiers(metrics, (ref_path, ref_features), (path, sample.features), geometry, settings, progress, w)
+        sample.distances = _run_distances(metrics, ref_features, sample.features, settings)
         sample.timing = dict((timing or {}).get(name, {}))
-        if "families" in settings.metrics:
+        if "families" in metrics:
             from calogen.eval.families import FamilySettings, compare_families
 
             family_settings = FamilySettings(seed=settings.seed, max_showers_per_side=settings.max_showers_per_side)
@@ -403,6 +478,8 @@ def summary_rows(record: dict[str, Any]) -> list[tuple[str, ...]]:
     if any("prdc" in s["distances"] for s in samples):
         for key in ("precision", "recall", "density", "coverage"):
             row(key, [_f(s["distances"]["prdc"].get(key)) if "prdc" in s["distances"] else "–" for s in samples])
+    if any(s.get("weights") for s in samples):
+        row("effective sample size (weights)", [_f(s["weights"]["ess"]) if s.get("weights") else "–" for s in samples])
     timing_keys = sorted({k for s in samples for k in s["timing_ms_per_shower"]})
     for key in timing_keys:
         row(key, [_f(s["timing_ms_per_shower"].get(key)) for s in samples])

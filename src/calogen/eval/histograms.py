@@ -42,6 +42,14 @@ fine grid past that (see :class:`calogen.features.VoxelSpectrum`: then exact exc
 3.1e-5 (relative) of an edge); its Wasserstein distance always uses the grid. The other Wasserstein
 distances are exact, by one merge pass over the sorted samples.
 
+**Weighted generated samples** (``weights``, e.g. DCTR weights from :mod:`calogen.eval.reweight`):
+every generated histogram is filled with per-shower weights and normalised by its total weight in
+range, so separation powers compare the reweighted density with the reference; the generated counts
+become weight sums and the Wasserstein distances weighted ones. The voxel spectrum sums over the
+voxels of all showers, so its weighted counts need the showers again: ``voxel_counts`` (see
+:func:`weighted_voxel_counts`) gives them for any edges; without it a weighted comparison leaves the
+voxel spectrum out. The weighted voxel spectrum has no Wasserstein distance (None).
+
 Example:
     >>> import numpy as np
     >>> from calogen.geometry import Geometry
@@ -55,7 +63,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,13 +73,18 @@ from calogen.eval.separation import (
     density_from_counts,
     separation_from_counts,
     sorted_counts,
+    wasserstein,
     wasserstein_from_counts,
     wasserstein_sorted,
+    weighted_counts,
 )
 from calogen.features import ShowerFeatures
 from calogen.geometry import Geometry
 
-__all__ = ["GROUPS", "OFFICIAL_CODE", "HistogramComparison", "HistogramError", "compare_features", "uses_ds1_conventions"]
+__all__ = [
+    "GROUPS", "OFFICIAL_CODE", "HistogramComparison", "HistogramError", "compare_features", "uses_ds1_conventions",
+    "weighted_voxel_counts",
+]  # fmt: skip
 
 GROUPS = (
     "e_ratio", "e_ratio_per_einc", "e_layer", "eta_centre", "phi_centre", "eta_width", "phi_width",
@@ -111,7 +124,7 @@ class HistogramComparison:
         reference: ``(B,)`` reference density (integrates to 1 over ``bins``).
         generated: ``(B,)`` generated density.
         reference_counts: ``(B,)`` raw reference counts.
-        generated_counts: ``(B,)`` raw generated counts.
+        generated_counts: ``(B,)`` raw generated counts (weight sums for a weighted sample).
         separation: separation power of the two densities.
         wasserstein: 1-D Wasserstein distance of the unbinned values (None when a side is empty).
     """
@@ -148,12 +161,19 @@ def _sorted_finite(values: np.ndarray) -> np.ndarray:
 
 def _compare(
     name: str, group: str, layer: int | None, label: str, bins: np.ndarray, ref: np.ndarray, gen: np.ndarray,
-    *, log_x: bool = False,
+    *, log_x: bool = False, weights: np.ndarray | None = None,
 ) -> HistogramComparison:
-    ref_sorted, gen_sorted = (_sorted_finite(v) for v in (ref, gen))
-    ref_counts, gen_counts = sorted_counts(ref_sorted, bins), sorted_counts(gen_sorted, bins)
+    ref_sorted = _sorted_finite(ref)
+    ref_counts = sorted_counts(ref_sorted, bins)
+    if weights is None:
+        gen_sorted = _sorted_finite(gen)
+        gen_counts = sorted_counts(gen_sorted, bins)
+        distance = wasserstein_sorted(ref_sorted, gen_sorted) if ref_sorted.size and gen_sorted.size else None
+    else:
+        gen_counts = weighted_counts(gen, weights, bins)
+        finite = ~np.isnan(gen)
+        distance = wasserstein(ref_sorted, gen, weights) if ref_sorted.size and weights[finite].sum() > 0 else None
     ref_density, gen_density = density_from_counts(ref_counts, bins), density_from_counts(gen_counts, bins)
-    distance = wasserstein_sorted(ref_sorted, gen_sorted) if ref_sorted.size and gen_sorted.size else None
     return HistogramComparison(
         name, group, layer, label, np.asarray(bins, np.float64), log_x, ref_density, gen_density,
         ref_counts, gen_counts, separation_from_counts(ref_counts, gen_counts, bins), distance,
@@ -185,7 +205,9 @@ def _coordinate_ranges(geometry: Geometry, layer: int) -> tuple[tuple[float, flo
     return (-100.0, 100.0), (0.0, 100.0)
 
 
-def _per_einc(reference: ShowerFeatures, generated: ShowerFeatures) -> Iterator[HistogramComparison]:
+def _per_einc(
+    reference: ShowerFeatures, generated: ShowerFeatures, weights: np.ndarray | None
+) -> Iterator[HistogramComparison]:
     photons = reference.geometry.particle == "photon"
     ref_ratio, gen_ratio = reference.e_ratio, generated.e_ratio
     for i, k in enumerate(PER_EINC_EXPONENTS):
@@ -198,16 +220,23 @@ def _per_einc(reference: ShowerFeatures, generated: ShowerFeatures) -> Iterator[
         yield _compare(
             f"e_ratio_einc_{int(low)}MeV", "e_ratio_per_einc", None,
             f"E_tot / E_inc at E_inc = {low:g} MeV", bins, ref_ratio[ref_sel], gen_ratio[gen_sel],
+            weights=None if weights is None else weights[gen_sel],
         )  # fmt: skip
 
 
-def _voxel_spectrum(reference: ShowerFeatures, generated: ShowerFeatures, min_energy: float) -> HistogramComparison:
+def _voxel_spectrum(
+    reference: ShowerFeatures,
+    generated: ShowerFeatures,
+    min_energy: float,
+    voxel_counts: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> HistogramComparison:
     ref_spec, gen_spec = reference.voxel_spectrum, generated.voxel_spectrum
     bins = _log_bins(min_energy, ref_spec.max_value, 50)
-    ref_counts, gen_counts = ref_spec.histogram(bins), gen_spec.histogram(bins)
+    ref_counts = ref_spec.histogram(bins)
+    gen_counts = gen_spec.histogram(bins) if voxel_counts is None else np.asarray(voxel_counts(bins), np.float64)
     ref_density, gen_density = density_from_counts(ref_counts, bins), density_from_counts(gen_counts, bins)
     distance = None
-    if ref_spec.n_values and gen_spec.n_values:
+    if ref_spec.n_values and gen_spec.n_values and voxel_counts is None:
         distance = wasserstein_from_counts(*ref_spec.aligned(gen_spec))
     return HistogramComparison(
         "voxel_spectrum", "voxel_spectrum", None, "voxel energy E [MeV]", bins, True, ref_density, gen_density,
@@ -229,8 +258,33 @@ def _check_comparable(reference: ShowerFeatures, generated: ShowerFeatures) -> N
         )
 
 
+def weighted_voxel_counts(
+    chunks: Iterable[tuple[np.ndarray, np.ndarray]], edges: np.ndarray, threshold: float
+) -> np.ndarray:
+    """Voxel-spectrum histogram of weighted showers: every voxel at or above ``threshold`` (and above 0)
+    counts with its shower's weight, in bins of ``edges`` (``np.histogram`` rules), ``(B,)`` float64.
+
+    Args:
+        chunks: ``(showers (n, voxels) MeV, weights (n,))`` pairs, e.g. streamed from a file.
+        edges: ``(B + 1,)`` increasing bin edges in MeV.
+        threshold: per-voxel threshold in MeV, as for the features.
+    """
+    counts = np.zeros(len(edges) - 1, np.float64)
+    for showers, weights in chunks:
+        showers = np.asarray(showers, np.float32)
+        kept = (showers >= np.float32(threshold)) & (showers > 0)
+        per_voxel = np.repeat(np.asarray(weights, np.float64), kept.sum(axis=1))
+        counts += np.histogram(showers[kept], bins=edges, weights=per_voxel)[0]
+    return counts
+
+
 def compare_features(
-    reference: ShowerFeatures, generated: ShowerFeatures, *, min_energy: float | None = None
+    reference: ShowerFeatures,
+    generated: ShowerFeatures,
+    *,
+    min_energy: float | None = None,
+    weights: np.ndarray | None = None,
+    voxel_counts: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[HistogramComparison]:
     """All CaloChallenge histograms (with the sparsity and radial ones) of ``generated`` against ``reference``.
 
@@ -238,11 +292,17 @@ def compare_features(
         reference: features of the reference (e.g. Geant4) sample; it sets the log-bin upper edges.
         generated: features of the sample under test, same geometry and threshold.
         min_energy: lower edge in MeV of the log-binned histograms (default: the threshold).
+        weights: ``(N_gen,)`` non-negative weights of the generated showers (None: unweighted; see the
+            module docstring).
+        voxel_counts: with ``weights``, a function from voxel-spectrum edges to the generated weighted
+            counts (e.g. :func:`weighted_voxel_counts` over the file); without it the voxel spectrum is
+            left out of a weighted comparison.
 
     Returns:
         One :class:`HistogramComparison` per histogram, grouped in the order of :data:`GROUPS`.
     """
     _check_comparable(reference, generated)
+    weights = _check_weights(weights, generated.n_showers)
     geometry = reference.geometry
     low = reference.threshold if min_energy is None else float(min_energy)
     if not (np.isfinite(low) and low > 0):
@@ -250,14 +310,14 @@ def compare_features(
             f"log-binned histograms need a positive lower edge, got {low:g} MeV; pass min_energy > 0 "
             "(features computed with threshold 0 need an explicit min_energy)"
         )
-    out = [_compare("e_ratio", "e_ratio", None, "E_tot / E_inc", E_RATIO_BINS, reference.e_ratio, generated.e_ratio)]
+    out = [_compare("e_ratio", "e_ratio", None, "E_tot / E_inc", E_RATIO_BINS, reference.e_ratio, generated.e_ratio, weights=weights)]
     if uses_ds1_conventions(geometry):
-        out.extend(_per_einc(reference, generated))
+        out.extend(_per_einc(reference, generated, weights))
     ref_t, gen_t = _by_layer(reference, generated, "e_layer")
     for i in geometry.nonempty_layers:
         ref, gen = ref_t[i], gen_t[i]
         bins = _log_bins(low, ref.max(), 40)
-        out.append(_compare(f"e_layer_{i}", "e_layer", i, f"energy in layer {i} [MeV]", bins, ref, gen, log_x=True))
+        out.append(_compare(f"e_layer_{i}", "e_layer", i, f"energy in layer {i} [MeV]", bins, ref, gen, log_x=True, weights=weights))
     for group, title in (
         ("eta_centre", "centre of energy in eta"), ("phi_centre", "centre of energy in phi"),
         ("eta_width", "width in eta"), ("phi_width", "width in phi"),
@@ -267,17 +327,30 @@ def compare_features(
             centre_range, width_range = _coordinate_ranges(geometry, i)
             bins = np.linspace(*(centre_range if group.endswith("centre") else width_range), 101)
             ref, gen = ref_t[i], gen_t[i]
-            out.append(_compare(f"{group}_{i}", group, i, f"{title}, layer {i} [mm]", bins, ref, gen))
+            out.append(_compare(f"{group}_{i}", group, i, f"{title}, layer {i} [mm]", bins, ref, gen, weights=weights))
     for group, title in (("r_centre", "radial centre of energy"), ("r_width", "radial width")):
         ref_t, gen_t = _by_layer(reference, generated, group)
         for i in geometry.nonempty_layers:
             centre_range, width_range = _radial_ranges(geometry, i)
             bins = np.linspace(*(centre_range if group == "r_centre" else width_range), 101)
             ref, gen = ref_t[i], gen_t[i]
-            out.append(_compare(f"{group}_{i}", group, i, f"{title}, layer {i} [mm]", bins, ref, gen))
+            out.append(_compare(f"{group}_{i}", group, i, f"{title}, layer {i} [mm]", bins, ref, gen, weights=weights))
     ref_t, gen_t = _by_layer(reference, generated, "sparsity")
     for i in geometry.nonempty_layers:
         label = f"sparsity (fraction of zero voxels), layer {i}"
-        out.append(_compare(f"sparsity_{i}", "sparsity", i, label, SPARSITY_BINS, ref_t[i], gen_t[i]))
-    out.append(_voxel_spectrum(reference, generated, low))
+        out.append(_compare(f"sparsity_{i}", "sparsity", i, label, SPARSITY_BINS, ref_t[i], gen_t[i], weights=weights))
+    if weights is None or voxel_counts is not None:
+        out.append(_voxel_spectrum(reference, generated, low, voxel_counts))
     return out
+
+
+def _check_weights(weights: np.ndarray | None, n: int) -> np.ndarray | None:
+    """``(n,)`` float64 finite non-negative weights with a positive sum (None passes through)."""
+    if weights is None:
+        return None
+    w = np.asarray(weights, np.float64)
+    if w.shape != (n,):
+        raise HistogramError(f"weights have shape {w.shape}; expected ({n},), one per generated shower")
+    if not (np.all(np.isfinite(w)) and np.all(w >= 0) and w.sum() > 0):
+        raise HistogramError("weights must be finite, non-negative and not all zero")
+    return w

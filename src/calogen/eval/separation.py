@@ -8,6 +8,8 @@ the CaloChallenge ``evaluate.py``)::
 S is 0 for identical histograms and 1 for histograms without common bins. :func:`separation_from_counts`
 also defines it where a sample has no entry inside the edges (the official density is then 0/0, NaN):
 1 when only one sample is empty in range (nothing of it lies where the other one is), 0 when both are.
+Counts may be sums of per-entry weights (:func:`weighted_counts`): a weighted histogram is normalised
+by its total weight in range, as ``np.histogram(..., weights=w, density=True)``.
 
 Example:
     >>> import numpy as np
@@ -30,6 +32,7 @@ __all__ = [
     "wasserstein",
     "wasserstein_from_counts",
     "wasserstein_sorted",
+    "weighted_counts",
 ]
 
 
@@ -49,8 +52,16 @@ def sorted_counts(sorted_values: np.ndarray, bins: np.ndarray) -> np.ndarray:
     return np.diff(np.concatenate([inner, np.searchsorted(sorted_values, bins[-1:], side="right")]))
 
 
+def weighted_counts(values: np.ndarray, weights: np.ndarray, bins: np.ndarray) -> np.ndarray:
+    """Sum of ``weights`` ``(N,)`` of the ``values`` ``(N,)`` in each bin (``np.histogram`` edge rules),
+    ``(B,)`` float64; NaN values are dropped."""
+    values, weights = np.asarray(values), np.asarray(weights, np.float64)
+    keep = ~np.isnan(values)
+    return np.histogram(values[keep], bins=bins, weights=weights[keep])[0].astype(np.float64)
+
+
 def density_from_counts(counts: np.ndarray, bins: np.ndarray) -> np.ndarray:
-    """Density of raw ``counts`` ``(B,)`` on ``bins`` ``(B + 1,)``, numpy's ``counts / width / total``."""
+    """Density of raw (or weighted) ``counts`` ``(B,)`` on ``bins`` ``(B + 1,)``, numpy's ``counts / width / total``."""
     widths = np.array(np.diff(bins), float)
     total = counts.sum()
     if total == 0:
@@ -74,25 +85,28 @@ def separation_power(ref_hist: np.ndarray, gen_hist: np.ndarray, bins: np.ndarra
 
 
 def separation_from_counts(ref_counts: np.ndarray, gen_counts: np.ndarray, bins: np.ndarray) -> float:
-    """Separation power of raw counts ``(B,)`` on ``bins`` ``(B + 1,)``: official where both have entries,
-    1 when exactly one has none in range, 0 when neither has."""
-    ref_total, gen_total = int(np.sum(ref_counts)), int(np.sum(gen_counts))
+    """Separation power of raw or weighted counts ``(B,)`` on ``bins`` ``(B + 1,)``: official where both
+    have entries, 1 when exactly one has none in range (or zero total weight), 0 when neither has."""
+    ref_total, gen_total = float(np.sum(ref_counts)), float(np.sum(gen_counts))
     if ref_total == 0 or gen_total == 0:
         return 0.0 if ref_total == gen_total else 1.0
     return separation_power(density_from_counts(ref_counts, bins), density_from_counts(gen_counts, bins), bins)
 
 
-def wasserstein(ref_values: np.ndarray, gen_values: np.ndarray) -> float:
+def wasserstein(ref_values: np.ndarray, gen_values: np.ndarray, gen_weights: np.ndarray | None = None) -> float:
     """1-D Wasserstein-1 distance between two samples (``scipy.stats.wasserstein_distance``).
 
     Args:
         ref_values: ``(n,)`` reference values; NaN entries are dropped.
         gen_values: ``(m,)`` generated values; NaN entries are dropped.
+        gen_weights: ``(m,)`` weights of the generated values (None: all 1).
     """
     from scipy.stats import wasserstein_distance
 
     ref_values, gen_values = np.asarray(ref_values, np.float64), np.asarray(gen_values, np.float64)
-    return float(wasserstein_distance(ref_values[~np.isnan(ref_values)], gen_values[~np.isnan(gen_values)]))
+    keep = ~np.isnan(gen_values)
+    weights = None if gen_weights is None else np.asarray(gen_weights, np.float64)[keep]
+    return float(wasserstein_distance(ref_values[~np.isnan(ref_values)], gen_values[keep], v_weights=weights))
 
 
 def wasserstein_sorted(ref_sorted: np.ndarray, gen_sorted: np.ndarray) -> float:
