@@ -206,3 +206,14 @@ def test_unit_weights_leave_the_classifier_unchanged():
     assert unit.auc_mean == pytest.approx(plain.auc_mean, abs=1e-6)
     tilted = run_classifier("cls-high", a, b, s, generated_weights=np.exp(-0.4 * b.sum(axis=1)))  # ~ p_a / p_b
     assert tilted.auc_mean < plain.auc_mean
+
+
+def test_unclipped_weights_evaluate_to_valid_json(files):
+    assert _reweight(files, "short.h5", "short_none.h5", "--folds", "2", "--clip", "none") == 0
+    assert read_weights(files / "short_none.h5").attrs["n_clipped"] == 0
+    out = files / "none-eval"
+    argv = ["evaluate", str(files / "ref.h5"), str(files / "short.h5"), "--weights", str(files / "short_none.h5"),
+            "--geometry", "tiny", "--out", str(out), "--metrics", "hist", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    weights = json.loads((out / "metrics.json").read_text())["samples"][0]["weights"]
+    assert weights["clip"] == "none" and weights["clip_value"] is None and weights["n"] == 200

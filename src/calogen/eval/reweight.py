@@ -252,12 +252,13 @@ def effective_sample_size(weights: np.ndarray) -> float:
 def _platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """``(a, b)`` minimising the binary cross entropy of ``sigmoid(a s + b)`` (Platt scaling, unpenalised)."""
     from scipy.optimize import minimize
+    from scipy.special import expit
 
     s, y = np.asarray(logits, np.float64), np.asarray(labels, np.float64)
 
     def loss(p: np.ndarray) -> tuple[float, np.ndarray]:
         z = p[0] * s + p[1]
-        residual = 1.0 / (1.0 + np.exp(-z)) - y
+        residual = expit(z) - y
         value = np.mean(np.logaddexp(0.0, z) - y * z)
         return float(value), np.array([np.mean(residual * s), np.mean(residual)])
 
