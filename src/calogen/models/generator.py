@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import math
 import os
 import warnings
 from dataclasses import asdict
@@ -121,15 +120,18 @@ class ModelPair(nn.Module):
             compress_layers=config.compress_layers, emb_dim=config.emb_dim,
         )  # fmt: skip
         self.shape = _wrap(shape, config)
+        self.loop_networks = frozenset(("energy", "radial", "shape"))
+        """The networks :meth:`forward` gives losses for (the others: zero)."""
 
     def denoisers(self) -> dict[str, Denoiser]:
         """The energy, radial (if any) and shape denoisers by name."""
         return {name: d for name, d in (("energy", self.energy), ("radial", self.radial), ("shape", self.shape)) if d is not None}
 
-    def start_from(self, teacher: ModelPair) -> None:
+    def start_from(self, teacher: ModelPair, *, skip: frozenset[str] = frozenset()) -> None:
         """Make this student a copy of the flow-matching ``teacher`` (:func:`~calogen.models.students.widen_from`)
-        and let its losses distil it: the shape network by its objective's rule, the energy and radial
-        networks on trajectory targets with as many teacher evaluations as the teacher's energy solve.
+        whose losses distil it (its objective's rule). Networks named in ``skip`` keep their own weights and
+        no teacher: a distilled student's energy and radial networks, regressed from scratch on the
+        teacher's solves (:mod:`calogen.train.one_step`).
 
         Raises:
             ModelError: this is not a student, the teacher is not a flow-matching model, or their networks differ.
@@ -138,16 +140,17 @@ class ModelPair(nn.Module):
             raise ModelError(f"a {self.config.objective!r} model cannot distil a {teacher.config.objective!r} teacher; "
                              f"students ({', '.join(STUDENT_OBJECTIVES)}) learn from flow-matching models")  # fmt: skip
         mine, theirs = self.denoisers(), teacher.denoisers()
-        energy_steps = math.ceil((teacher.config.energy_nfe or teacher.config.nfe) / 2)  # midpoint steps: the teacher's energy NFE
         if set(mine) != set(theirs):
             raise ModelError(f"the student has the networks {sorted(mine)}, the teacher {sorted(theirs)}")
         for name, student in mine.items():
+            if name in skip:
+                continue
             try:
                 widen_from(student.net, theirs[name].net)
             except ValueError as exc:
                 raise ModelError(f"the {name} network does not match the teacher's: {exc}") from None
             if isinstance(student, Student):  # always, given the objective checked above
-                student.set_teacher(theirs[name], trajectory_steps=0 if name == "shape" else energy_steps)
+                student.set_teacher(theirs[name])
 
     def forward(
         self,
@@ -170,9 +173,10 @@ class ModelPair(nn.Module):
                 and radial models (default: the same showers).
         """
         e_cond, e_layers, e_radial = energy_batch if energy_batch is not None else (cond, layers, radial)
-        loss_energy = self.energy.loss(e_layers, e_cond, generator)
-        loss_radial = torch.zeros(1, device=cond.device)
-        if self.radial is not None and e_radial is not None:
+        zero = torch.zeros(1, device=cond.device)
+        loss_energy = self.energy.loss(e_layers, e_cond, generator) if "energy" in self.loop_networks else zero
+        loss_radial = zero
+        if self.radial is not None and e_radial is not None and "radial" in self.loop_networks:
             loss_radial = self.radial.loss(e_radial, torch.cat([e_cond, e_layers], dim=1), generator)
         loss_shape = self.shape.loss(voxels, torch.cat([cond, layers], dim=1), generator)
         return loss_energy, loss_radial, loss_shape

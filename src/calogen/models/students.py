@@ -26,13 +26,8 @@ the conditional velocity ``eps - x_0``).
   interval enters the network as :data:`INTERVAL_FEATURES` extra condition columns, zero for
   ``r = t``, whose weights start at zero.
 
-**Trajectory targets.** With ``trajectory_steps`` (:meth:`Student.set_teacher`) either student regresses
-directly on the teacher's ODE solved over the whole jump (half of the rows the one-step jump from
-``t = 1``): the consistency model on the end point, the average-velocity model on the mean velocity.
-It costs that many teacher evaluations per row, which only the small energy and radial networks can
-afford; :meth:`~calogen.models.generator.ModelPair.start_from` gives them the teacher's own energy
-solve, because the consistency and semigroup rules alone left their one-step layer energies measurably
-too narrow (``docs/training.md``).
+The energy and radial networks of a distilled student are not trained by these rules: they are
+regressed on a bank of the teacher's solves (:mod:`calogen.train.one_step`).
 """
 
 from __future__ import annotations
@@ -70,32 +65,15 @@ class Student(FlowMatching):
     def __init__(self, net: nn.Module) -> None:
         super().__init__(net)
         self._teacher: tuple[Denoiser, ...] = ()  # a tuple: not a submodule, so never trained or saved
-        self.trajectory_steps = 0
 
-    def set_teacher(self, teacher: Denoiser, *, trajectory_steps: int = 0) -> None:
-        """Distil ``teacher`` (frozen here) instead of training from data alone; with ``trajectory_steps``
-        the targets are the teacher's ODE solved over the whole jump with that many midpoint steps."""
+    def set_teacher(self, teacher: Denoiser) -> None:
+        """Distil ``teacher`` (frozen here) instead of training from data alone."""
         teacher.requires_grad_(False).eval()
-        self._teacher, self.trajectory_steps = (teacher,), trajectory_steps
+        self._teacher = (teacher,)
 
     @property
     def teacher(self) -> Denoiser | None:
         return self._teacher[0] if self._teacher else None
-
-    @torch.no_grad()
-    def _teacher_flow(self, x: torch.Tensor, t: torch.Tensor, r: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """The teacher's ODE from ``t`` to ``r`` (per row) in :attr:`trajectory_steps` midpoint steps."""
-        (teacher,) = self._teacher
-        h = (r - t) / self.trajectory_steps
-        for _ in range(self.trajectory_steps):
-            d = teacher(x, t, cond)
-            x = x + _column(h, x) * teacher(x + 0.5 * _column(h, x) * d, t + 0.5 * h, cond)
-            t = t + h
-        return x
-
-    def _trajectory_times(self, t: torch.Tensor, x0: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Half of the rows moved to ``t = 1`` (the one-step jump from the noise), the rest kept."""
-        return torch.where(self._uniform(t.shape[0], x0, generator) < 0.5, torch.ones_like(t), t)
 
     def _noise(self, x0: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         return torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
@@ -124,12 +102,7 @@ class ConsistencyModel(Student):
         eps = self._noise(x0, generator)
         n = (self._uniform(x0.shape[0], x0, generator) * self.n_intervals).floor().clamp(max=self.n_intervals - 1) + 1
         t, s = n / self.n_intervals, (n - 1) / self.n_intervals
-        if self.trajectory_steps:
-            t = self._trajectory_times(t, x0, generator)
         xt = (1 - _column(t, x0)) * x0 + _column(t, x0) * eps
-        if self.trajectory_steps:
-            target = self._teacher_flow(xt, t, torch.zeros_like(t), cond)
-            return (self.estimate(xt, t, cond) - target).square().flatten(1).mean(1)
         if self.teacher is None:
             xs = (1 - _column(s, x0)) * x0 + _column(s, x0) * eps
         else:
@@ -188,16 +161,7 @@ class AverageVelocity(Student):
     def loss(self, x0: torch.Tensor, cond: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         eps = self._noise(x0, generator)
         t, d = self._times(x0, generator)
-        if self.trajectory_steps:
-            jump = self._trajectory_times(t, x0, generator) == 1
-            t, d = torch.where(jump, torch.ones_like(t), t), torch.where(jump, torch.ones_like(d), d)
         xt = (1 - _column(t, x0)) * x0 + _column(t, x0) * eps
-        if self.trajectory_steps:
-            with torch.no_grad():
-                velocity = self._teacher[0](xt, t, cond)
-            flown = (xt - self._teacher_flow(xt, t, t - d, cond)) / _column(d.clamp_min(1e-6), x0)
-            target = torch.where(_column(d > 0, x0), flown, velocity)
-            return (self(xt, t, cond, t - d) - target).square().flatten(1).mean(1)
         half = 0.5 * d
         base = d < 2.0 ** (1 - self.levels)  # the shortest interval (and d = 0): its halves are teacher steps
         first = self._half(xt, t, half, cond, base, eps - x0)

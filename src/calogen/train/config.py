@@ -47,6 +47,13 @@ class TrainConfig:
         block_size: rows read from the HDF5 file at once; shuffle_blocks: blocks mixed per shuffle buffer.
         fit_max: largest number of showers used to fit the preprocessing.
         seed: seed of data order, split and noise (0 <= seed < 2**63).
+        one_step_steps: a student's energy and radial networks are regressed on a bank of the teacher's
+            solves for this many steps before the shape network trains, and frozen after
+            (:mod:`calogen.train.one_step`); 0: they train with the shape network by the objective's rule.
+        one_step_batch_size, one_step_lr, one_step_ema_decay: that regression's batch (energy rows; the
+            radial network takes a quarter as many), peak learning rate and EMA decay.
+        bank_size: teacher energy solves in the bank, a quarter as many radial ones (a twentieth of each
+            held out for validation).
 
     Every field is type-checked strictly (:func:`~calogen.models.config.check_fields`: ``true`` is not
     an integer, ``1.5`` not a step count, NaN and inf are refused) and range-checked on construction,
@@ -71,10 +78,16 @@ class TrainConfig:
     shuffle_blocks: int = 8
     fit_max: int = 50_000
     seed: int = 0
+    one_step_steps: int = 0
+    one_step_batch_size: int = 1024
+    one_step_lr: float = 1e-3
+    one_step_ema_decay: float = 0.998
+    bank_size: int = 200_000
 
     def __post_init__(self) -> None:
         check_fields(self, "train")
-        positive = ("batch_size", "max_steps", "eval_every", "patience", "checkpoint_every", "block_size", "shuffle_blocks", "fit_max", "val_max")
+        positive = ("batch_size", "max_steps", "eval_every", "patience", "checkpoint_every", "block_size", "shuffle_blocks", "fit_max", "val_max",
+                    "one_step_batch_size", "bank_size")  # fmt: skip
         for name in positive:
             if getattr(self, name) < 1:
                 raise CalogenError(f"train.{name} must be >= 1, got {getattr(self, name)}")
@@ -82,8 +95,11 @@ class TrainConfig:
             raise CalogenError(f"train.energy_batch_size must be >= 1 or null, got {self.energy_batch_size}")
         if not 0 < self.val_fraction < 1:
             raise CalogenError(f"train.val_fraction must lie in (0, 1), got {self.val_fraction}")
-        if not 0 <= self.ema_decay < 1:
-            raise CalogenError(f"train.ema_decay must lie in [0, 1), got {self.ema_decay}")
+        for name in ("ema_decay", "one_step_ema_decay"):
+            if not 0 <= getattr(self, name) < 1:
+                raise CalogenError(f"train.{name} must lie in [0, 1), got {getattr(self, name)}")
+        if self.one_step_steps < 0 or self.one_step_lr <= 0:
+            raise CalogenError(f"train.one_step_steps must be >= 0 and train.one_step_lr > 0, got {self.one_step_steps}, {self.one_step_lr}")
         if self.lr <= 0 or self.warmup_steps < 0:
             raise CalogenError(f"train.lr must be > 0 and train.warmup_steps >= 0, got {self.lr}, {self.warmup_steps}")
         if self.weight_decay < 0 or self.grad_clip <= 0:
@@ -178,14 +194,18 @@ PRESETS: dict[str, Preset] = {
     }),
 }  # fmt: skip
 _STUDENT_TRAIN = {"batch_size": 32, "energy_batch_size": 512, "lr": 5e-4, "warmup_steps": 50, "max_steps": 2000, "ema_decay": 0.99,
-                  "eval_every": 100, "checkpoint_every": 100, "patience": 1000, "val_max": 500}  # fmt: skip
+                  "eval_every": 100, "checkpoint_every": 100, "patience": 1000, "val_max": 500,
+                  "one_step_steps": 12_000, "bank_size": 800_000}  # fmt: skip
+_STUDENT_ENERGY = {"energy_width": 256, "energy_depth": 4, "radial_width": 64, "radial_depth": 3}
 PRESETS["student-consistency"] = Preset.from_dict("student-consistency", {
-    "model": {"objective": "consistency", "sampler": "euler", "nfe": 1, "energy_sampler": "euler", "energy_nfe": 1}, "train": _STUDENT_TRAIN,
+    "model": {"objective": "consistency", "sampler": "euler", "nfe": 1, "energy_sampler": "euler", "energy_nfe": 1, **_STUDENT_ENERGY},
+    "train": _STUDENT_TRAIN,
 })  # fmt: skip
 PRESETS["student-average-velocity"] = Preset.from_dict("student-average-velocity", {
-    "model": {"objective": "average-velocity", "sampler": "jump", "nfe": 1, "energy_sampler": "jump", "energy_nfe": 1}, "train": _STUDENT_TRAIN,
+    "model": {"objective": "average-velocity", "sampler": "jump", "nfe": 1, "energy_sampler": "jump", "energy_nfe": 1, **_STUDENT_ENERGY},
+    "train": _STUDENT_TRAIN,
 })  # fmt: skip
 """Built-in presets: ``tiny`` (tests, seconds), ``cpu-small`` (DS2 on one core in about an hour),
 ``ds2-base`` and ``ds3-base`` (GPU), and the one-step students ``student-consistency`` and
-``student-average-velocity``, which take the architecture of the teacher they distil (``calogen train --teacher``)
-and fine-tune it for 2000 steps."""
+``student-average-velocity`` (``calogen train --teacher``), which fine-tune the shape network of the teacher they
+distil for 2000 steps after regressing wider one-step energy and radial networks on 800,000 of its energy solves."""

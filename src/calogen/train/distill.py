@@ -2,7 +2,8 @@
 
 ``calogen train --teacher DIR --preset student-...`` trains a one-step student
 (:mod:`calogen.models.students`) of the flow-matching model in ``DIR``: the student's networks are the
-teacher's (channels, widths, depths), its objective and samplers come from the preset, it uses the
+teacher's (channels, widths, depths; with a one-step energy stage the energy and radial networks are the
+preset's), its objective and samplers come from the preset, it uses the
 teacher's fitted preprocessing unchanged, and a resumed run must name the same teacher (the SHA-256 of
 its weights is part of ``run.json``).
 """
@@ -21,10 +22,13 @@ from calogen.models.generator import FlowModel, load
 from calogen.models.students import STUDENT_OBJECTIVES
 from calogen.train.config import Preset
 
-__all__ = ["STUDENT_FIELDS", "load_teacher", "student_preset", "teacher_record"]
+__all__ = ["ONE_STEP_FIELDS", "STUDENT_FIELDS", "load_teacher", "student_preset", "teacher_record"]
 
 STUDENT_FIELDS = ("objective", "sampler", "nfe", "energy_sampler", "energy_nfe")
 """Model settings a student takes from its preset; every other model setting comes from the teacher."""
+ONE_STEP_FIELDS = ("energy_width", "energy_depth", "radial_width", "radial_depth")
+"""Settings a student also takes from its preset when ``train.one_step_steps`` regresses its energy and radial
+networks from scratch (:mod:`calogen.train.one_step`); a teacher without a radial network gives a student without one."""
 
 
 def load_teacher(path: str | os.PathLike[str], geometry: Geometry) -> FlowModel:
@@ -44,7 +48,10 @@ def student_preset(preset: Preset, teacher: FlowModel) -> Preset:
             f"--teacher needs a student preset (model.objective one of {sorted(STUDENT_OBJECTIVES)}, e.g. the built-in "
             f"student-consistency or student-average-velocity), got objective {preset.model.objective!r}"
         )
-    own = {name: getattr(preset.model, name) for name in STUDENT_FIELDS}
+    fields = STUDENT_FIELDS + (ONE_STEP_FIELDS if preset.train.one_step_steps else ())
+    own = {name: getattr(preset.model, name) for name in fields}
+    if not teacher.config.radial_width:
+        own["radial_width"] = 0
     return dataclasses.replace(preset, model=dataclasses.replace(teacher.config, **own))
 
 

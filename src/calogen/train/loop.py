@@ -14,6 +14,10 @@ The run directory holds ``run.json`` (the SHA-256 of the training file, the geom
 written before anything else. A new run needs an empty or missing directory; ``resume=True`` refuses
 another data file, geometry or preset, and restarts cleanly a run stopped before its first checkpoint.
 A new run that fails before its first checkpoint removes the directory it created.
+
+A distilled student (``teacher``) with ``train.one_step_steps`` first regresses its energy and radial
+networks on the teacher's solves (:mod:`calogen.train.one_step`), then checkpoints at step 0 and trains
+the shape network; a run interrupted during that stage starts it again.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -43,6 +48,7 @@ from calogen.train.checkpoint import latest_checkpoint, optimizer_from_flat, opt
 from calogen.train.config import PRESETS, Preset
 from calogen.train.data import BlockLoader
 from calogen.train.distill import load_teacher, student_preset, teacher_record
+from calogen.train.one_step import build_bank, fit_one_step
 from calogen.train.run_record import check_same_run, read_run, run_identity, write_run
 
 __all__ = ["TrainResult", "Trainer", "train"]
@@ -104,10 +110,15 @@ class Trainer:
             torch.manual_seed(preset.train.seed)
             self.raw = ModelPair(geometry, preset.model, preprocessor.layer_dim).to(self.device)
         self.ema = copy.deepcopy(self.raw).requires_grad_(False).eval()
+        self.teacher = teacher
         if teacher is not None:  # a student: both copies start as the teacher, and both distil it (EMA: validation)
             teacher = teacher.to(self.device)
-            self.raw.start_from(teacher)
-            self.ema.start_from(teacher)
+            mapped = frozenset({"energy", "radial"} if preset.train.one_step_steps else ())  # regressed before the loop (fit_energy_maps)
+            for pair in (self.raw, self.ema):
+                pair.start_from(teacher, skip=mapped)
+                pair.loop_networks -= mapped
+                for name, denoiser in pair.denoisers().items():
+                    denoiser.requires_grad_(name not in mapped and pair is self.raw)
         self.model: torch.nn.Module = self.raw
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -136,6 +147,17 @@ class Trainer:
         index = torch.from_numpy(rows).to(self.device)
         cond, layers, radial = self.energy_pool
         return cond[index], layers[index], None if radial is None else radial[index]
+
+    def fit_energy_maps(self, log: Callable[[dict[str, float]], None] | None = None, progress: bool = False) -> None:
+        """A student's one-step energy and radial networks, regressed on a bank of the teacher's solves
+        (:mod:`calogen.train.one_step`; needs :meth:`set_energy_pool`); the EMA copy gets the same weights."""
+        if self.teacher is None or self.energy_pool is None:
+            raise CalogenError("the one-step energy stage needs a teacher and the training showers' energies")
+        bank = build_bank(self.teacher, self.energy_pool[0], self.preset.train.bank_size, self.preset.train.seed)
+        fit_one_step(self.raw, bank, self.preset.train, log=log, progress=progress)
+        for name in ("energy", "radial"):
+            if getattr(self.raw, name) is not None:
+                getattr(self.ema, name).load_state_dict(getattr(self.raw, name).state_dict())
 
     def lr_at(self, step: int) -> float:
         """Learning rate of step ``step`` (see the module docstring)."""
@@ -351,6 +373,12 @@ def train(
         if checkpoint:
             trainer.load_state(tensors, meta)
             _truncate_history(history, start)
+        elif teacher_model is not None and cfg.one_step_steps:  # before the loop; a checkpoint at step 0 keeps it
+            trainer.fit_energy_maps(log=(lambda r: _append_history(history, r)) if main else None, progress=progress and main)
+            if main:
+                state, state_meta = trainer.state()
+                write_checkpoint(out, 0, state, {**state_meta, "step": 0, "best_val": best, "bad_evals": bad, "stopped_early": False,
+                                                 "wall_time_s": wall, "preset": preset.to_dict()})  # fmt: skip
         extra = {"preset": preset.to_dict(), "training": {"data": str(data), "seed": cfg.seed, **{k: identity[k] for k in ("teacher",) if k in identity}}}
         stopped, step = bool(meta.get("stopped_early", False)), start
         bar = None
