@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             outside, energies.size, pre.e_min, pre.e_max,
         )  # fmt: skip
     attrs = {
-        "generator": "calogen-flow", "model": str(args.model), "geometry": model.geometry.name, "seed": args.seed,
+        "generator": "calogen-hybrid" if hasattr(model, "refiner") else "calogen-flow", "model": str(args.model), "geometry": model.geometry.name, "seed": args.seed,
         "sampler": sampler, "nfe": nfe, "weights": args.weights, "energies_out_of_training_range": outside,
     }  # fmt: skip
     progress = sys.stderr.isatty() if args.progress is None else args.progress

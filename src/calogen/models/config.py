@@ -19,7 +19,7 @@ from calogen.models.preprocess import ENERGY_GROUPS
 
 __all__ = ["ModelConfig", "check_fields", "check_sampler_objective"]
 
-OBJECTIVES = ("flow", "edm", "consistency", "average-velocity")
+OBJECTIVES = ("flow", "edm", "consistency", "average-velocity", "refiner")
 
 
 def _conform(value: Any, hint: Any) -> tuple[bool, Any]:
@@ -80,7 +80,8 @@ class ModelConfig:
     Args:
         objective: ``flow`` (conditional flow matching), ``edm`` (EDM diffusion), or a one-step student of
             a flow-matching teacher: ``consistency`` or ``average-velocity`` (:mod:`calogen.models.students`;
-            only ``average-velocity`` can use the ``jump`` sampler; its other samplers use the instantaneous velocity).
+            only ``average-velocity`` can use the ``jump`` sampler; its other samplers use the instantaneous velocity),
+            or ``refiner``: a hybrid refiner whose shape flow starts at a FastSim shower (:mod:`calogen.models.refiner`).
         time_sampling: flow-matching training times, ``logit-normal`` or ``uniform``.
         channels: U-Net channels per level, finest first.
         attention_levels: U-Net levels with linear attention (the bottleneck always has it).
@@ -95,6 +96,8 @@ class ModelConfig:
         sampler, nfe: default sampler and number of shape-network evaluations for generation.
         energy_sampler, energy_nfe: sampler and evaluations of the energy and radial networks, which
             cost little (None: the same as the shape network's).
+        bridge_sigma: a refiner's start is the preprocessed FastSim shower plus this much standard-normal
+            noise (0: a deterministic transport of the FastSim shower); other objectives ignore it.
     """
 
     objective: str = "flow"
@@ -112,6 +115,7 @@ class ModelConfig:
     nfe: int = 8
     energy_sampler: str | None = None
     energy_nfe: int | None = None
+    bridge_sigma: float = 0.0
 
     def __post_init__(self) -> None:
         from calogen.models.samplers import SAMPLERS, steps_for_nfe
@@ -124,6 +128,8 @@ class ModelConfig:
         for name in ("emb_dim", "energy_width", "energy_depth"):
             if getattr(self, name) < 1:
                 raise CalogenError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.bridge_sigma < 0:
+            raise CalogenError(f"model.bridge_sigma must be >= 0, got {self.bridge_sigma}")
         if self.radial_width < 0 or self.radial_depth < 1:
             raise CalogenError(f"model.radial_width must be >= 0 and radial_depth >= 1, got {self.radial_width}, {self.radial_depth}")
         if self.radial_width and self.energy_groups != "layers":

@@ -71,7 +71,13 @@ MAX_VOXELS = 10_000_000
 """Default limit on the voxels of a model's geometry (DS3 has 40,500); pass ``max_voxels`` to :func:`load`."""
 
 
-def _wrap(net: nn.Module, config: ModelConfig) -> Denoiser:
+def _wrap(net: nn.Module, config: ModelConfig, *, shape: bool = False) -> Denoiser:
+    if config.objective == "refiner":  # only the shape flow starts at the FastSim shower
+        from calogen.models.refiner import Bridge
+
+        if shape:
+            return Bridge(net, time_sampling=config.time_sampling, sigma=config.bridge_sigma)
+        return FlowMatching(net, time_sampling=config.time_sampling)
     if config.objective == "edm":
         return EDM(net)
     if config.objective in STUDENT_OBJECTIVES:
@@ -119,7 +125,7 @@ class ModelPair(nn.Module):
             geometry, 1 + layer_dim + extra, channels=config.channels, attention_levels=config.attention_levels,
             compress_layers=config.compress_layers, emb_dim=config.emb_dim,
         )  # fmt: skip
-        self.shape = _wrap(shape, config)
+        self.shape = _wrap(shape, config, shape=True)
         self.loop_networks = frozenset(("energy", "radial", "shape"))
         """The networks :meth:`forward` gives losses for (the others: zero)."""
 
@@ -133,10 +139,12 @@ class ModelPair(nn.Module):
         no teacher: a distilled student's energy and radial networks, regressed from scratch on the
         teacher's solves (:mod:`calogen.train.one_step`).
 
+        A refiner (``objective: refiner``) takes the teacher's weights the same way and learns from data alone.
+
         Raises:
-            ModelError: this is not a student, the teacher is not a flow-matching model, or their networks differ.
+            ModelError: this is not a student or refiner, the teacher is not a flow-matching model, or their networks differ.
         """
-        if self.config.objective not in STUDENT_OBJECTIVES or teacher.config.objective != "flow":
+        if self.config.objective not in (*STUDENT_OBJECTIVES, "refiner") or teacher.config.objective != "flow":
             raise ModelError(f"a {self.config.objective!r} model cannot distil a {teacher.config.objective!r} teacher; "
                              f"students ({', '.join(STUDENT_OBJECTIVES)}) learn from flow-matching models")  # fmt: skip
         mine, theirs = self.denoisers(), teacher.denoisers()
@@ -160,6 +168,7 @@ class ModelPair(nn.Module):
         voxels: torch.Tensor,
         generator: torch.Generator | None = None,
         energy_batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None,
+        source: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-sample losses of the energy, radial (zero without one) and shape models.
 
@@ -171,6 +180,7 @@ class ModelPair(nn.Module):
             generator: source of the training noise.
             energy_batch: ``(cond, layers, radial)`` of a separate, usually larger batch for the energy
                 and radial models (default: the same showers).
+            source: a refiner's paired FastSim voxels ``(B, voxels)``, standardised like ``voxels``.
         """
         e_cond, e_layers, e_radial = energy_batch if energy_batch is not None else (cond, layers, radial)
         zero = torch.zeros(1, device=cond.device)
@@ -178,7 +188,11 @@ class ModelPair(nn.Module):
         loss_radial = zero
         if self.radial is not None and e_radial is not None and "radial" in self.loop_networks:
             loss_radial = self.radial.loss(e_radial, torch.cat([e_cond, e_layers], dim=1), generator)
-        loss_shape = self.shape.loss(voxels, torch.cat([cond, layers], dim=1), generator)
+        shape_cond = torch.cat([cond, layers], dim=1)
+        if source is not None:
+            loss_shape = self.shape.loss(voxels, shape_cond, generator, source=source)
+        else:
+            loss_shape = self.shape.loss(voxels, shape_cond, generator)
         return loss_energy, loss_radial, loss_shape
 
 
@@ -220,16 +234,24 @@ class Pipeline(nn.Module):
         self.register_buffer("groups", torch.from_numpy(groups.astype(np.int64)), persistent=False)
         self.register_buffer("members", torch.from_numpy(group_members(groups)), persistent=False)
 
-    def stages(self, energies: torch.Tensor, noise_energy: torch.Tensor, noise_shape: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def stages(
+        self, energies: torch.Tensor, noise_energy: torch.Tensor, noise_shape: torch.Tensor, source: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Generated group energies ``(B, G)`` MeV, raw voxels ``(B, voxels)`` MeV (clipped at zero) and
-        their logits ``(B, voxels)``: everything :func:`~calogen.models.rescale.cut_and_rescale` needs."""
+        their logits ``(B, voxels)``: everything :func:`~calogen.models.rescale.cut_and_rescale` needs.
+        A refiner's shape flow starts at the FastSim showers ``source (B, voxels)`` MeV instead of the noise
+        (``noise_shape`` then perturbs that start, :meth:`~calogen.models.refiner.Bridge.start`)."""
         pre = self.preprocessor
         cond = pre.energy_forward(energies)
         noise_layers = noise_energy[:, : pre.layer_dim]
         layers = solve(self.pair.energy, self.pair.energy.prior(noise_layers), self.energy_schedule, cond=cond,
                        sampler=self.energy_sampler, nfe=self.energy_nfe)  # fmt: skip
         shape_cond = torch.cat([cond, layers], dim=1)
-        voxels = solve(self.pair.shape, self.pair.shape.prior(noise_shape), self.shape_schedule, cond=shape_cond,
+        if source is None:
+            start = self.pair.shape.prior(noise_shape)
+        else:
+            start = self.pair.shape.start(pre.voxels_forward(source, energies), noise_shape)  # type: ignore[operator]
+        voxels = solve(self.pair.shape, start, self.shape_schedule, cond=shape_cond,
                        sampler=self.sampler, nfe=self.nfe)  # fmt: skip
         targets = pre.layers_inverse(layers, energies)
         if self.pair.radial is not None:
@@ -289,6 +311,10 @@ def load(
 ) -> FlowModel:
     """Load a model directory written by ``calogen train``, checking every file first (module docstring).
 
+    A refiner's directory (``model.objective: refiner``) gives a :class:`~calogen.hybrid.HybridGenerator`
+    (its FastSim engine + the refiner), which is a Generator with the same ``sample``, ``using`` and
+    ``config`` as a :class:`FlowModel`.
+
     Args:
         path: the model directory.
         weights: ``ema`` (default) or ``raw`` parameters.
@@ -327,7 +353,12 @@ def load(
     occupancy = load_occupancy(directory, geometry)
     if occupancy is not None and pair.radial is None and config.energy_groups != "rings":
         raise ModelError(f"{directory}: the occupancy stage needs ring energies (a radial model or energy_groups: rings); remove occupancy.*")
-    return FlowModel(directory, geometry, config, preprocessor, pair, occupancy)
+    model = FlowModel(directory, geometry, config, preprocessor, pair, occupancy)
+    if config.objective == "refiner":
+        from calogen.hybrid import HybridGenerator
+
+        return HybridGenerator.from_model(model, meta.get("refiner"))  # type: ignore[return-value]
+    return model
 
 
 class FlowModel:

@@ -54,6 +54,12 @@ class TrainConfig:
             radial network takes a quarter as many), peak learning rate and EMA decay.
         bank_size: teacher energy solves in the bank, a quarter as many radial ones (a twentieth of each
             held out for validation).
+        coupling: how a refiner pairs each full-simulation shower with a FastSim shower of the ``--source``
+            file: ``independent`` (drawn uniformly from its incident-energy bin) or ``ot`` (minibatch optimal
+            transport: ``ot_candidates`` drawn per shower from its bin, then the assignment of distinct
+            candidates that minimises the summed squared distance in the preprocessed space).
+        coupling_bins: incident-energy bins of equal count over the FastSim file.
+        ot_candidates: FastSim candidates per full-simulation shower for ``coupling: ot``.
 
     Every field is type-checked strictly (:func:`~calogen.models.config.check_fields`: ``true`` is not
     an integer, ``1.5`` not a step count, NaN and inf are refused) and range-checked on construction,
@@ -83,11 +89,14 @@ class TrainConfig:
     one_step_lr: float = 1e-3
     one_step_ema_decay: float = 0.998
     bank_size: int = 200_000
+    coupling: str = "independent"
+    coupling_bins: int = 100
+    ot_candidates: int = 4
 
     def __post_init__(self) -> None:
         check_fields(self, "train")
         positive = ("batch_size", "max_steps", "eval_every", "patience", "checkpoint_every", "block_size", "shuffle_blocks", "fit_max", "val_max",
-                    "one_step_batch_size", "bank_size")  # fmt: skip
+                    "one_step_batch_size", "bank_size", "coupling_bins", "ot_candidates")  # fmt: skip
         for name in positive:
             if getattr(self, name) < 1:
                 raise CalogenError(f"train.{name} must be >= 1, got {getattr(self, name)}")
@@ -106,6 +115,8 @@ class TrainConfig:
             raise CalogenError(f"train.weight_decay must be >= 0 and train.grad_clip > 0, got {self.weight_decay}, {self.grad_clip}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise CalogenError(f"train.min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
+        if self.coupling not in ("independent", "ot"):
+            raise CalogenError(f"train.coupling {self.coupling!r} is unknown; use independent or ot")
         if not 0 <= self.seed < 2**63:
             raise CalogenError(f"train.seed must lie in [0, 2**63), got {self.seed}")
 
@@ -205,7 +216,14 @@ PRESETS["student-average-velocity"] = Preset.from_dict("student-average-velocity
     "model": {"objective": "average-velocity", "sampler": "jump", "nfe": 1, "energy_sampler": "jump", "energy_nfe": 1, **_STUDENT_ENERGY},
     "train": _STUDENT_TRAIN,
 })  # fmt: skip
+PRESETS["hybrid-small"] = Preset.from_dict("hybrid-small", {
+    "model": {**dataclasses.asdict(PRESETS["cpu-small"].model), "objective": "refiner", "bridge_sigma": 0.1, "sampler": "euler", "nfe": 2},
+    "train": {"batch_size": 32, "lr": 1e-3, "warmup_steps": 50, "max_steps": 2000, "ema_decay": 0.99, "eval_every": 100,
+              "checkpoint_every": 100, "patience": 1000, "val_max": 500},
+})  # fmt: skip
 """Built-in presets: ``tiny`` (tests, seconds), ``cpu-small`` (DS2 on one core in about an hour),
 ``ds2-base`` and ``ds3-base`` (GPU), and the one-step students ``student-consistency`` and
 ``student-average-velocity`` (``calogen train --teacher``), which fine-tune the shape network of the teacher they
-distil for 2000 steps after regressing wider one-step energy and radial networks on 800,000 of its energy solves."""
+distil for 2000 steps after regressing wider one-step energy and radial networks on 800,000 of its energy solves;
+``hybrid-small``, a refiner of FastSim showers (``calogen train --source FAST.h5``; with ``--teacher`` it keeps that
+flow-matching model's architecture, preprocessing, energy and radial networks, and starts from its shape network)."""

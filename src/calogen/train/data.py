@@ -5,12 +5,16 @@ blocks to validation and training. Each epoch permutes the training blocks, grou
 ``shuffle_blocks`` and shuffles rows within each group; batch ``j`` of the epoch is rows
 ``order[j B:(j + 1) B]``. The order is a pure function of ``(seed, epoch)``, so a run resumed at step
 ``s`` sees exactly the batches it would have seen, and only the blocks in use are held in memory.
+
+A refiner's FastSim showers (:class:`SourcePool`) are held in memory whole and drawn by incident energy.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +22,10 @@ from calogen.errors import CalogenError
 from calogen.geometry import Geometry
 from calogen.io import ShowerData, ShowerFile
 
-__all__ = ["BlockLoader"]
+__all__ = ["BlockLoader", "SourcePool", "check_fastsim_file"]
+
+ENERGY_TOLERANCE = 1.05
+"""How far (a factor) the FastSim energies' range may differ from the one they are paired with, at either end."""
 
 
 class BlockLoader:
@@ -136,3 +143,81 @@ class BlockLoader:
     def close(self) -> None:
         """Close the file."""
         self.file.close()
+
+
+def check_fastsim_file(path: str | os.PathLike[str], geometry: Geometry, e_min: float, e_max: float, *, against: str) -> ShowerFile:
+    """Open the FastSim file ``path`` and check it against ``geometry`` and the incident energies
+    ``[e_min, e_max]`` MeV of ``against`` (what it is paired with, for the message); returns the open file.
+
+    Raises:
+        CalogenError: another geometry (voxel count or recorded name), or energies outside that range
+            by more than :data:`ENERGY_TOLERANCE`.
+    """
+    f = ShowerFile(path)
+    try:
+        named = f.attrs.get("geometry")
+        if f.n_voxels != geometry.n_voxels or (isinstance(named, str) and named != geometry.name):
+            raise CalogenError(
+                f"{path} holds showers of geometry {named if isinstance(named, str) else 'unknown'!r} ({f.n_voxels} voxels), "
+                f"but {against} is {geometry.name!r} ({geometry.n_voxels} voxels); simulate the FastSim with --geometry {geometry.name}"
+            )
+        energies = f.read_energies()
+        lo, hi = float(energies.min()), float(energies.max())
+        if lo < e_min / ENERGY_TOLERANCE or hi > e_max * ENERGY_TOLERANCE:
+            raise CalogenError(
+                f"{path} has incident energies {lo:.4g}-{hi:.4g} MeV, outside the {e_min:.4g}-{e_max:.4g} MeV of {against}; "
+                "simulate the FastSim over the same energy range"
+            )
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+class SourcePool:
+    """A refiner's FastSim showers, held in memory and drawn by incident energy.
+
+    The showers, sorted by incident energy, are split into ``bins`` bins of equal count; a full-simulation
+    shower of energy ``E`` is paired with showers drawn uniformly from the bin that ``E`` falls in (the
+    first or last bin beyond the ends). The two files must cover the same energies (within
+    :data:`ENERGY_TOLERANCE` at both ends).
+
+    Args:
+        path: the FastSim HDF5 file.
+        geometry: its readout (checked).
+        target_energies: incident energies ``(N,)`` or ``(N, 1)`` MeV of the showers it is paired with.
+        bins: number of energy bins.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], geometry: Geometry, target_energies: np.ndarray, *, bins: int) -> None:
+        target = np.asarray(target_energies, dtype=np.float64).reshape(-1)
+        with check_fastsim_file(path, geometry, float(target.min()), float(target.max()), against="the --data file") as f:
+            data, self.attrs = f.read(), f.attrs
+        lo, hi = float(data.energies.min()), float(data.energies.max())
+        if lo > target.min() * ENERGY_TOLERANCE or hi < target.max() / ENERGY_TOLERANCE:
+            raise CalogenError(
+                f"{path} has incident energies {lo:.4g}-{hi:.4g} MeV and does not cover the {target.min():.4g}-{target.max():.4g} MeV "
+                "of the --data file; simulate the FastSim over the same energy range"
+            )
+        self.showers, self.energies = data.showers, data.energies
+        self.order = np.argsort(data.energies[:, 0], kind="stable")
+        n = self.order.size
+        self.starts = np.linspace(0, n, min(bins, n) + 1).round().astype(np.int64)
+        self.log_edges = np.log(data.energies[self.order[self.starts[1:-1]], 0].astype(np.float64))
+
+    def bin_of(self, energies: np.ndarray) -> np.ndarray:
+        """The bin index ``(B,)`` of incident energies ``(B,)`` MeV."""
+        return np.searchsorted(self.log_edges, np.log(np.asarray(energies, dtype=np.float64).reshape(-1)), side="right")
+
+    def draw(self, energies: np.ndarray, rng: np.random.Generator, per_target: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``(B, per_target)`` of FastSim showers drawn from the bins of ``energies (B,)`` MeV, and those bins ``(B,)``."""
+        bins = self.bin_of(energies)
+        lo, hi = self.starts[bins], self.starts[bins + 1]
+        pick = lo[:, None] + np.floor(rng.random((bins.size, per_target)) * (hi - lo)[:, None]).astype(np.int64)
+        return self.order[np.minimum(pick, hi[:, None] - 1)], bins
+
+    def record(self) -> dict[str, Any]:
+        """Size and energy range of the pool (for the model's provenance)."""
+        return {"n_showers": int(self.order.size), "bins": int(self.starts.size - 1),
+                "energy_range_mev": [float(self.energies.min()), float(self.energies.max())],
+                "mean_bin_width_ln_e": float(math.log(self.energies.max() / self.energies.min()) / max(1, self.starts.size - 1))}  # fmt: skip

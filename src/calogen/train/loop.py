@@ -18,6 +18,11 @@ A new run that fails before its first checkpoint removes the directory it create
 A distilled student (``teacher``) with ``train.one_step_steps`` first regresses its energy and radial
 networks on the teacher's solves (:mod:`calogen.train.one_step`), then checkpoints at step 0 and trains
 the shape network; a run interrupted during that stage starts it again.
+
+A hybrid refiner (``model.objective: refiner``, ``source``) pairs every full-simulation shower with a
+FastSim shower of the ``source`` file drawn from its incident-energy bin (:class:`~calogen.train.data.SourcePool`,
+``train.coupling``); started from a flow-matching model (``teacher``) it keeps that model's energy and radial
+networks frozen and fine-tunes its shape network as the bridge of :mod:`calogen.models.refiner`.
 """
 
 from __future__ import annotations
@@ -40,13 +45,15 @@ import torch
 from calogen.errors import CalogenError
 from calogen.generator import derive_seed
 from calogen.geometry import Geometry
-from calogen.io import ShowerData
+from calogen.hybrid import fastsim_record
+from calogen.io import ShowerData, file_sha256
 from calogen.models.generator import ModelPair, save_model
 from calogen.models.preprocess import Preprocessor, energy_groups, layer_vector, radial_vector
+from calogen.models.refiner import refiner_config
 from calogen.outputs import check_output_dir, ensure_free_space
 from calogen.train.checkpoint import latest_checkpoint, optimizer_from_flat, optimizer_to_flat, read_checkpoint, write_checkpoint
 from calogen.train.config import PRESETS, Preset
-from calogen.train.data import BlockLoader
+from calogen.train.data import BlockLoader, SourcePool
 from calogen.train.distill import load_teacher, student_preset, teacher_record
 from calogen.train.one_step import build_bank, fit_one_step
 from calogen.train.run_record import check_same_run, read_run, run_identity, write_run
@@ -94,12 +101,13 @@ class Trainer:
         device: where to train.
         dist: process rank and count.
         teacher: the flow-matching model a student (``model.objective`` consistency or average-velocity) starts
-            from and distils (:meth:`~calogen.models.generator.ModelPair.start_from`).
+            from and distils (:meth:`~calogen.models.generator.ModelPair.start_from`), or a refiner starts from.
+        source: a refiner's FastSim showers.
     """
 
     def __init__(
         self, geometry: Geometry, preset: Preset, preprocessor: Preprocessor, *, device: torch.device | None = None,
-        dist: _Dist | None = None, teacher: ModelPair | None = None,
+        dist: _Dist | None = None, teacher: ModelPair | None = None, source: SourcePool | None = None,
     ) -> None:  # fmt: skip
         self.geometry, self.preset, self.pre = geometry, preset, preprocessor
         if preset.model.radial_width and not preprocessor.radial_dim:
@@ -110,15 +118,18 @@ class Trainer:
             torch.manual_seed(preset.train.seed)
             self.raw = ModelPair(geometry, preset.model, preprocessor.layer_dim).to(self.device)
         self.ema = copy.deepcopy(self.raw).requires_grad_(False).eval()
-        self.teacher = teacher
+        self.teacher, self.source = teacher, source
+        if preset.model.objective == "refiner" and source is None:
+            raise CalogenError("a refiner trains on FastSim showers paired with the data: give --source FAST.h5")
         if teacher is not None:  # a student: both copies start as the teacher, and both distil it (EMA: validation)
             teacher = teacher.to(self.device)
             mapped = frozenset({"energy", "radial"} if preset.train.one_step_steps else ())  # regressed before the loop (fit_energy_maps)
+            kept = frozenset({"energy", "radial"} if preset.model.objective == "refiner" else ())  # a refiner keeps the teacher's
             for pair in (self.raw, self.ema):
                 pair.start_from(teacher, skip=mapped)
-                pair.loop_networks -= mapped
+                pair.loop_networks -= mapped | kept
                 for name, denoiser in pair.denoisers().items():
-                    denoiser.requires_grad_(name not in mapped and pair is self.raw)
+                    denoiser.requires_grad_(name not in mapped | kept and pair is self.raw)
         self.model: torch.nn.Module = self.raw
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -185,14 +196,33 @@ class Trainer:
         x = self.pre.voxels_forward(torch.from_numpy(data.showers.astype(np.float64)), e)
         return (*self.energy_tensors(data), x.to(self.device, torch.float32))
 
+    def source_tensor(self, data: ShowerData, voxels: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """A refiner's standardised FastSim voxels ``(B, voxels)`` paired with ``data`` (standardised ``voxels``)
+        by ``train.coupling``."""
+        if self.source is None:
+            raise CalogenError("only a refiner (trained with --source) pairs showers with FastSim ones")
+        cfg = self.preset.train
+        m = cfg.ot_candidates if cfg.coupling == "ot" else 1
+        rows, bins = self.source.draw(data.energies[:, 0], rng, m)
+        rows = rows.reshape(-1)
+        e = torch.from_numpy(self.source.energies[rows].astype(np.float64))
+        z = self.pre.voxels_forward(torch.from_numpy(self.source.showers[rows].astype(np.float64)), e).to(torch.float32)
+        if m > 1:
+            from calogen.models.refiner import ot_assignment
+
+            z = z[ot_assignment(voxels.float().cpu(), z, bins[:, None] == np.repeat(bins, m)[None, :])]
+        return z.to(self.device)
+
     def losses(
         self, model: torch.nn.Module, data: ShowerData, generator: torch.Generator,
-        energy_batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None,
+        energy_batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None, rng: np.random.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         """Mean energy-, radial- and shape-model losses of ``model`` on ``data`` (energy and radial
-        models: on ``energy_batch`` if given)."""
+        models: on ``energy_batch`` if given; a refiner's FastSim pairs drawn with ``rng``)."""
+        tensors = self.tensors(data)
+        source = {} if self.source is None else {"source": self.source_tensor(data, tensors[-1], rng or np.random.default_rng())}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            losses = model(*self.tensors(data), generator, energy_batch)
+            losses = model(*tensors, generator, energy_batch, **source)
         return tuple(loss.float().mean() for loss in losses)  # type: ignore[return-value]
 
     def _generator(self, seed: int) -> torch.Generator:
@@ -205,7 +235,8 @@ class Trainer:
             data = ShowerData(data.energies[self.dist.rank :: self.dist.world], data.showers[self.dist.rank :: self.dist.world])
         self.model.train()
         gen = self._generator(derive_seed(cfg.seed, step * self.dist.world + self.dist.rank))
-        loss_e, loss_r, loss_s = self.losses(self.model, data, gen, self._energy_batch(step))
+        rng = np.random.default_rng([cfg.seed, 3, step, self.dist.rank])
+        loss_e, loss_r, loss_s = self.losses(self.model, data, gen, self._energy_batch(step), rng)
         loss = loss_e + loss_r + loss_s
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -226,10 +257,11 @@ class Trainer:
     def validate(self, data: ShowerData) -> float:
         """Mean loss of the EMA weights on ``data`` with fixed noise."""
         gen = self._generator(derive_seed(self.preset.train.seed, -1))
+        rng = np.random.default_rng([self.preset.train.seed, 4])
         bs, total = self.preset.train.batch_size, 0.0
         for s in range(0, len(data), bs):
             chunk = ShowerData(data.energies[s : s + bs], data.showers[s : s + bs])
-            total += float(sum(self.losses(self.ema, chunk, gen))) * len(chunk)
+            total += float(sum(self.losses(self.ema, chunk, gen, rng=rng))) * len(chunk)
         return total / len(data)
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -293,6 +325,7 @@ def train(
     max_steps: int | None = None,
     progress: bool = False,
     teacher: str | os.PathLike[str] | None = None,
+    source: str | os.PathLike[str] | None = None,
 ) -> TrainResult:
     """Train an energy + shape model on a shower file and write a model directory.
 
@@ -307,7 +340,10 @@ def train(
         max_steps: override ``train.max_steps``.
         progress: show a tqdm progress bar.
         teacher: a flow-matching model directory to distil into a student (:mod:`calogen.train.distill`);
-            the preset must be a student preset.
+            the preset must be a student preset; or, for a refiner, the model whose architecture, preprocessing,
+            energy and radial networks it keeps and whose shape network it starts from.
+        source: a refiner's FastSim file (same geometry and energies as ``data``; needs a refiner preset
+            such as ``hybrid-small``).
     """
     geometry = Geometry.resolve(geometry)
     given = None if preset is None else preset if isinstance(preset, Preset) else Preset.resolve(preset)
@@ -331,9 +367,13 @@ def train(
     if max_steps is not None:
         preset = replace(preset, train=replace(preset.train, max_steps=max_steps))
     teacher_model = None if teacher is None else load_teacher(teacher, geometry)
+    refiner = preset.model.objective == "refiner"
+    if refiner != (source is not None):
+        raise CalogenError("--source FAST.h5 goes with a refiner preset (e.g. hybrid-small), and a refiner preset needs --source")
     if teacher_model is not None:
-        preset = student_preset(preset, teacher_model)
-        given = None if given is None else student_preset(given, teacher_model)
+        adapt = (lambda p: replace(p, model=refiner_config(p.model, teacher_model.config))) if refiner else (lambda p: student_preset(p, teacher_model))
+        preset = adapt(preset)
+        given = None if given is None else adapt(given)
     cfg = preset.train
     dist = _Dist.from_env()
     device = _device(dist)
@@ -344,8 +384,14 @@ def train(
         identity = run_identity(data, geometry, preset)
         if teacher is not None:
             identity["teacher"] = teacher_record(teacher)
+        pool = None
+        if source is not None:
+            pool = SourcePool(source, geometry, loader.file.read_energies(), bins=cfg.coupling_bins)
+            identity["source"] = {"path": str(source), "sha256": file_sha256(source)}
         if stored is not None:
             check_same_run(out, stored, identity, given)
+            if (stored.get("source") or {}).get("sha256") != (identity.get("source") or {}).get("sha256"):
+                raise CalogenError(f"{out} was trained with --source {(stored.get('source') or {}).get('path')}; resume with the same file")
         elif resume:
             log.warning("%s has no run.json (written by an older calogen); cannot check that --data and the preset match", out)
         if not checkpoint and main:  # a new run, or one stopped before its first checkpoint: start clean
@@ -363,7 +409,8 @@ def train(
             if main:
                 pre.save(out)
         val = loader.read_blocks(loader.val_blocks, cfg.val_max)
-        trainer = Trainer(geometry, preset, pre, device=device, dist=dist, teacher=None if teacher_model is None else teacher_model.pair)
+        trainer = Trainer(geometry, preset, pre, device=device, dist=dist, teacher=None if teacher_model is None else teacher_model.pair,
+                          source=pool)  # fmt: skip
         if cfg.energy_batch_size is not None:
             trainer.set_energy_pool(loader)
         start = int(meta.get("step", 0))
@@ -379,7 +426,9 @@ def train(
                 state, state_meta = trainer.state()
                 write_checkpoint(out, 0, state, {**state_meta, "step": 0, "best_val": best, "bad_evals": bad, "stopped_early": False,
                                                  "wall_time_s": wall, "preset": preset.to_dict()})  # fmt: skip
-        extra = {"preset": preset.to_dict(), "training": {"data": str(data), "seed": cfg.seed, **{k: identity[k] for k in ("teacher",) if k in identity}}}
+        extra = {"preset": preset.to_dict(), "training": {"data": str(data), "seed": cfg.seed, **{k: identity[k] for k in ("teacher", "source") if k in identity}}}
+        if pool is not None:
+            extra["refiner"] = {"fastsim": fastsim_record(pool.attrs, geometry), "source": {**identity["source"], **pool.record()}}
         stopped, step = bool(meta.get("stopped_early", False)), start
         bar = None
         if progress and main:
