@@ -1,4 +1,4 @@
-"""FPD, KPD and PRDC: closed forms, null and shifted samples, unbiasedness, blocked k-NN, determinism."""
+"""FPD, KPD and PRDC: closed forms, null and shifted samples, unbiasedness, blocked k-NN, determinism, weights."""
 
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def test_fpd_and_kpd_defaults_are_the_official_settings():
     assert settings["batch_sizes"] == official_sizes and settings["seed"] == 42
     assert (settings["num_points"], settings["num_batches"], settings["adapted_to_sample_size"]) == (10, 20, False)
     assert kpd.__kwdefaults__ == {"seed": 42, "num_batches": 10, "batch_size": 10_000, "scaled": False,
-                                  "adapt_to_sample_size": False}  # fmt: skip
+                                  "adapt_to_sample_size": False, "generated_weights": None}  # fmt: skip
     small = kpd(ref, gen, batch_size=1000)
     assert small.settings["batch_size"] == 1000 and not small.settings["adapted_to_sample_size"]
     assert kpd(ref, gen, batch_size=1000, adapt_to_sample_size=True).settings["batch_size"] == 200
@@ -130,6 +130,51 @@ def test_mmd2_polynomial_is_unbiased():
     assert abs(mean) < 4 * sem
     shifted = [mmd2_polynomial(rng.normal(size=(100, 3)), rng.normal(0.5, 1, size=(100, 3))) for _ in range(20)]
     assert np.mean(shifted) > 20 * sem
+
+
+def test_unit_weights_reproduce_unweighted_fpd_and_kpd():
+    ref, gen = _gauss(25, n=1200), _gauss(26, n=900, shift=0.2)
+    ones = np.ones(len(gen))
+    plain, unit = fpd(ref, gen, seed=7, **SMALL_FPD), fpd(ref, gen, seed=7, generated_weights=ones, **SMALL_FPD)
+    np.testing.assert_allclose(unit.settings["mean_fd_per_size"], plain.settings["mean_fd_per_size"], rtol=1e-12)
+    # the same mean distances to round-off; the extrapolation's iterative fit (tolerance 1e-8) passes them on
+    assert (unit.value, unit.error) == pytest.approx((plain.value, plain.error), rel=1e-6)
+    assert unit.settings["generated_weighted"] and unit.settings["generated_ess"] == pytest.approx(900)
+    assert not plain.settings["generated_weighted"]
+    plain_k, unit_k = kpd(ref, gen, seed=7, batch_size=500), kpd(ref, gen, seed=7, batch_size=500, generated_weights=ones)
+    assert (unit_k.value, unit_k.error) == pytest.approx((plain_k.value, plain_k.error), rel=1e-9)
+    # a constant weight is no weight: the weighted statistics are scale invariant
+    assert fpd(ref, gen, seed=7, generated_weights=np.full(len(gen), 3.5), **SMALL_FPD).value == pytest.approx(plain.value, rel=1e-6)
+
+
+def test_weighted_mmd2_matches_direct_formula():
+    rng = np.random.default_rng(27)
+    x, y = rng.normal(size=(6, 3)), rng.normal(size=(5, 3))
+    u, v = rng.uniform(0.2, 2.0, 6), rng.uniform(0.2, 2.0, 5)
+    kxx, kyy, kxy = ((a @ b.T / 3 + 1) ** 4 for a, b in ((x, x), (y, y), (x, y)))
+    off_x, off_y = ~np.eye(6, dtype=bool), ~np.eye(5, dtype=bool)
+    xx = (np.outer(u, u) * kxx)[off_x].sum() / np.outer(u, u)[off_x].sum()
+    yy = (np.outer(v, v) * kyy)[off_y].sum() / np.outer(v, v)[off_y].sum()
+    xy = u @ kxy @ v / (u.sum() * v.sum())
+    got = mmd2_polynomial(x, y, x_weights=u, y_weights=v, block_elements=4)
+    assert got == pytest.approx(xx + yy - 2 * xy, rel=1e-10)
+    assert mmd2_polynomial(x, y, y_weights=np.ones(5)) == pytest.approx(mmd2_polynomial(x, y), rel=1e-12)
+
+
+def test_exact_density_ratio_weights_remove_a_known_shift():
+    """Candidate N(0.3, 1) in one feature, weighted by N(0, 1) / N(0.3, 1), against an N(0, 1) reference."""
+    ref, cand = _gauss(28, n=4000), _gauss(29, n=4000)
+    cand[:, 0] += 0.3
+    ratio = np.exp(-0.3 * cand[:, 0] + 0.045)
+    plain = fpd(ref, cand, scaled=True, **SMALL_FPD)
+    weighted = fpd(ref, cand, scaled=True, generated_weights=ratio, **SMALL_FPD)
+    assert plain.value == pytest.approx(0.09, abs=0.04)  # population distance 0.3², plus the finite samples
+    assert weighted.value < 0.15 * plain.value and weighted.value < plain.value - 5 * plain.error
+    plain_k = kpd(ref, cand, scaled=True, batch_size=2000)
+    weighted_k = kpd(ref, cand, scaled=True, batch_size=2000, generated_weights=ratio)
+    null_k = kpd(ref, _gauss(30, n=4000), scaled=True, batch_size=2000)  # resampled finite samples keep a floor
+    assert plain_k.value > 5 * plain_k.error
+    assert weighted_k.value < 0.15 * plain_k.value and weighted_k.value < null_k.value + 3 * null_k.error
 
 
 def _prdc_brute(ref: np.ndarray, gen: np.ndarray, k: int) -> tuple[float, float, float, float]:
@@ -194,6 +239,8 @@ def test_results_are_deterministic_for_a_seed():
         (lambda: fpd(_gauss(0, n=4), _gauss(1, n=4), adapt_to_sample_size=True), "needs more showers"),
         (lambda: kpd(_gauss(0, n=1), _gauss(1, n=9)), "at least 2 showers"),
         (lambda: fpd(_gauss(0), _gauss(1), min_samples=100, max_samples=100), "min_samples < max_samples"),
+        (lambda: fpd(_gauss(0), _gauss(1), generated_weights=np.ones(5)), "shape \\(3000,\\), one per generated"),
+        (lambda: kpd(_gauss(0), _gauss(1), generated_weights=-np.ones(3000)), ">= 0 with a positive sum"),
     ],
 )
 def test_bad_input_raises_distance_error(call, message):

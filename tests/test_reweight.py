@@ -19,6 +19,7 @@ from calogen.eval.reweight import (
     fit_weights,
     read_weights,
     weights_for_sample,
+    write_weights,
 )
 from calogen.eval.separation import separation_from_counts, weighted_counts
 from calogen.features import compute_features, features_from_file
@@ -113,17 +114,37 @@ def test_weighted_evaluation_reports_ess_and_lower_separation(files, capsys):
     out = files / "eval"
     argv = ["evaluate", str(files / "ref.h5"), f"gflash={files / 'scaled.h5'}", f"dctr={files / 'scaled.h5'}",
             "--weights", f"dctr={files / 'scaled_w.h5'}", "--geometry", "tiny", "--out", str(out),
-            "--metrics", "hist,cls-high,fpd", "--fast-classifier", "--quiet"]  # fmt: skip
+            "--metrics", "hist,cls-high,fpd,kpd,prdc", "--fast-classifier", "--quiet"]  # fmt: skip
     assert main(argv) == 0
     record = json.loads((out / "metrics.json").read_text())
     plain, weighted = record["samples"]
-    assert plain["weights"] is None and weighted["weights"]["ess"] == pytest.approx(read_weights(files / "scaled_w.h5").attrs["ess"])
-    assert "fpd" in plain["distances"] and "fpd" not in weighted["distances"]  # no weighted FPD: skipped, not unweighted
+    ess = read_weights(files / "scaled_w.h5").attrs["ess"]
+    assert plain["weights"] is None and weighted["weights"]["ess"] == pytest.approx(ess)
+    assert "prdc" in plain["distances"] and "prdc" not in weighted["distances"]  # no weighted PRDC: skipped, not unweighted
+    for key in ("fpd", "kpd"):
+        assert weighted["distances"][key]["settings"]["generated_ess"] == pytest.approx(ess)
+        assert not plain["distances"][key]["settings"]["generated_weighted"]
+    assert weighted["weights"]["applied_to"] == ["hist", "cls-low", "cls-high", "cnn", "fpd", "kpd"]
+    value = {s["name"]: {k: s["distances"][k]["value"] for k in ("fpd", "kpd")} for s in record["samples"]}
+    assert value["dctr"]["fpd"] < value["gflash"]["fpd"] and value["dctr"]["kpd"] < value["gflash"]["kpd"]
     sep = {s["name"]: {h["name"]: h["separation_power"] for h in s["histograms"]} for s in record["samples"]}
     assert sep["dctr"]["e_ratio"] < 0.5 * sep["gflash"]["e_ratio"]
     assert {c["kind"]: c["weighted"] for c in weighted["classifiers"]} == {"cls-high": True}
     assert "effective sample size (weights)" in capsys.readouterr().out
     assert '"ESS"' in (out / "report.html").read_text()
+
+
+def test_unit_weights_give_the_unweighted_fpd_and_kpd(files):
+    write_weights(files / "ones.h5", np.ones(N), {"method": "unit"})
+    out = files / "unit-eval"
+    argv = ["evaluate", str(files / "ref.h5"), f"plain={files / 'scaled.h5'}", f"unit={files / 'scaled.h5'}",
+            "--weights", f"unit={files / 'ones.h5'}", "--geometry", "tiny", "--out", str(out),
+            "--metrics", "fpd,kpd", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    plain, unit = (s["distances"] for s in json.loads((out / "metrics.json").read_text())["samples"])
+    for key in ("fpd", "kpd"):
+        assert unit[key]["settings"]["generated_weighted"] and unit[key]["settings"]["generated_ess"] == pytest.approx(N)
+        assert (unit[key]["value"], unit[key]["error"]) == pytest.approx((plain[key]["value"], plain[key]["error"]), rel=1e-6)
 
 
 @pytest.mark.parametrize(

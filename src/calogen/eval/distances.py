@@ -17,6 +17,12 @@ with all showers and k=5, whereas calogen's is on the high-level vector of at mo
 Every result records the settings it was computed with (after any adaptation to small samples), so
 ``metrics.json`` says exactly what was measured.
 
+FPD and KPD take optional per-shower ``generated_weights`` (e.g. DCTR weights): batches are drawn
+exactly as without weights (uniformly, the same indices for the same seed) and every statistic of a
+generated batch is weighted by the weights of its rows (weighted bootstrap): weighted mean and
+covariance for FPD, a self-normalised weighted MMD² for KPD. Unit weights give the unweighted result to
+float precision; a weighted sample's figures carry the noise of its effective sample size.
+
 Example:
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
@@ -95,6 +101,18 @@ class PRDCResult:
         }
 
 
+def _check_weights(weights: np.ndarray | None, n: int) -> np.ndarray | None:
+    """Generated-sample weights as float64 ``(n,)``, finite, non-negative and not all zero (None passes)."""
+    if weights is None:
+        return None
+    w = np.asarray(weights, dtype=np.float64)
+    if w.shape != (n,):
+        raise DistanceError(f"generated_weights must have shape ({n},), one per generated shower, got {w.shape}")
+    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise DistanceError("generated_weights must be finite and >= 0 with a positive sum")
+    return w
+
+
 def _check_pair(reference: np.ndarray, generated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both samples as float64 ``(n, d)`` arrays with the same ``d`` and only finite values."""
     arrays = []
@@ -170,6 +188,23 @@ def _linear(x: np.ndarray, intercept: float, slope: float) -> np.ndarray:
     return intercept + slope * x
 
 
+def _moments(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``(d,)`` and covariance ``(d, d)`` of ``x``; weighted: ``sum w x / sum w`` and
+    ``sum w (x - mean)(x - mean)^T / (V1 - V2 / V1)`` (``V1 = sum w``, ``V2 = sum w²``), which is
+    ``np.cov``'s ``N - 1`` normalisation for unit weights."""
+    if weights is None:
+        return x.mean(axis=0), np.cov(x, rowvar=False)
+    return np.average(x, axis=0, weights=weights), np.cov(x, rowvar=False, aweights=weights)
+
+
+def _weighting_settings(weights: np.ndarray | None) -> dict[str, Any]:
+    """What the settings record says about ``generated_weights``."""
+    if weights is None:
+        return {"generated_weighted": False}
+    ess = float(weights.sum() ** 2 / np.sum(weights**2))
+    return {"generated_weighted": True, "generated_ess": ess, "weighting": "weighted bootstrap: uniform draws, row weights"}
+
+
 def fpd(
     reference: np.ndarray,
     generated: np.ndarray,
@@ -181,6 +216,7 @@ def fpd(
     num_batches: int = 20,
     scaled: bool = False,
     adapt_to_sample_size: bool = False,
+    generated_weights: np.ndarray | None = None,
 ) -> DistanceResult:
     """Fréchet physics distance: the Fréchet distance of Gaussian fits extrapolated to ``1/N -> 0``.
 
@@ -195,6 +231,15 @@ def fpd(
     about ``slope / n_rows`` (about 0.013 for the former 226-column DS2 vector and 100k vs 100k
     showers). Compare samples of equal size and quote the reference-vs-reference value beside a model's.
 
+    With ``generated_weights`` the batches are drawn as without them (same indices for the same seed)
+    and a generated batch's Gaussian is fitted with the weights of its rows (weighted mean and
+    covariance, :func:`_moments`): a weighted bootstrap, so ``1/N -> 0`` reaches the distance to the
+    weighted sample's Gaussian fit. Batches then carry about ``N ESS / n_rows`` effective rows
+    (ESS = ``(sum w)² / sum w²``): the slope and the finite-sample floor grow as the ESS falls, so quote
+    a floor with the same weights (e.g. permuted on a reference-like sample). Unit weights reproduce
+    the unweighted value to float precision. Drawing rows with probability proportional to ``w`` would
+    add multinomial noise and change the draws; it is not used.
+
     Args:
         reference: ``(N, d)`` reference features.
         generated: ``(M, d)`` generated features.
@@ -206,8 +251,10 @@ def fpd(
             otherwise that is done here.
         adapt_to_sample_size: if the smaller sample has fewer than ``max_samples`` rows, scale both
             sizes down by the same factor so that the largest batch equals it (not official; recorded).
+        generated_weights: ``(M,)`` non-negative weights of the generated showers (e.g. DCTR weights).
     """
     ref, gen = _check_pair(reference, generated) if scaled else scale_by_reference(reference, generated)
+    weights = _check_weights(generated_weights, len(gen))
     if num_points < 2 or num_batches < 1 or not 2 <= min_samples < max_samples:
         raise DistanceError(
             f"FPD needs num_points >= 2, num_batches >= 1 and 2 <= min_samples < max_samples, got "
@@ -227,10 +274,8 @@ def fpd(
         values = []
         for _ in range(num_batches):
             a = ref[rng.choice(len(ref), size=size)]
-            b = gen[rng.choice(len(gen), size=size)]
-            values.append(
-                frechet_distance(a.mean(axis=0), np.cov(a, rowvar=False), b.mean(axis=0), np.cov(b, rowvar=False))
-            )
+            rows = rng.choice(len(gen), size=size)
+            values.append(frechet_distance(*_moments(a, None), *_moments(gen[rows], None if weights is None else weights[rows])))
         means.append(float(np.mean(values)))
     params, cov = curve_fit(_linear, 1.0 / sizes, np.asarray(means), bounds=([0.0, 0.0], [np.inf, np.inf]))
     settings = {
@@ -243,6 +288,7 @@ def fpd(
         "adapted_to_sample_size": adapted,
         "batch_sizes": [int(s) for s in sizes],
         "mean_fd_per_size": means,
+        **_weighting_settings(weights),
     }
     return DistanceResult(float(params[0]), float(np.sqrt(cov[0, 0])), settings)
 
@@ -260,40 +306,81 @@ def _kernel_block(a: np.ndarray, b: np.ndarray, degree: int) -> np.ndarray:
     return k
 
 
-def _kernel_sum(x: np.ndarray, y: np.ndarray | None, degree: int, block_elements: int) -> float:
-    """``sum_ij k(x_i, y_j)`` over row blocks of ``x``; ``y=None`` means ``y = x`` (upper triangle, doubled)."""
+def _weighted_total(k: np.ndarray, a: np.ndarray | None, b: np.ndarray | None) -> float:
+    """``sum_ij a_i k_ij b_j``; ``None`` stands for unit weights."""
+    if a is None and b is None:
+        return float(k.sum())
+    row = k.sum(axis=1) if b is None else k @ b
+    return float(row.sum() if a is None else a @ row)
+
+
+def _kernel_sum(
+    x: np.ndarray,
+    y: np.ndarray | None,
+    degree: int,
+    block_elements: int,
+    wx: np.ndarray | None = None,
+    wy: np.ndarray | None = None,
+) -> float:
+    """``sum_ij wx_i k(x_i, y_j) wy_j`` over row blocks of ``x``; ``y=None`` means ``y = x``, ``wy = wx``
+    (upper triangle, doubled); weights ``None`` are ones."""
     other = x if y is None else y
     rows = max(1, block_elements // max(1, len(other)))
     total = 0.0
     for start in range(0, len(x), rows):
         stop = min(start + rows, len(x))
+        w_block = None if wx is None else wx[start:stop]
         if y is None:
-            total += float(_kernel_block(x[start:stop], x[start:stop], degree).sum())
-            total += 2.0 * float(_kernel_block(x[start:stop], x[stop:], degree).sum())
+            w_rest = None if wx is None else wx[stop:]
+            total += _weighted_total(_kernel_block(x[start:stop], x[start:stop], degree), w_block, w_block)
+            total += 2.0 * _weighted_total(_kernel_block(x[start:stop], x[stop:], degree), w_block, w_rest)
         else:
-            total += float(_kernel_block(x[start:stop], y, degree).sum())
+            total += _weighted_total(_kernel_block(x[start:stop], y, degree), w_block, wy)
     return total
 
 
-def mmd2_polynomial(x: np.ndarray, y: np.ndarray, *, degree: int = 4, block_elements: int = _BLOCK_ELEMENTS) -> float:
+def _within_term(x: np.ndarray, w: np.ndarray | None, degree: int, block_elements: int) -> float:
+    """``sum_{i!=j} w_i w_j k(x_i, x_j) / sum_{i!=j} w_i w_j``: ``/ m(m-1)`` for unit weights (``w=None``)."""
+    diag = ((x * x).sum(axis=1) / x.shape[1] + 1.0) ** degree
+    if w is None:
+        m = len(x)
+        return (_kernel_sum(x, None, degree, block_elements) - float(diag.sum())) / (m * (m - 1))
+    pairs = float(w.sum() ** 2 - np.sum(w * w))
+    return (_kernel_sum(x, None, degree, block_elements, wx=w) - float(np.sum(w * w * diag))) / pairs
+
+
+def mmd2_polynomial(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    degree: int = 4,
+    block_elements: int = _BLOCK_ELEMENTS,
+    x_weights: np.ndarray | None = None,
+    y_weights: np.ndarray | None = None,
+) -> float:
     """Unbiased MMD² estimate between samples ``x`` and ``y`` with kernel ``k(a, b) = (a . b / d + 1)^degree``.
 
     ``MMD² = sum_{i!=j} k(x_i, x_j) / m(m-1) + sum_{i!=j} k(y_i, y_j) / n(n-1) - 2 sum_ij k(x_i, y_j) / mn``
     (Gretton et al. 2012, eq. 3); kernel matrices are summed block by block, never held whole.
+    With weights ``u`` (of ``x``) and ``v`` (of ``y``) every term becomes a weighted mean over the same
+    pairs, ``sum_{i!=j} u_i u_j k(x_i, x_j) / sum_{i!=j} u_i u_j`` and ``sum_ij u_i v_j k(x_i, y_j) /
+    (sum u sum v)``: a self-normalised weighted U-statistic, consistent for the weighted distributions
+    and equal to the unbiased form for unit weights.
 
     Args:
         x: ``(m, d)`` sample, ``m >= 2``.
         y: ``(n, d)`` sample, ``n >= 2``.
         degree: polynomial degree.
         block_elements: largest temporary kernel block, in float64 elements.
+        x_weights, y_weights: ``(m,)`` and ``(n,)`` non-negative weights, each with at least two non-zero
+            entries; ``None`` for unit weights.
     """
-    m, n, d = len(x), len(y), x.shape[1]
-    diag_x = float((((x * x).sum(axis=1) / d + 1.0) ** degree).sum())
-    diag_y = float((((y * y).sum(axis=1) / d + 1.0) ** degree).sum())
-    xx = (_kernel_sum(x, None, degree, block_elements) - diag_x) / (m * (m - 1))
-    yy = (_kernel_sum(y, None, degree, block_elements) - diag_y) / (n * (n - 1))
-    xy = _kernel_sum(x, y, degree, block_elements) / (m * n)
-    return xx + yy - 2.0 * xy
+    xx = _within_term(x, x_weights, degree, block_elements)
+    yy = _within_term(y, y_weights, degree, block_elements)
+    total = _kernel_sum(x, y, degree, block_elements, wx=x_weights, wy=y_weights)
+    norm_x = len(x) if x_weights is None else float(x_weights.sum())
+    norm_y = len(y) if y_weights is None else float(y_weights.sum())
+    return xx + yy - 2.0 * total / (norm_x * norm_y)
 
 
 def kpd(
@@ -305,6 +392,7 @@ def kpd(
     batch_size: int = 10_000,
     scaled: bool = False,
     adapt_to_sample_size: bool = False,
+    generated_weights: np.ndarray | None = None,
 ) -> DistanceResult:
     """Kernel physics distance: median over batches of the unbiased polynomial-kernel MMD².
 
@@ -312,6 +400,12 @@ def kpd(
     ``default_rng(seed + 1000 i)`` (as JetNet); ``value`` is the median of the ``num_batches`` MMD²
     (:func:`mmd2_polynomial`, degree 4) and ``error`` half the spread between their 16.275th and
     83.725th percentiles. Rows are drawn with replacement, so a batch may exceed a sample (official).
+
+    With ``generated_weights`` the batches are drawn as without them (same indices for the same seed)
+    and each batch's MMD² weights the generated rows by their weights (weighted bootstrap, the
+    self-normalised weighted U-statistic of :func:`mmd2_polynomial`); unit weights reproduce the
+    unweighted value to float precision. The spread over batches then reflects the effective sample
+    size of the weights, not ``batch_size``.
 
     Args:
         reference: ``(N, d)`` reference features.
@@ -322,8 +416,10 @@ def kpd(
         scaled: the inputs are already divided by :func:`scale_by_reference` (or must not be scaled);
             otherwise that is done here.
         adapt_to_sample_size: lower ``batch_size`` to the smaller sample size (not official; recorded).
+        generated_weights: ``(M,)`` non-negative weights of the generated showers (e.g. DCTR weights).
     """
     ref, gen = _check_pair(reference, generated) if scaled else scale_by_reference(reference, generated)
+    weights = _check_weights(generated_weights, len(gen))
     if num_batches < 1 or batch_size < 2:
         raise DistanceError(f"KPD needs num_batches >= 1 and batch_size >= 2, got {num_batches} and {batch_size}")
     size = min(batch_size, len(ref), len(gen)) if adapt_to_sample_size else batch_size
@@ -333,8 +429,8 @@ def kpd(
     for i in range(num_batches):
         rng = np.random.default_rng(seed + 1000 * i)
         a = ref[rng.choice(len(ref), size=size)]
-        b = gen[rng.choice(len(gen), size=size)]
-        values.append(mmd2_polynomial(a, b))
+        rows = rng.choice(len(gen), size=size)
+        values.append(mmd2_polynomial(a, gen[rows], y_weights=None if weights is None else weights[rows]))
     low, high = np.percentile(values, [16.275, 83.725])
     settings = {
         "num_batches": num_batches,
@@ -343,6 +439,7 @@ def kpd(
         "scaled_by_caller": scaled,
         "adapted_to_sample_size": bool(size < batch_size),
         "kernel": "polynomial degree 4, (x.y/d + 1)^4",
+        **_weighting_settings(weights),
     }
     return DistanceResult(float(np.median(values)), float((high - low) / 2.0), settings)
 

@@ -11,9 +11,10 @@ and every difference in effect under ``conventions`` (:func:`conventions`).
 A sample may carry per-shower weights (``weights``, e.g. DCTR weights of :mod:`calogen.eval.reweight`,
 checked to belong to its file by length and SHA-256): its histograms and separation powers are weighted
 (:func:`calogen.eval.histograms.compare_features`), its classifiers train with the weights and report
-the weighted AUC and JSD on their test split (:func:`calogen.eval.classifier.run_classifier`), and the
-record gives the effective sample size ``(sum w)^2 / sum w^2``. FPD, KPD, PRDC and the feature families
-have no weighted version and are not computed for a weighted sample.
+the weighted AUC and JSD on their test split (:func:`calogen.eval.classifier.run_classifier`), FPD and
+KPD fit and compare the weighted sample (weighted bootstrap, :mod:`calogen.eval.distances`), and the
+record gives the effective sample size ``(sum w)^2 / sum w^2``. PRDC and the feature families have no
+weighted version and are not computed for a weighted sample.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 ALL_METRICS: tuple[str, ...] = ("hist", "cls-low", "cls-high", "cnn", "fpd", "kpd", "prdc", "families")
 DEFAULT_METRICS: tuple[str, ...] = ALL_METRICS
 _PACKAGES = ("calogen", "numpy", "scipy", "h5py", "torch", "scikit-learn", "numba")
-WEIGHTED_METRICS: tuple[str, ...] = ("hist", "cls-low", "cls-high", "cnn")
+WEIGHTED_METRICS: tuple[str, ...] = ("hist", "cls-low", "cls-high", "cnn", "fpd", "kpd")
 """Metrics computed for weighted samples; the others are skipped for them."""
 
 
@@ -233,7 +234,11 @@ def _run_classifiers(
 
 
 def _run_distances(
-    metrics: tuple[str, ...], reference: ShowerFeatures, generated: ShowerFeatures, settings: EvaluationSettings
+    metrics: tuple[str, ...],
+    reference: ShowerFeatures,
+    generated: ShowerFeatures,
+    settings: EvaluationSettings,
+    weights: np.ndarray | None = None,
 ) -> dict[str, Any]:
     wanted = [m for m in ("fpd", "kpd", "prdc") if m in metrics]
     if not wanted:
@@ -245,9 +250,9 @@ def _run_distances(
     seed, adapt = settings.seed, settings.adapt_distances
     out: dict[str, Any] = {}
     if "fpd" in wanted:
-        out["fpd"] = distances.fpd(ref, gen, seed=seed, scaled=True, adapt_to_sample_size=adapt)
+        out["fpd"] = distances.fpd(ref, gen, seed=seed, scaled=True, adapt_to_sample_size=adapt, generated_weights=weights)
     if "kpd" in wanted:
-        out["kpd"] = distances.kpd(ref, gen, seed=seed, scaled=True, adapt_to_sample_size=adapt)
+        out["kpd"] = distances.kpd(ref, gen, seed=seed, scaled=True, adapt_to_sample_size=adapt, generated_weights=weights)
     if "prdc" in wanted:
         out["prdc"] = distances.prdc(ref, gen, seed=seed, scaled=True)
     return out
@@ -361,7 +366,7 @@ def evaluate(
         elif "hist" in metrics:
             sample.histograms = _weighted_histograms(ref_features, sample.features, path, w, settings.chunk_size)
         sample.classifiers = _run_classifiers(metrics, (ref_path, ref_features), (path, sample.features), geometry, settings, progress, w)
-        sample.distances = _run_distances(metrics, ref_features, sample.features, settings)
+        sample.distances = _run_distances(metrics, ref_features, sample.features, settings, w)
         sample.timing = dict((timing or {}).get(name, {}))
         if "families" in metrics:
             from calogen.eval.families import FamilySettings, compare_families
