@@ -107,7 +107,7 @@ class SampleEvaluation:
     distances: dict[str, Any] = field(default_factory=dict)
     timing: dict[str, float] = field(default_factory=dict)
     families: Any = None  # calogen.eval.families.FamilyComparison
-    weights: Any = None  # calogen.eval.reweight.WeightsFile
+    weights: Any = None  # calogen.eval.weights_file.WeightsFile
 
     def scalars(self) -> dict[str, tuple[float, float | None]]:
         """FPD, KPD and PRDC figures and the effective sample size of weights as name -> (value, error)."""
@@ -125,7 +125,7 @@ class SampleEvaluation:
         return out
 
     def _ess(self) -> float:
-        from calogen.eval.reweight import effective_sample_size
+        from calogen.eval.weights_file import effective_sample_size
 
         return effective_sample_size(self.weights.weights)
 
@@ -259,8 +259,8 @@ def _run_distances(
 
 
 def _load_weights(weights: dict[str, str | os.PathLike[str]], samples: dict[str, Path], geometry: Geometry) -> dict[str, Any]:
-    """Sample name -> checked :class:`~calogen.eval.reweight.WeightsFile` (length and SHA-256 of its file)."""
-    from calogen.eval.reweight import weights_for_sample
+    """Sample name -> checked :class:`~calogen.eval.weights_file.WeightsFile` (length and SHA-256 of its file)."""
+    from calogen.eval.weights_file import weights_for_sample
 
     unknown = sorted(set(weights) - set(samples))
     if unknown:
