@@ -190,3 +190,18 @@ def test_ot_coupling_trains_and_refine_file_matches_refine(files, tmp_path):
 
     np.testing.assert_array_equal(ShowerFile(tmp_path / "out.h5").read(100, 200).showers,
                                   gen.refiner.refine(data.energies, data.showers, seed=derive_seed(4, 1), nfe=1))  # fmt: skip
+
+
+def test_a_refiner_uses_its_teachers_occupancy_stage(files, tmp_path):
+    from calogen.models.occupancy import load_occupancy
+
+    fit = ["--steps", "20", "--spectrum-showers", "30"]
+    assert main(["fit-occupancy", str(files / "teacher"), "--data", str(files / "full.h5"), *fit, "--out", str(tmp_path / "occ")]) == 0
+    train(files / "full.h5", "tiny", _quick(max_steps=2), tmp_path / "r", teacher=tmp_path / "occ", source=files / "fast.h5")
+    mine, theirs = load_occupancy(tmp_path / "r", TINY), load_occupancy(tmp_path / "occ", TINY)
+    assert mine is not None and theirs is not None and mine.config == theirs.config
+    gen = load(tmp_path / "r")
+    data = ShowerFile(files / "fast.h5").read(0, 20)
+    refined = gen.refiner.refine(data.energies, data.showers, seed=1, nfe=2)
+    np.testing.assert_array_equal(refined, gen.refiner.refine(data.energies, data.showers, seed=1, nfe=2))
+    assert np.isfinite(refined).all() and (refined.sum(1) > 0).all()

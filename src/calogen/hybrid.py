@@ -114,7 +114,7 @@ class Refiner:
                 stages = module.stages(*args)
                 if not all(bool(torch.isfinite(t).all()) for t in stages):
                     raise ModelError(f"{self.model.directory}: the refiner produced NaN or inf for showers {s}..{s + args[0].shape[0] - 1}")
-                out[sl] = module.finish(*stages).numpy()
+                out[sl] = module.finish(*stages, args[0], args[1]).numpy()  # energies and noise: an occupancy stage's counts
         return out
 
 

@@ -293,6 +293,18 @@ def _fit_preprocessing(loader: BlockLoader, geometry: Geometry, preset: Preset) 
     return replace(pre, e_min=float(energies.min()), e_max=float(max(energies.max(), energies.min() * 1.0001)))
 
 
+def _copy_occupancy(teacher: Path, out: Path) -> None:
+    """A refiner started from ``teacher`` uses its occupancy stage: the hit counts depend on the ring energies
+    alone, which come from the teacher's own energy and radial networks; the spectrum settings are those fitted
+    for the teacher's shape network at each NFE."""
+    from calogen.models.occupancy import OCCUPANCY_FILES
+    from calogen.outputs import atomic_path
+
+    for name in OCCUPANCY_FILES:
+        with atomic_path(out / name) as tmp:
+            shutil.copyfile(teacher / name, tmp)
+
+
 def _append_history(path: Path, record: dict[str, Any]) -> None:
     with open(path, "a") as fh:
         fh.write(json.dumps(record) + "\n")
@@ -404,6 +416,8 @@ def train(
             pre = teacher_model.preprocessor
             if main:
                 pre.save(out)
+                if refiner and teacher_model.occupancy is not None:
+                    _copy_occupancy(Path(teacher_model.directory), out)
         else:
             pre = _fit_preprocessing(loader, geometry, preset)
             if main:
