@@ -250,7 +250,7 @@ class Pipeline(nn.Module):
         if source is None:
             start = self.pair.shape.prior(noise_shape)
         else:
-            start = self.pair.shape.start(pre.voxels_forward(source, energies), noise_shape)  # type: ignore[operator]
+            start = self.pair.shape.start(pre.voxels_forward(source, energies), noise_shape)  # type: ignore[attr-defined]  # a Bridge
         voxels = solve(self.pair.shape, start, self.shape_schedule, cond=shape_cond,
                        sampler=self.sampler, nfe=self.nfe)  # fmt: skip
         targets = pre.layers_inverse(layers, energies)

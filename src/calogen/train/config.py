@@ -218,7 +218,7 @@ PRESETS["student-average-velocity"] = Preset.from_dict("student-average-velocity
 })  # fmt: skip
 PRESETS["hybrid-small"] = Preset.from_dict("hybrid-small", {
     "model": {**dataclasses.asdict(PRESETS["cpu-small"].model), "objective": "refiner", "bridge_sigma": 0.1, "sampler": "euler", "nfe": 2},
-    "train": {"batch_size": 32, "lr": 1e-3, "warmup_steps": 50, "max_steps": 2000, "ema_decay": 0.99, "eval_every": 100,
+    "train": {"batch_size": 32, "lr": 1e-3, "warmup_steps": 50, "max_steps": 3000, "ema_decay": 0.99, "eval_every": 100,
               "checkpoint_every": 100, "patience": 1000, "val_max": 500},
 })  # fmt: skip
 """Built-in presets: ``tiny`` (tests, seconds), ``cpu-small`` (DS2 on one core in about an hour),
