@@ -93,7 +93,7 @@ def test_radial_settings_are_checked(tmp_path):
         ModelConfig(radial_width=-1)
     geometry = Geometry.builtin("tiny")
     from calogen.train.config import PRESETS
-    from calogen.train.loop import Trainer
+    from calogen.train.trainer import Trainer
 
     energies, showers = toy_showers(geometry, 16, seed=6)
     with pytest.raises(CalogenError, match="radial=True"):

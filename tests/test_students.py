@@ -23,7 +23,8 @@ from calogen.models.students import INTERVAL_FEATURES, AverageVelocity, Consiste
 from calogen.train.config import PRESETS, Preset
 from calogen.train.distill import student_preset
 from calogen.train.data import BlockLoader
-from calogen.train.loop import Trainer, train
+from calogen.train.loop import train
+from calogen.train.trainer import Trainer
 from calogen.train.one_step import one_step_errors, build_bank
 
 from _model_data import one_thread, toy_showers  # noqa: F401

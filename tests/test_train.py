@@ -16,7 +16,8 @@ from calogen.io import ShowerData, write_showers
 from calogen.models.preprocess import Preprocessor
 from calogen.train.config import PRESETS, Preset
 from calogen.train.data import BlockLoader
-from calogen.train.loop import Trainer, train
+from calogen.train.loop import train
+from calogen.train.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = Geometry.builtin("tiny")
