@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +29,7 @@ from torch import nn
 
 from calogen.integrations.par04 import PAR04_MAX_ENERGY_MEV, from_par04_order, par04_permutation, vae_input
 from calogen.outputs import atomic_path
-from calogen.serve.export import DEFAULT_OPSET, TOLERANCE, ExportError
+from calogen.serve.export import DEFAULT_OPSET, TOLERANCE, ExportError, trace_to_onnx
 
 __all__ = ["PAR04_INPUT", "PAR04_OUTPUT", "Par04Check", "Par04Graph", "check_energies", "check_par04", "export_par04", "latent_size"]
 
@@ -133,13 +132,7 @@ def export_par04(
     example[:, latent_size(model)] = 10_000.0 / PAR04_MAX_ENERGY_MEV
     result = None
     with atomic_path(path) as tmp:
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-            warnings.filterwarnings("ignore", category=DeprecationWarning)  # the TorchScript exporter is deprecated, still supported
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            torch.onnx.export(
-                graph, (example,), str(tmp), input_names=[PAR04_INPUT], output_names=[PAR04_OUTPUT],
-                dynamic_axes={PAR04_INPUT: {0: "batch"}, PAR04_OUTPUT: {0: "batch"}}, opset_version=opset, dynamo=False,
-            )  # fmt: skip
+        trace_to_onnx(graph, (example,), tmp, [PAR04_INPUT], [PAR04_OUTPUT], opset)
         if check:
             result = check_par04(tmp, model, nfe=nfe, sampler=sampler)
             if not result.max_rel_diff <= tolerance:

@@ -22,6 +22,8 @@ import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +31,7 @@ from calogen.errors import CalogenError
 from calogen.outputs import atomic_path
 from calogen.serve.protocol import ENERGY_INPUT, SHOWER_OUTPUT
 
-__all__ = ["ExportError", "OnnxCheck", "check_onnx", "export_onnx", "noise_input_name"]
+__all__ = ["ExportError", "OnnxCheck", "check_onnx", "export_onnx", "noise_input_name", "trace_to_onnx"]
 
 DEFAULT_OPSET = 17
 
@@ -73,16 +75,9 @@ def export_onnx(
     names = [ENERGY_INPUT, *(noise_input_name(k) for k in noise_shapes)]
     generator = torch.Generator().manual_seed(0)
     example = (torch.full((2, 1), 1e4), *(torch.randn((2, *shape), generator=generator) for shape in noise_shapes.values()))
-    dynamic = {name: {0: "batch"} for name in [*names, SHOWER_OUTPUT]}
     check = None
     with atomic_path(path) as tmp:
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-            warnings.filterwarnings("ignore", category=DeprecationWarning)  # the TorchScript exporter is deprecated, still supported
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            torch.onnx.export(
-                module.eval(), example, str(tmp), input_names=names, output_names=[SHOWER_OUTPUT],
-                dynamic_axes=dynamic, opset_version=opset, dynamo=False,
-            )  # fmt: skip
+        trace_to_onnx(module, example, tmp, names, [SHOWER_OUTPUT], opset)
         if check_energies is not None:
             check = check_onnx(tmp, module, noise_shapes, check_energies)
             if not check.max_rel_diff <= tolerance:
@@ -91,6 +86,21 @@ def export_onnx(
                     f"{check.batch} showers; nothing was written to {path}. Try another --sampler or --nfe"
                 )
     return check
+
+
+def trace_to_onnx(module: Any, example: tuple[Any, ...], path: Path, input_names: list[str], output_names: list[str], opset: int) -> None:
+    """Trace ``module`` (in eval mode) on ``example`` into the ONNX file ``path``, every input and output with a
+    dynamic batch dimension (TorchScript exporter; its deprecation and tracer warnings silenced)."""
+    import torch
+
+    dynamic = {name: {0: "batch"} for name in [*input_names, *output_names]}
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # the TorchScript exporter is deprecated, still supported
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        torch.onnx.export(
+            module.eval(), example, str(path), input_names=input_names, output_names=output_names,
+            dynamic_axes=dynamic, opset_version=opset, dynamo=False,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
