@@ -87,11 +87,12 @@ class Trainer:
             teacher = teacher.to(self.device)
             mapped = frozenset({"energy", "radial"} if preset.train.one_step_steps else ())  # regressed before the loop (fit_energy_maps)
             kept = frozenset({"energy", "radial"} if preset.model.objective == "refiner" else ())  # a refiner keeps the teacher's
+            frozen = mapped | kept  # not trained by the loop
             for pair in (self.raw, self.ema):
                 pair.start_from(teacher, skip=mapped)
-                pair.loop_networks -= mapped | kept
+                pair.loop_networks -= frozen
                 for name, denoiser in pair.denoisers().items():
-                    denoiser.requires_grad_(name not in mapped | kept and pair is self.raw)
+                    denoiser.requires_grad_(name not in frozen and pair is self.raw)
         self.model: torch.nn.Module = self.raw
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -112,8 +113,9 @@ class Trainer:
         self.energy_pool = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), radial)
 
     def _energy_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+        """The energy and radial models' rows of step ``step``; None when they take the step's showers or the loop does not train them."""
         size = self.preset.train.energy_batch_size
-        if self.energy_pool is None or size is None:
+        if self.energy_pool is None or size is None or not self.raw.loop_networks & {"energy", "radial"}:
             return None
         n = self.energy_pool[0].shape[0]
         rows = np.random.default_rng([self.preset.train.seed, 2, step]).integers(0, n, size)[self.dist.rank :: self.dist.world]
