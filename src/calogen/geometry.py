@@ -23,12 +23,16 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from calogen.errors import CalogenError
 
-__all__ = ["BUILTIN_GEOMETRIES", "Geometry", "GeometryError", "Layer"]
+if TYPE_CHECKING:
+    from calogen.cell_geometry import CellGeometry
+
+__all__ = ["BUILTIN_GEOMETRIES", "Geometry", "GeometryError", "Layer", "resolve_geometry"]
 
 PAR04_READOUT_DEPTH_MM = 3.4
 """Depth of one Par04 readout layer: two (1.4 mm W + 0.3 mm Si) pairs."""
@@ -114,6 +118,7 @@ class Geometry:
     pid: int
     layers: tuple[Layer, ...]
     threshold: float = DS23_THRESHOLD_MEV
+    kind: ClassVar[str] = "cylindrical"
 
     def __post_init__(self) -> None:
         if not self.layers:
@@ -336,7 +341,28 @@ class Geometry:
             return cls.builtin(str(spec))
         if Path(spec).suffix.lower() == ".xml":
             return cls.from_xml(spec)
+        if str(spec) in _cell_builtins() or Path(spec).suffix.lower() == ".json":
+            raise GeometryError(f"{spec} is a cell geometry; this command supports cylindrical geometries only")
         return cls.builtin(str(spec))
+
+
+def _cell_builtins() -> tuple[str, ...]:
+    from calogen.cell_geometry import BUILTIN_CELL_GEOMETRIES
+
+    return BUILTIN_CELL_GEOMETRIES
+
+
+def resolve_geometry(spec: str | os.PathLike[str] | Geometry | CellGeometry) -> Geometry | CellGeometry:
+    """A cylindrical or cell geometry from a built-in name, a binning XML, a cell-geometry JSON, or a geometry."""
+    from calogen.cell_geometry import CellGeometry
+
+    if isinstance(spec, CellGeometry):
+        return spec
+    if str(spec) in _cell_builtins():
+        return CellGeometry.builtin(str(spec))
+    if not isinstance(spec, Geometry) and Path(spec).suffix.lower() == ".json":
+        return CellGeometry.from_json(spec)
+    return Geometry.resolve(spec)
 
 
 def _par04(name: str, n_r: int, dr: float, n_alpha: int) -> Geometry:
