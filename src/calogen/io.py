@@ -5,6 +5,11 @@ A shower file holds ``incident_energies`` with shape ``(N, 1)`` in MeV and ``sho
 a geometry); values (NaN/inf, negative energies) are checked chunk by chunk as they are read, so a
 100k x 40500 DS3 file is validated while it streams and never has to fit in memory.
 
+A file may also carry ``incident_directions`` with shape ``(N, 2)``: the polar angle ``theta`` of the
+primary to the layer normal (the z axis) and its azimuth ``phi``, both in radians, with
+``0 <= theta < pi / 2`` and ``|phi| <= 2 pi``. Files without it are showers at normal incidence.
+HGCal-challenge pseudorapidity converts as ``theta = 2 atan(exp(-eta))`` (see :mod:`calogen.hgcal_format`).
+
 Example:
     >>> import numpy as np, tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "s.h5")
@@ -39,12 +44,14 @@ __all__ = [
     "ShowerWriter",
     "OutputPathError",
     "atomic_path",
+    "check_directions",
     "file_sha256",
     "read_showers",
     "write_showers",
 ]
 
 ENERGY_KEY = "incident_energies"
+DIRECTION_KEY = "incident_directions"
 SHOWER_KEY = "showers"
 DEFAULT_CHUNK = 10_000
 
@@ -55,10 +62,14 @@ class ShowerFileError(CalogenError):
 
 @dataclass(frozen=True)
 class ShowerData:
-    """Showers held in memory: ``energies`` ``(N, 1)`` MeV and ``showers`` ``(N, voxels)`` MeV, float32."""
+    """Showers held in memory: ``energies`` ``(N, 1)`` MeV and ``showers`` ``(N, voxels)`` MeV, float32.
+
+    ``directions`` ``(N, 2)`` float32 (theta, phi) in radians, or None for a file without them.
+    """
 
     energies: np.ndarray
     showers: np.ndarray
+    directions: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.energies.shape[0])
@@ -84,6 +95,18 @@ def _check_values(path: Path, start: int, energies: np.ndarray, showers: np.ndar
         row, col = (int(v) for v in np.argwhere(showers < 0)[0])
         raise ShowerFileError(
             f"{path}: {SHOWER_KEY} holds a negative energy ({showers[row, col]:g} MeV at row {row + start}, voxel {col})"
+        )
+
+
+def check_directions(path: str | os.PathLike[str], start: int, directions: np.ndarray) -> None:
+    """Raise :class:`ShowerFileError` naming the first row of ``directions`` ``(n, 2)`` out of range."""
+    theta, phi = directions[:, 0], directions[:, 1]
+    bad = ~((theta >= 0) & (theta < np.pi / 2) & (np.abs(phi) <= 2 * np.pi))
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise ShowerFileError(
+            f"{path}: {DIRECTION_KEY} row {row + start} holds (theta, phi) = ({theta[row]:g}, {phi[row]:g}) rad; "
+            "need 0 <= theta < pi/2 and |phi| <= 2 pi"
         )
 
 
@@ -136,7 +159,19 @@ class ShowerFile:
                 f"{self.path}: showers have {showers.shape[1]} voxels but geometry {geometry.name!r} has "
                 f"{geometry.n_voxels}; pick the matching --geometry"
             )
+        self._directions = self._check_directions()
         return energies, showers
+
+    def _check_directions(self) -> h5py.Dataset | None:
+        if DIRECTION_KEY not in self._h5:
+            return None
+        ds = self._h5[DIRECTION_KEY]
+        if not isinstance(ds, h5py.Dataset) or ds.dtype.kind != "f" or ds.shape != (self._h5[SHOWER_KEY].shape[0], 2):
+            raise ShowerFileError(
+                f"{self.path}: {DIRECTION_KEY} must be a float dataset of shape (N, 2) = (theta, phi) per shower, "
+                f"got {getattr(ds, 'shape', 'a group')}"
+            )
+        return ds
 
     # --- properties ---------------------------------------------------------------------------
     @property
@@ -148,6 +183,11 @@ class ShowerFile:
     def n_voxels(self) -> int:
         """Number of voxels per shower."""
         return int(self._showers.shape[1])
+
+    @property
+    def has_directions(self) -> bool:
+        """True when the file carries ``incident_directions``."""
+        return self._directions is not None
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -164,7 +204,17 @@ class ShowerFile:
         except OSError as exc:
             raise ShowerFileError(f"{self.path}: rows {start}-{stop} cannot be read (truncated or corrupt?): {exc}") from None
         _check_values(self.path, start, energies, showers)
-        return ShowerData(energies, showers)
+        return ShowerData(energies, showers, self._read_directions(start, stop))
+
+    def _read_directions(self, start: int, stop: int) -> np.ndarray | None:
+        if self._directions is None:
+            return None
+        try:
+            directions = np.asarray(self._directions[start:stop], dtype=np.float32)
+        except OSError as exc:
+            raise ShowerFileError(f"{self.path}: {DIRECTION_KEY} rows {start}-{stop} cannot be read: {exc}") from None
+        check_directions(self.path, start, directions)
+        return directions
 
     def read_energies(self) -> np.ndarray:
         """All incident energies, ``(N, 1)`` float32, validated."""
@@ -213,6 +263,7 @@ class ShowerWriter:
         n_voxels: voxels per shower (or a Geometry).
         attrs: file attributes to store (e.g. geometry name, seed, command).
         compression: HDF5 filter, gzip by default.
+        directions: store ``incident_directions`` (then every :meth:`append` passes them).
     """
 
     def __init__(
@@ -223,6 +274,7 @@ class ShowerWriter:
         attrs: dict[str, Any] | None = None,
         compression: str | None = "gzip",
         chunk_rows: int = 256,
+        directions: bool = False,
     ) -> None:
         self.path = Path(path)
         self.n_voxels = n_voxels.n_voxels if isinstance(n_voxels, Geometry) else int(n_voxels)
@@ -247,6 +299,11 @@ class ShowerWriter:
                 compression=compression,
                 shuffle=compression is not None,
             )
+            self._directions = (
+                self._h5.create_dataset(DIRECTION_KEY, shape=(0, 2), maxshape=(None, 2), dtype="f4", chunks=(1024, 2))
+                if directions
+                else None
+            )
             for key, value in (attrs or {}).items():
                 self._h5.attrs[key] = value
             self._check_failure()
@@ -255,8 +312,8 @@ class ShowerWriter:
             raise
         self.n_written = 0
 
-    def append(self, energies: np.ndarray, showers: np.ndarray) -> None:
-        """Append ``(n, 1)`` (or ``(n,)``) energies and ``(n, voxels)`` showers."""
+    def append(self, energies: np.ndarray, showers: np.ndarray, directions: np.ndarray | None = None) -> None:
+        """Append ``(n, 1)`` (or ``(n,)``) energies, ``(n, voxels)`` showers and, if the file has them, ``(n, 2)`` directions."""
         energies = np.asarray(energies, dtype=np.float32).reshape(-1, 1)
         showers = np.asarray(showers, dtype=np.float32)
         if showers.ndim != 2 or showers.shape[1] != self.n_voxels or showers.shape[0] != energies.shape[0]:
@@ -265,12 +322,28 @@ class ShowerWriter:
                 f"file of {self.n_voxels} voxels"
             )
         n0, n1 = self.n_written, self.n_written + energies.shape[0]
+        self._append_directions(directions, n0, n1)
         self._energies.resize(n1, axis=0)
         self._showers.resize(n1, axis=0)
         self._energies[n0:n1] = energies
         self._showers[n0:n1] = showers
         self._check_failure()
         self.n_written = n1
+
+    def _append_directions(self, directions: np.ndarray | None, n0: int, n1: int) -> None:
+        if (directions is None) != (self._directions is None):
+            raise ShowerFileError(
+                f"{self.path}: directions {'missing' if directions is None else 'given'} for a file "
+                f"{'with' if directions is None else 'without'} {DIRECTION_KEY}"
+            )
+        if directions is None or self._directions is None:
+            return
+        directions = np.asarray(directions, dtype=np.float32)
+        if directions.shape != (n1 - n0, 2):
+            raise ShowerFileError(f"cannot append directions of shape {directions.shape}; expected ({n1 - n0}, 2)")
+        check_directions(self.path, n0, directions)
+        self._directions.resize(n1, axis=0)
+        self._directions[n0:n1] = directions
 
     def _check_failure(self) -> None:
         """Raise the guarded file's write failure, if any, as an :class:`OutputPathError`."""
@@ -319,11 +392,12 @@ def write_showers(
     showers: np.ndarray,
     *,
     attrs: dict[str, Any] | None = None,
+    directions: np.ndarray | None = None,
 ) -> None:
-    """Write a whole shower file atomically."""
+    """Write a whole shower file atomically (with ``incident_directions`` when ``directions`` is given)."""
     showers = np.asarray(showers)
-    with ShowerWriter(path, showers.shape[1], attrs=attrs) as writer:
-        writer.append(energies, showers)
+    with ShowerWriter(path, showers.shape[1], attrs=attrs, directions=directions is not None) as writer:
+        writer.append(energies, showers, directions)
 
 
 def file_sha256(path: str | os.PathLike[str], block: int = 1 << 22) -> str:
