@@ -82,6 +82,18 @@ class Refiner:
             raise CalogenError("incident energies must be finite and > 0 MeV")
         return e, x
 
+    def noise_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-shower shapes of the noise inputs of :meth:`export_module` (standard normal, float32)."""
+        return self.model.noise_shapes()  # type: ignore[no-any-return]
+
+    def export_module(self, nfe: int | None = None, sampler: str | None = None) -> Any:
+        """The refiner as an ``nn.Module`` ``(energies (B, 1), fastsim (B, voxels), noise_energy, noise_shape) ->
+        (B, voxels)`` MeV (:class:`~calogen.models.refiner.RefinerPipeline`); None: the model's NFE or sampler."""
+        from calogen.models.refiner import RefinerPipeline
+
+        view = self.model.using(nfe=nfe, sampler=sampler)
+        return RefinerPipeline(self.model.export_module(view.nfe, view.sampler)).eval()
+
     def _pipeline(self, nfe: int, sampler: str) -> Any:
         if (nfe, sampler) not in self._pipelines:
             self._pipelines[nfe, sampler] = self.model.export_module(nfe, sampler)
@@ -123,7 +135,7 @@ class HybridGenerator:
 
     Attributes:
         refiner: the :class:`Refiner`.
-        geometry, config, preprocessor, directory: the refiner model's.
+        geometry, config, preprocessor, directory, pair: the refiner model's (``pair``: its networks).
         nfe, sampler: the shape flow's defaults (see :meth:`using`).
     """
 
@@ -131,6 +143,7 @@ class HybridGenerator:
         self.refiner = refiner
         model = refiner.model
         self.geometry, self.config, self.preprocessor, self.directory = model.geometry, model.config, model.preprocessor, model.directory
+        self.pair = model.pair
         self.nfe, self.sampler = model.nfe, model.sampler
         self._engine: list[Any] = []  # built on first use, shared by using() views
 

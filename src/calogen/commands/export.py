@@ -4,12 +4,17 @@ The graph is checked against PyTorch before it appears at its destination (max r
 <= 1e-4 on showers spread over the model's training range); a refused export writes nothing.
 ``--format par04`` writes one graph with Par04's input vector and cell order
 (:mod:`calogen.integrations.par04_graph`), checked against calogen's own showers permuted back.
+A hybrid refiner's graph (onnx, triton) takes the FastSim showers as the input ``FASTSIM_SHOWER``; the
+FastSim runs outside it (the check simulates them with the refiner's recorded engine, seed 0).
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
+
+from calogen.errors import CalogenError
 
 NAME = "export"
 HELP = "export a trained model to ONNX, a Triton model repository or a Geant4 Par04 ONNX graph"
@@ -43,15 +48,21 @@ def run(args: argparse.Namespace) -> int:
     from calogen.serve.triton_repo import TritonSettings, check_model_name, write_repository
 
     model = load(args.model_dir)
+    refiner = getattr(model, "refiner", None)
     if args.format == "par04":
+        if refiner is not None:
+            raise CalogenError(f"{args.model_dir} is a hybrid refiner, whose graph needs the FastSim shower as an input; use --format onnx or triton")
         return _run_par04(model, args)
     nfe = model.config.nfe if args.nfe is None else args.nfe
     sampler = args.sampler or model.sampler
-    module = model.export_module(nfe, sampler)
-    shapes = model.noise_shapes()
-    energies = None if args.no_check else np.geomspace(model.preprocessor.e_min, model.preprocessor.e_max, CHECK_SHOWERS)
+    grid = np.geomspace(model.preprocessor.e_min, model.preprocessor.e_max, CHECK_SHOWERS)
+    energies = None if args.no_check else grid
+    if refiner is None:
+        module, shapes, inputs = model.export_module(nfe, sampler), model.noise_shapes(), None
+    else:
+        module, shapes, inputs = refiner.export_module(nfe, sampler), refiner.noise_shapes(), _fastsim_inputs(model, grid, check=not args.no_check)
     if args.format == "onnx":
-        check = export_onnx(module, shapes, args.out, check_energies=energies)
+        check = export_onnx(module, shapes, args.out, check_energies=energies, inputs=inputs)
     else:
         settings = TritonSettings(
             max_batch_size=args.max_batch_size, preferred_batch_size=min(args.preferred_batch_size, args.max_batch_size),
@@ -59,16 +70,34 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
         name = check_model_name(args.name or Path(args.model_dir).resolve().name)
         params = {"geometry": model.geometry.name, "sampler": sampler, "nfe": str(nfe)}
+        if refiner is not None:
+            params["fastsim"] = str(model.fastsim.get("engine"))  # runs outside the graph: the client sends FASTSIM_SHOWER
         _, check = write_repository(
-            module, shapes, model.geometry.n_voxels, args.out, name=name, settings=settings, parameters=params, check_energies=energies
-        )
-    print(f"wrote {args.out} ({args.format}, {sampler} sampler, nfe={nfe})")
+            module, shapes, model.geometry.n_voxels, args.out, name=name, settings=settings, parameters=params, check_energies=energies,
+            inputs=inputs,
+        )  # fmt: skip
+    kind = "" if refiner is None else ", hybrid refiner: input FASTSIM_SHOWER, the FastSim runs outside the graph"
+    print(f"wrote {args.out} ({args.format}, {sampler} sampler, nfe={nfe}{kind})")
     if check is not None:
         print(
             f"onnxruntime vs PyTorch on {check.batch} showers: max |diff| {check.max_abs_diff:.3g} MeV, "
             f"relative {check.max_rel_diff:.3g} (limit {TOLERANCE:g})"
         )
     return 0
+
+
+def _fastsim_inputs(model: Any, energies: Any, *, check: bool) -> dict[str, Any]:
+    """The refiner graph's ``FASTSIM_SHOWER`` values for ``energies`` MeV: showers of the refiner's recorded
+    FastSim engine (seed 0); without ``check`` (tracing only) uniform showers when no engine is recorded."""
+    import numpy as np
+
+    from calogen.serve.export import FASTSIM_INPUT
+
+    if model.fastsim.get("engine") or check:
+        showers = model.engine().sample(energies, seed=0)
+    else:
+        showers = np.repeat(np.asarray(energies, np.float32).reshape(-1, 1) / model.geometry.n_voxels, model.geometry.n_voxels, axis=1)
+    return {FASTSIM_INPUT: np.asarray(showers, dtype=np.float32)}
 
 
 def _run_par04(model, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]

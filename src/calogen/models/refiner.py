@@ -34,7 +34,7 @@ from calogen.errors import CalogenError
 from calogen.models.config import ModelConfig
 from calogen.models.flow_matching import FlowMatching
 
-__all__ = ["REFINER_FIELDS", "Bridge", "ot_assignment", "refiner_config"]
+__all__ = ["REFINER_FIELDS", "Bridge", "RefinerPipeline", "ot_assignment", "refiner_config"]
 
 REFINER_FIELDS = ("objective", "sampler", "nfe", "bridge_sigma", "time_sampling")
 """Model settings a refiner started from a flow-matching model takes from its preset; the rest are the model's."""
@@ -76,6 +76,27 @@ class Bridge(FlowMatching):
             "a refiner starts from FastSim showers, not from noise: use `calogen refine MODEL --fastsim FAST.h5`, "
             "or calogen.load(MODEL), which returns a HybridGenerator that runs the FastSim itself"
         )
+
+
+class RefinerPipeline(nn.Module):
+    """A refiner's whole generator with explicit inputs, the graph ``calogen export`` writes.
+
+    ``forward(energies (B, 1) MeV, fastsim (B, voxels) MeV, noise_energy, noise_shape) -> (B, voxels) MeV``,
+    float32, no randomness inside: the energy and radial networks generate the layer and ring energies, the
+    shape flow starts at the FastSim showers (perturbed by ``noise_shape``), the voxels are rescaled exactly.
+    The FastSim that produced ``fastsim`` is not part of it.
+
+    Args:
+        pipeline: the refiner model's :class:`~calogen.models.generator.Pipeline`.
+    """
+
+    def __init__(self, pipeline: nn.Module) -> None:
+        super().__init__()
+        self.pipeline = pipeline
+
+    def forward(self, energies: torch.Tensor, fastsim: torch.Tensor, noise_energy: torch.Tensor, noise_shape: torch.Tensor) -> torch.Tensor:
+        stages = self.pipeline.stages(energies, noise_energy, noise_shape, fastsim)
+        return self.pipeline.finish(*stages, energies, noise_energy)  # type: ignore[no-any-return]
 
 
 def refiner_config(preset_model: ModelConfig, base: ModelConfig) -> ModelConfig:

@@ -3,8 +3,10 @@
 The graph is the model's ``export_module(nfe, sampler)``: incident energies and standard-normal
 noise in, showers out, the sampler unrolled over its ``nfe`` network evaluations and no randomness
 inside. Inputs ``INCIDENT_ENERGY (B, 1)`` MeV, one ``NOISE_<KEY> (B, *shape)`` per entry of the model's
-``noise_shapes()`` (in order), output ``SHOWERS (B, voxels)`` MeV; all float32. Export uses the
-TorchScript-based ``torch.onnx.export(..., dynamo=False)``, which needs no extra package.
+``noise_shapes()`` (in order), output ``SHOWERS (B, voxels)`` MeV; all float32. A hybrid refiner's graph
+(:meth:`calogen.hybrid.Refiner.export_module`) also takes the FastSim showers to refine, ``FASTSIM_SHOWER
+(B, voxels)`` MeV, between the energy and the noise (further ``inputs``); the FastSim itself runs outside
+the graph. Export uses the TorchScript-based ``torch.onnx.export(..., dynamo=False)``, which needs no extra package.
 
 The graph is written to a temporary file beside the destination, checked there (onnxruntime against
 PyTorch on the same energies and noise, :func:`check_onnx`) and renamed into place only if it passes:
@@ -31,9 +33,12 @@ from calogen.errors import CalogenError
 from calogen.outputs import atomic_path
 from calogen.serve.protocol import ENERGY_INPUT, SHOWER_OUTPUT
 
-__all__ = ["ExportError", "OnnxCheck", "check_onnx", "export_onnx", "noise_input_name", "trace_to_onnx"]
+__all__ = ["FASTSIM_INPUT", "ExportError", "OnnxCheck", "check_onnx", "export_onnx", "noise_input_name", "trace_to_onnx"]
 
 DEFAULT_OPSET = 17
+
+FASTSIM_INPUT = "FASTSIM_SHOWER"
+"""Graph input of a refiner: the FastSim showers ``(B, voxels)`` MeV it refines."""
 
 TOLERANCE = 1e-4
 """Largest accepted relative difference (max |onnx - torch| / max |torch|) of an exported graph."""
@@ -52,8 +57,9 @@ def noise_input_name(key: str) -> str:
 def export_onnx(
     module, noise_shapes: Mapping[str, tuple[int, ...]], path: str | os.PathLike[str], *,  # type: ignore[no-untyped-def]
     opset: int = DEFAULT_OPSET, check_energies: np.ndarray | None = None, tolerance: float = TOLERANCE,
+    inputs: Mapping[str, np.ndarray] | None = None,
 ) -> OnnxCheck | None:  # fmt: skip
-    """Trace ``module(energies (B, 1), *noise)`` into an ONNX file at ``path``, checked before it appears.
+    """Trace ``module(energies (B, 1), *inputs, *noise)`` into an ONNX file at ``path``, checked before it appears.
 
     Args:
         module: a ``torch.nn.Module`` following the export contract (see the module docstring).
@@ -63,6 +69,9 @@ def export_onnx(
         check_energies: incident energies (MeV) of the showers on which the graph is compared with
             PyTorch before it is renamed into place (None: no check).
         tolerance: largest accepted relative difference.
+        inputs: further graph inputs (name -> values ``(B, *shape)`` float32) following the energy, in
+            ``forward`` order, e.g. a refiner's :data:`FASTSIM_INPUT`: their first row traces the graph, and
+            with ``check_energies`` they hold one row per check energy.
 
     Returns:
         The comparison, or None without ``check_energies``.
@@ -72,14 +81,16 @@ def export_onnx(
     """
     import torch
 
-    names = [ENERGY_INPUT, *(noise_input_name(k) for k in noise_shapes)]
+    extra = dict(inputs or {})
+    names = [ENERGY_INPUT, *extra, *(noise_input_name(k) for k in noise_shapes)]
     generator = torch.Generator().manual_seed(0)
-    example = (torch.full((2, 1), 1e4), *(torch.randn((2, *shape), generator=generator) for shape in noise_shapes.values()))
+    fixed = (torch.from_numpy(np.repeat(np.asarray(v, dtype=np.float32)[:1], 2, axis=0)) for v in extra.values())
+    example = (torch.full((2, 1), 1e4), *fixed, *(torch.randn((2, *shape), generator=generator) for shape in noise_shapes.values()))
     check = None
     with atomic_path(path) as tmp:
         trace_to_onnx(module, example, tmp, names, [SHOWER_OUTPUT], opset)
         if check_energies is not None:
-            check = check_onnx(tmp, module, noise_shapes, check_energies)
+            check = check_onnx(tmp, module, noise_shapes, check_energies, inputs=extra)
             if not check.max_rel_diff <= tolerance:
                 raise ExportError(
                     f"exported graph differs from PyTorch by {check.max_rel_diff:.3g} (relative) > {tolerance:g} on "
@@ -118,8 +129,11 @@ class OnnxCheck:
     max_rel_diff: float
 
 
-def check_onnx(path: str | os.PathLike[str], module, noise_shapes: Mapping[str, tuple[int, ...]], energies: np.ndarray, *, seed: int = 0) -> OnnxCheck:  # type: ignore[no-untyped-def]
-    """Run the ONNX file in onnxruntime and ``module`` in PyTorch on the same energies and noise.
+def check_onnx(
+    path: str | os.PathLike[str], module, noise_shapes: Mapping[str, tuple[int, ...]], energies: np.ndarray, *,  # type: ignore[no-untyped-def]
+    seed: int = 0, inputs: Mapping[str, np.ndarray] | None = None,
+) -> OnnxCheck:  # fmt: skip
+    """Run the ONNX file in onnxruntime and ``module`` in PyTorch on the same energies, further inputs and noise.
 
     Args:
         path: the exported graph.
@@ -127,18 +141,23 @@ def check_onnx(path: str | os.PathLike[str], module, noise_shapes: Mapping[str, 
         noise_shapes: per-shower noise shapes, in ``forward`` order.
         energies: ``(B,)`` incident energies in MeV.
         seed: seed of the standard-normal noise.
+        inputs: further inputs following the energy (name -> ``(B, *shape)`` values), as in :func:`export_onnx`.
     """
     import onnxruntime as ort
     import torch
 
     e = np.asarray(energies, dtype=np.float32).reshape(-1, 1)
     rng = np.random.default_rng(seed)
+    extra = {k: np.asarray(v, dtype=np.float32) for k, v in (inputs or {}).items()}
+    if any(v.shape[0] != e.shape[0] for v in extra.values()):
+        raise ExportError(f"check inputs {sorted(extra)} need one row per check energy ({e.shape[0]})")
     noise = [rng.standard_normal((e.shape[0], *shape)).astype(np.float32) for shape in noise_shapes.values()]
-    names = [ENERGY_INPUT, *(noise_input_name(k) for k in noise_shapes)]
+    names = [ENERGY_INPUT, *extra, *(noise_input_name(k) for k in noise_shapes)]
+    values = [e, *extra.values(), *noise]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run([SHOWER_OUTPUT], dict(zip(names, [e, *noise])))[0]
+    got = session.run([SHOWER_OUTPUT], dict(zip(names, values)))[0]
     with torch.no_grad():
-        want = module(*(torch.from_numpy(a) for a in [e, *noise])).numpy()
+        want = module(*(torch.from_numpy(a) for a in values)).numpy()
     if got.shape != want.shape:
         raise ExportError(f"ONNX output shape {got.shape} differs from PyTorch's {want.shape}")
     diff = float(np.abs(got - want).max()) if np.isfinite(got).all() else math.inf

@@ -105,7 +105,9 @@ class InferenceService:
 
         ``nfe`` sets a model's network evaluations per sample and is shown as the config parameter
         ``nfe``; ``exact`` runs a model once per request instead of merging requests into one network
-        pass (see :func:`~calogen.serve.batching.batched_sampler`).
+        pass (see :func:`~calogen.serve.batching.batched_sampler`). A hybrid refiner's directory serves
+        FastSim + refiner (:class:`~calogen.hybrid.HybridGenerator`): the FastSim runs in this process, the
+        client sends incident energies only, and every request runs on its own (always exact).
         """
         if (model_dir is None) == (engine is None):
             raise CalogenError("give either a model directory or --engine (with --geometry), not both or neither")
@@ -121,6 +123,9 @@ class InferenceService:
 
         model = load(model_dir)
         params = {"engine": "model", "nfe": str(nfe or model.config.nfe), "sampler": model.config.sampler, "exact": str(exact).lower()}
+        if getattr(model, "refiner", None) is not None:
+            model.engine()  # built now: a refiner without a recorded FastSim engine fails before serving
+            params.update(engine="hybrid", fastsim=str(model.fastsim.get("engine")), exact="true")  # no explicit noise: one pass per request
         model_name = name or Path(str(model_dir)).resolve().name
         many = batched_sampler(model, nfe=nfe, merge=not exact)
         return cls(model, name=model_name, batching=batching, parameters=params, seed=seed, sample_many=many, limits=limits)

@@ -80,12 +80,18 @@ def check_model_name(name: str) -> str:
     return name
 
 
-def model_config(name: str, noise_shapes: Mapping[str, tuple[int, ...]], n_voxels: int, settings: TritonSettings, parameters: Mapping[str, str] | None = None):  # type: ignore[no-untyped-def]
-    """The Triton ``ModelConfig`` of an exported generator named ``name``."""
+def model_config(  # type: ignore[no-untyped-def]
+    name: str, noise_shapes: Mapping[str, tuple[int, ...]], n_voxels: int, settings: TritonSettings, parameters: Mapping[str, str] | None = None,
+    inputs: Mapping[str, tuple[int, ...]] | None = None,
+):  # fmt: skip
+    """The Triton ``ModelConfig`` of an exported generator named ``name``; ``inputs``: per-shower shapes of
+    further FP32 inputs (a refiner's ``FASTSIM_SHOWER``)."""
     from tritonclient.grpc import model_config_pb2 as mc
 
     config = mc.ModelConfig(name=name, platform="onnxruntime_onnx", backend="onnxruntime", max_batch_size=settings.max_batch_size)
     config.input.add(name=ENERGY_INPUT, data_type=mc.TYPE_FP32, dims=[1])
+    for key, shape in (inputs or {}).items():
+        config.input.add(name=key, data_type=mc.TYPE_FP32, dims=list(shape))
     for key, shape in noise_shapes.items():
         config.input.add(name=noise_input_name(key), data_type=mc.TYPE_FP32, dims=list(shape))
     config.output.add(name=SHOWER_OUTPUT, data_type=mc.TYPE_FP32, dims=[n_voxels])
@@ -109,6 +115,7 @@ def write_repository(
     settings: TritonSettings | None = None,
     parameters: Mapping[str, str] | None = None,
     check_energies: np.ndarray | None = None,
+    inputs: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[Path, OnnxCheck | None]:
     """Export ``module`` to ``OUT/<name>/1/model.onnx`` and write ``OUT/<name>/config.pbtxt``, checked first.
 
@@ -122,6 +129,8 @@ def write_repository(
         parameters: free-form facts stored in the config (geometry, sampler, NFE).
         check_energies: energies (MeV) of the showers on which the graph is compared with PyTorch
             (:func:`~calogen.serve.export.export_onnx`; None: no comparison).
+        inputs: further graph inputs and their check values (a refiner's FastSim showers), as in
+            :func:`~calogen.serve.export.export_onnx`.
 
     Returns:
         The model folder and the comparison (None without ``check_energies``).
@@ -137,12 +146,13 @@ def write_repository(
     folder = root / name
     if folder.is_symlink() or (folder.exists() and _contents(folder) != _OWN_FILES):
         raise RepositoryError(f"{folder} exists and is not a model folder written by calogen export; remove it or choose another --name")
-    config = model_config(name, noise_shapes, n_voxels, settings or TritonSettings(), parameters)
+    shapes = {key: tuple(np.shape(values)[1:]) for key, values in (inputs or {}).items()}
+    config = model_config(name, noise_shapes, n_voxels, settings or TritonSettings(), parameters, inputs=shapes)
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.", suffix=".partial"))
     try:
         (tmp / "1").mkdir()
-        check = export_onnx(module, noise_shapes, tmp / "1" / "model.onnx", check_energies=check_energies)
+        check = export_onnx(module, noise_shapes, tmp / "1" / "model.onnx", check_energies=check_energies, inputs=inputs)
         (tmp / "config.pbtxt").write_text(text_format.MessageToString(config))
         check_repository(tmp, name=name)
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; give the usual permissions of a new folder

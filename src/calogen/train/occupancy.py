@@ -13,6 +13,8 @@ Two steps, both on training showers only:
    ``n_bands`` equal bands of ``ln E_inc``, each band gets its best floor, ``gamma`` (shared)
    minimises the mean over bands, and the floors become nodes at the bands' mean energies. This is
    done for the model's default NFE and for each of ``nfes`` (the logits sharpen with more steps).
+   A refiner's logits come from refining FastSim showers of the same energies, simulated by the engine
+   recorded in its ``config.json``.
 
 Same data, settings and seed give the same weights.
 """
@@ -204,18 +206,33 @@ def fit_spectrum(
     }  # fmt: skip
 
 
-def _stages(model: Any, nfe: int, energies: np.ndarray, noise: tuple[np.ndarray, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Ring energies, voxel logits and incident energies the model generates at ``nfe`` (:func:`fit_spectrum`'s ``stages``)."""
+def _stages(
+    model: Any, nfe: int, energies: np.ndarray, noise: tuple[np.ndarray, np.ndarray], source: np.ndarray | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Ring energies, voxel logits and incident energies the model generates at ``nfe`` (:func:`fit_spectrum`'s
+    ``stages``); a refiner's shape flow starts at the FastSim showers ``source (N, voxels)`` MeV."""
     from calogen.models.generator import EVALUATION_CHUNK
 
     module = model.export_module(nfe, model.sampler)
+    inputs = (energies, *noise) if source is None else (energies, *noise, source)
     parts: list[tuple[torch.Tensor, torch.Tensor]] = []
     with torch.inference_mode():
         for s in range(0, energies.shape[0], EVALUATION_CHUNK):
             sl = slice(s, s + EVALUATION_CHUNK)
-            targets, _, logits = module.stages(*(torch.from_numpy(a[sl]) for a in (energies, *noise)))
+            targets, _, logits = module.stages(*(torch.from_numpy(a[sl]) for a in inputs))
             parts.append((targets, logits))
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), torch.from_numpy(energies)
+
+
+def _flow_and_source(model: Any, energies: np.ndarray, seed: int) -> tuple[Any, np.ndarray | None]:
+    """The flow model behind ``model`` and, for a refiner (a :class:`~calogen.hybrid.HybridGenerator`), FastSim
+    showers of ``energies (N, 1)`` MeV from its recorded engine (seed ``derive_seed(seed, 0)``); None for a plain model."""
+    refiner = getattr(model, "refiner", None)
+    if refiner is None:
+        return model, None
+    from calogen.generator import derive_seed
+
+    return refiner.model, np.asarray(model.engine().sample(energies.reshape(-1), seed=derive_seed(seed, 0)), dtype=np.float32)
 
 
 def _counts_of(directory: str | os.PathLike[str], geometry: Geometry) -> tuple[Occupancy, dict[str, Any]]:
@@ -237,7 +254,8 @@ def fit_occupancy(
     """Fit the occupancy stage of a trained model to its training showers and add it to the model directory.
 
     Args:
-        model_dir: a model directory (:func:`calogen.load`).
+        model_dir: a model directory (:func:`calogen.load`). For a refiner the spectra are fitted on its own
+            refined showers, started from FastSim showers its recorded engine simulates for the training energies.
         data: its training showers (CaloChallenge HDF5); the first ``n_showers`` (default: all) are used.
         out: write a copy of the model (without its training checkpoints) with the stage here (default: add it to ``model_dir``).
         n_showers: showers to use.
@@ -267,12 +285,13 @@ def fit_occupancy(
         occupancy, counts_record = _counts_of(counts_from, model.geometry)
     m = min(settings.n_spectrum, n)
     e = energies[:m].astype(np.float32).reshape(-1, 1)
-    noise = model.draw_noise(m, seed=settings.seed)
+    flow, source = _flow_and_source(model, e, settings.seed)
+    noise = flow.draw_noise(m, seed=settings.seed)
     default = f"{model.sampler}:{model.nfe}"
     records: dict[str, dict[str, Any]] = {}
     for nfe in [*sorted(set(settings.nfes) - {model.nfe}), model.nfe]:  # the default last: it stays configured
         key = f"{model.sampler}:{nfe}"
-        record = records[key] = fit_spectrum(occupancy, _stages(model, nfe, e, noise), showers.showers[:m], settings)
+        record = records[key] = fit_spectrum(occupancy, _stages(flow, nfe, e, noise, source), showers.showers[:m], settings)
         if log is not None:
             log(f"occupancy spectrum at NFE {nfe}: gamma {record['gamma']}, floors {record['floor']} MeV at "
                 f"{record['floor_energies']} MeV, separation {record['separation']:.4f} on {m} training showers")  # fmt: skip

@@ -3,7 +3,8 @@
 A specification reads ``[NAME=]KIND[:ARGUMENT][@OPTIONS]``:
 
 * ``model:DIR@nfe=2,sampler=euler`` — a model directory written by ``calogen train`` (default name
-  ``DIR's name-nfeN``);
+  ``DIR's name-nfeN``); a hybrid refiner's directory times the FastSim (run in this process) and the
+  refiner together;
 * ``gflash`` — the built-in GFLASH with its packaged calibration; ``mc`` — the detailed Monte Carlo;
 * ``NAME=cmd:COMMAND[@timeout=S]`` — any program that writes a CaloChallenge HDF5 file. Each call writes the incident
   energies to ``{energies}`` (HDF5, ``incident_energies`` ``(N, 1)`` MeV) and ``{energies_txt}`` (one MeV
@@ -12,7 +13,8 @@ A specification reads ``[NAME=]KIND[:ARGUMENT][@OPTIONS]``:
   the time includes starting the program and both files.
 
 :class:`ModelOnDevice` runs a model's network pipeline on a torch device (e.g. ``cuda``) with the noise
-the model itself draws, so GPU timings measure the same work as the CPU ones.
+the model itself draws, so GPU timings measure the same work as the CPU ones; a hybrid's FastSim stays on
+the CPU and its time is included.
 
 Example:
     >>> spec = parse_generator("fast=model:runs/m@nfe=4")
@@ -130,7 +132,11 @@ def build_generator(spec: GeneratorSpec, geometry: Geometry, *, particle: str) -
                 f"{spec.text!r}: the model has {model.geometry.n_voxels} voxels, --geometry {geometry.name} has {geometry.n_voxels}"
             )
         view = model.using(nfe=_positive_int(spec, "nfe"), sampler=spec.options.get("sampler"))
-        return _QuietModel(view), {"kind": "model", "directory": spec.argument, "nfe": view.nfe, "sampler": view.sampler}
+        description = {"kind": "model", "directory": spec.argument, "nfe": view.nfe, "sampler": view.sampler}
+        if getattr(view, "refiner", None) is not None:
+            view.engine()  # built now, so a refiner without a recorded FastSim engine fails before any timing
+            description.update(hybrid=True, fastsim=view.fastsim["engine"])  # FastSim time included
+        return _QuietModel(view), description
     if spec.kind in ("gflash", "mc"):
         from calogen.sim.engines import configure_numba_cache, make_engine
 
@@ -168,8 +174,11 @@ class _QuietModel:
 class ModelOnDevice:
     """A model's pipeline on a torch ``device``: noise drawn as :meth:`FlowModel.sample` draws it, networks on the device.
 
+    A :class:`~calogen.hybrid.HybridGenerator` runs its FastSim on the CPU (seeds as in its ``sample``) and
+    the refiner on the device.
+
     Args:
-        model: a loaded :class:`~calogen.models.generator.FlowModel` (its ``nfe`` and ``sampler`` are used).
+        model: a loaded :class:`~calogen.models.generator.FlowModel` or hybrid (its ``nfe`` and ``sampler`` are used).
         device: torch device name, e.g. ``"cuda"`` or ``"cpu"``.
     """
 
@@ -177,8 +186,10 @@ class ModelOnDevice:
         import torch
 
         self.model, self.geometry, self.device = model, model.geometry, torch.device(device)
-        # a copy: moving the pipeline moves its networks, which the CPU model shares
-        self.module = copy.deepcopy(model.export_module(model.nfe, model.sampler)).to(self.device)
+        refiner = getattr(model, "refiner", None)
+        self.flow = model if refiner is None else refiner.model
+        module = model.export_module(model.nfe, model.sampler) if refiner is None else refiner.export_module(model.nfe, model.sampler)
+        self.module = copy.deepcopy(module).to(self.device)  # a copy: moving it moves its networks, which the CPU model shares
 
     def modules(self) -> list[Any]:
         return [self.model.pair]
@@ -187,14 +198,19 @@ class ModelOnDevice:
         """Showers ``(N, voxels)`` float32 MeV; ``batch_size`` showers per pipeline call (default: all)."""
         import torch
 
+        from calogen.generator import derive_seed
+
         e = np.asarray(energies, dtype=np.float32).reshape(-1, 1)
-        noise_energy, noise_shape = self.model.draw_noise(e.shape[0], seed=seed)
+        inputs: tuple[np.ndarray, ...] = (e,)
+        if self.flow is not self.model:  # a hybrid: FastSim showers on the CPU, refined on the device
+            inputs = (e, np.asarray(self.model.engine().sample(e.reshape(-1), seed=derive_seed(seed, 0), batch_size=batch_size), dtype=np.float32))
+            seed = derive_seed(seed, 1)
+        inputs = (*inputs, *self.flow.draw_noise(e.shape[0], seed=seed))
         step = max(1, batch_size or e.shape[0])
         out = np.empty((e.shape[0], self.geometry.n_voxels), dtype=np.float32)
         with torch.inference_mode():
             for s in range(0, e.shape[0], step):
-                args = (e[s : s + step], noise_energy[s : s + step], noise_shape[s : s + step])
-                out[s : s + step] = self.module(*(torch.from_numpy(a).to(self.device) for a in args)).cpu().numpy()
+                out[s : s + step] = self.module(*(torch.from_numpy(a[s : s + step]).to(self.device) for a in inputs)).cpu().numpy()
         return out
 
 
