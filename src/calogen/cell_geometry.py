@@ -5,12 +5,12 @@ in mm relative to the layer's central cell, an integer cell type, the hexagonal 
 the central one, and the layer's depth extent ``(z_min, z_max)`` in mm. Voxel order is layer by layer,
 cells in the layer's order: ``index = layer_offsets[layer] + cell``.
 
-Hexagons are pointy-top: a vertex points along +y, two flat edges face +x and -x, so the six nearest
-neighbours of a cell lie at angles 0, 60, ..., 300 degrees from the x axis, one ``pitch`` (the flat-to-flat
-width) away. A centre sits at axial coordinates ``(q, r)`` with
+Hexagons are flat-top, as in the HGCal challenge's geometry: a vertex points along +x, two flat edges
+face +y and -y, so the six nearest neighbours of a cell lie at 30, 90, ..., 330 degrees from the x axis, one
+``pitch`` (the flat-to-flat width) away. A centre sits at axial coordinates ``(q, r)`` with
 
-    x = pitch * (q + r / 2),        y = pitch * sqrt(3) / 2 * r,
-    q = (x - y / sqrt(3)) / pitch,  r = 2 y / (sqrt(3) pitch),
+    x = sqrt(3) / 2 * pitch * q,    y = pitch * (r + q / 2),
+    q = 2 x / (sqrt(3) pitch),      r = (y - x / sqrt(3)) / pitch,
 
 and its ring (hexagonal distance from the centre) is ``max(|q|, |r|, |q + r|)``. Built-in lattice
 layers list the cells ring by ring, each ring counterclockwise from +x, as the HGCal challenge does.
@@ -23,7 +23,7 @@ Example:
     >>> g.n_layers, g.n_voxels, g.max_cells
     (3, 57, 19)
     >>> t = g.lookup_tables()
-    >>> int(cell_voxel(t.pitch, t.table, t.half, 1, 12.0, 0.0))  # layer 1, first cell of ring 1
+    >>> int(cell_voxel(t.pitch, t.table, t.half, 1, 10.0, 6.0))  # layer 1, first cell of ring 1 (30 degrees)
     20
 """
 
@@ -68,7 +68,7 @@ HGCAL_LIKE_LAYER_MM = 7.8
 
 def hex_axial(x: np.ndarray, y: np.ndarray, pitch: float) -> tuple[np.ndarray, np.ndarray]:
     """Fractional axial coordinates ``(q, r)`` of points ``x``, ``y`` (mm) on a lattice of flat-to-flat ``pitch``."""
-    return (x - y / SQRT3) / pitch, 2.0 * y / (SQRT3 * pitch)
+    return 2.0 * x / (SQRT3 * pitch), (y - x / SQRT3) / pitch
 
 
 def _hex_round(q: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -220,7 +220,7 @@ class CellLayer:
 
 
 def _lattice_xy(q: np.ndarray, r: np.ndarray, pitch: float) -> np.ndarray:
-    return np.stack([pitch * (q + 0.5 * r), pitch * SQRT3 / 2.0 * r])
+    return np.stack([pitch * SQRT3 / 2.0 * q, pitch * (r + 0.5 * q)])
 
 
 def hexagonal_layer(rings: int, pitch: float, z_range: tuple[float, float], cell_type: int = 0) -> CellLayer:
@@ -262,8 +262,8 @@ class CellTables:
 def cell_voxel(pitch: np.ndarray, table: np.ndarray, half: int, row: int, x: float, y: float) -> int:
     """Voxel index of the cell holding point ``(x, y)`` (mm from the central cell) in layer ``row``, or -1 outside."""
     p = pitch[row]
-    qf = (x - y / 1.7320508075688772) / p
-    rf = 2.0 * y / (1.7320508075688772 * p)
+    qf = 2.0 * x / (1.7320508075688772 * p)
+    rf = (y - x / 1.7320508075688772) / p
     sf = -qf - rf
     q, r, s = math.floor(qf + 0.5), math.floor(rf + 0.5), math.floor(sf + 0.5)
     dq, dr, ds = abs(q - qf), abs(r - rf), abs(s - sf)
