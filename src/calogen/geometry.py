@@ -360,9 +360,12 @@ def resolve_geometry(spec: str | os.PathLike[str] | Geometry | CellGeometry) -> 
         return spec
     if str(spec) in _cell_builtins():
         return CellGeometry.builtin(str(spec))
-    if not isinstance(spec, Geometry) and Path(spec).suffix.lower() == ".json":
+    if isinstance(spec, Geometry) or str(spec) in _BUILTINS or Path(spec).suffix.lower() == ".xml":
+        return Geometry.resolve(spec)
+    if Path(spec).suffix.lower() == ".json":
         return CellGeometry.from_json(spec)
-    return Geometry.resolve(spec)
+    known = sorted(_BUILTINS) + list(_cell_builtins())
+    raise GeometryError(f"unknown geometry {str(spec)!r}; choose one of {known}, or give a binning XML or a cell-geometry JSON")
 
 
 def _par04(name: str, n_r: int, dr: float, n_alpha: int) -> Geometry:
