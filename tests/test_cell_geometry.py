@@ -165,3 +165,46 @@ def test_cli_show(capsys) -> None:
     assert "kind cells, 26 layers, 8606 voxels" in capsys.readouterr().out
     assert main(["geometry", "show", "nope"]) == 2
     assert "unknown geometry 'nope'" in capsys.readouterr().err
+
+
+# --- challenge features -------------------------------------------------------------------------
+def _reference_features(energies: np.ndarray, showers: np.ndarray, g: CellGeometry, threshold: float) -> dict[str, np.ndarray]:
+    """The challenge's definitions written out on the padded (N, L, cells) layout with masked arrays."""
+    from calogen.hgcal_format import pad_showers
+
+    cut = np.where(showers < threshold, 0.0, showers)
+    padded = pad_showers(cut, g)
+    x, y = pad_showers(g.cell_x[None], g)[0], pad_showers(g.cell_y[None], g)[0]
+    e = padded.sum(axis=2)
+    out = {"e_ratio": padded.sum(axis=(1, 2)) / energies, "occupancy": (padded > 0).sum(axis=2)}
+    for name, c in (("x", x), ("y", y)):
+        mean = np.ma.divide((padded * c).sum(axis=2), e).filled(0)
+        mean2 = np.ma.divide((padded * c**2).sum(axis=2), e).filled(0)
+        out[f"{name}_centre"], out[f"{name}_width"] = mean, np.ma.sqrt(mean2 - mean**2).filled(0)
+    return out
+
+
+def test_cell_features_follow_the_challenge_definitions(tmp_path) -> None:
+    from calogen.cell_features import cell_features_from_file, challenge_column_names, challenge_vector, compute_cell_features
+    from calogen.io import write_showers
+
+    g = CellGeometry.builtin("tiny-hex")
+    rng = np.random.default_rng(5)
+    showers = (rng.exponential(2.0, (50, g.n_voxels)) * (rng.random((50, g.n_voxels)) < 0.3)).astype(np.float32)
+    showers[7, g.layer_slice(1)] = 0.0  # a layer without energy: centre and width 0
+    energies = rng.uniform(50, 100, 50)
+    f = compute_cell_features(energies, showers, g, threshold=0.5, chunk_size=7)
+    ref = _reference_features(energies, showers.astype(np.float64), g, 0.5)
+    for name, values in ref.items():
+        assert getattr(f, name) == pytest.approx(values, rel=1e-9, abs=1e-9), name
+    assert f.x_centre[7, 1] == 0.0 and f.y_width[7, 1] == 0.0 and f.occupancy[7, 1] == 0
+    assert f.e_layer.sum(axis=1) == pytest.approx(f.e_total)
+    vector = challenge_vector(f)
+    names = challenge_column_names(g)
+    assert vector.shape == (50, 2 + 5 * 3) == (50, len(names)) and names[2] == "x_centre_0" and names[-1] == "occupancy_2"
+    assert vector[:, names.index("y_width_2")] == pytest.approx(f.y_width[:, 2])
+    assert len(f.table()) == 3 + 6 * 3
+    write_showers(tmp_path / "s.h5", energies, showers)
+    streamed = cell_features_from_file(tmp_path / "s.h5", g, threshold=0.5, chunk_size=11)
+    assert np.allclose(challenge_vector(streamed), vector, rtol=1e-6)
+    assert streamed.mean_shower == pytest.approx(f.mean_shower)
