@@ -185,7 +185,12 @@ def _reference_features(energies: np.ndarray, showers: np.ndarray, g: CellGeomet
 
 
 def test_cell_features_follow_the_challenge_definitions(tmp_path) -> None:
-    from calogen.cell_features import cell_features_from_file, challenge_column_names, challenge_vector, compute_cell_features
+    from calogen.cell_features import (
+        cell_features_from_file,
+        challenge_column_names,
+        challenge_vector,
+        compute_cell_features,
+    )
     from calogen.io import write_showers
 
     g = CellGeometry.builtin("tiny-hex")
