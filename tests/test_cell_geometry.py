@@ -90,11 +90,11 @@ def test_random_points_map_to_the_nearest_centre() -> None:
 def test_json_round_trip(tmp_path) -> None:
     g = CellGeometry.builtin("tiny-hex")
     irregular = CellLayer([0.0, 9.5], [0.0, 1.0], [1, 2], [0, 1], 0.0, (30.0, 31.5), [8.0, 8.0])
-    g = CellGeometry("mixed", (*g.layers, irregular))
+    g = CellGeometry("mixed", (*g.layers, irregular), threshold=0.25)
     path = tmp_path / "g.json"
     g.to_json(path)
     back = CellGeometry.from_json(path)
-    assert back.name == "mixed" and back.n_voxels == g.n_voxels
+    assert (back.name, back.n_voxels, back.threshold) == ("mixed", g.n_voxels, 0.25)
     for a, b in zip(g.layers, back.layers, strict=True):
         assert a.to_dict() == b.to_dict()
     assert np.array_equal(back.cell_area, g.cell_area)
@@ -137,6 +137,9 @@ def test_duplicate_cells_and_overlapping_layers_are_refused(tmp_path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"format": "something else"}))
     with pytest.raises(GeometryError, match="not a calogen cell geometry"):
+        CellGeometry.from_json(bad)
+    bad.write_text(json.dumps({**CellGeometry.builtin("tiny-hex").to_dict(), "threshold": -1.0}))
+    with pytest.raises(GeometryError, match="threshold must be a finite energy >= 0 MeV, got -1.0"):
         CellGeometry.from_json(bad)
     bad.write_text("{")
     with pytest.raises(GeometryError, match="not a readable JSON"):
@@ -213,3 +216,5 @@ def test_cell_features_follow_the_challenge_definitions(tmp_path) -> None:
     streamed = cell_features_from_file(tmp_path / "s.h5", g, threshold=0.5, chunk_size=11)
     assert np.allclose(challenge_vector(streamed), vector, rtol=1e-6)
     assert streamed.mean_shower == pytest.approx(f.mean_shower)
+    thresholded = CellGeometry("t", g.layers, threshold=0.5)
+    assert np.array_equal(challenge_vector(compute_cell_features(energies, showers, thresholded)), vector)

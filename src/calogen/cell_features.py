@@ -15,7 +15,8 @@ cell centres ``x``, ``y`` in mm relative to each layer's central cell:
 
 The challenge's classifier vector is ``E_inc``, the ratio, then x centres, x widths, y centres, y widths
 and occupancies of every layer (``compute_feats`` of its ``hgcal_metrics.py``); :func:`challenge_vector`
-gives it in that order, and :meth:`CellFeatures.table` every feature by name.
+gives it in that order, and :meth:`CellFeatures.table` every feature by name. The threshold defaults to
+the geometry's ``threshold``.
 
 Example:
     >>> from calogen.cell_geometry import CellGeometry
@@ -131,9 +132,13 @@ def _check(energies: np.ndarray, showers: np.ndarray, geometry: CellGeometry) ->
 
 
 def compute_cell_features(
-    energies: np.ndarray, showers: np.ndarray, geometry: CellGeometry, *, threshold: float = 0.0, chunk_size: int | None = None
+    energies: np.ndarray, showers: np.ndarray, geometry: CellGeometry, *, threshold: float | None = None, chunk_size: int | None = None
 ) -> CellFeatures:
-    """Features of in-memory showers: ``energies`` ``(N,)``/``(N, 1)`` MeV, ``showers`` ``(N, voxels)`` MeV."""
+    """Features of in-memory showers: ``energies`` ``(N,)``/``(N, 1)`` MeV, ``showers`` ``(N, voxels)`` MeV.
+
+    ``threshold`` (MeV) defaults to ``geometry.threshold``.
+    """
+    threshold = geometry.threshold if threshold is None else threshold
     energies = np.asarray(energies, dtype=np.float64).reshape(-1)
     showers = np.asarray(showers)
     _check(energies, showers, geometry)
@@ -157,9 +162,10 @@ def _merge(parts: list[dict[str, np.ndarray]], geometry: CellGeometry, threshold
 
 
 def cell_features_from_file(
-    path: str | os.PathLike[str], geometry: CellGeometry, *, threshold: float = 0.0, chunk_size: int | None = None
+    path: str | os.PathLike[str], geometry: CellGeometry, *, threshold: float | None = None, chunk_size: int | None = None
 ) -> CellFeatures:
     """Stream a calogen shower file chunk by chunk into :class:`CellFeatures` (the voxel count is checked)."""
+    threshold = geometry.threshold if threshold is None else threshold
     from calogen.io import ShowerFile
 
     rows = chunk_size or max(1, CHUNK_BYTES // (8 * geometry.n_voxels))

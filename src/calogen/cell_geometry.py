@@ -285,16 +285,20 @@ class CellGeometry:
     Args:
         name: identifier (``hgcal-like``, or the stem of a geometry file).
         layers: the readout layers, front to back.
+        threshold: per-cell energy (MeV) below which simulators and the evaluation zero a cell; default 0.
     """
 
     name: str
     layers: tuple[CellLayer, ...]
+    threshold: float = 0.0
     kind: ClassVar[str] = "cells"
 
     def __post_init__(self) -> None:
         if not self.layers:
             raise GeometryError("a cell geometry needs at least one layer")
         object.__setattr__(self, "layers", tuple(self.layers))
+        if not (math.isfinite(self.threshold) and self.threshold >= 0):
+            raise GeometryError(f"threshold must be a finite energy >= 0 MeV, got {self.threshold}")
 
     # --- sizes and indexing -------------------------------------------------------------------
     @property
@@ -381,7 +385,8 @@ class CellGeometry:
     # --- files --------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description."""
-        return {"format": FORMAT, "version": VERSION, "name": self.name, "layers": [layer.to_dict() for layer in self.layers]}
+        layers = [layer.to_dict() for layer in self.layers]
+        return {"format": FORMAT, "version": VERSION, "name": self.name, "threshold": self.threshold, "layers": layers}
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "cell geometry") -> CellGeometry:
@@ -390,7 +395,7 @@ class CellGeometry:
             raise GeometryError(f"{source}: not a calogen cell geometry (expected a JSON object with format {FORMAT!r})")
         if data.get("version") != VERSION:
             raise GeometryError(f"{source}: cell-geometry version {data.get('version')!r} is not supported (expected {VERSION})")
-        unknown = set(data) - {"format", "version", "name", "layers"}
+        unknown = set(data) - {"format", "version", "name", "threshold", "layers"}
         if unknown or not isinstance(data.get("layers"), list) or not isinstance(data.get("name"), str):
             raise GeometryError(f"{source}: needs a string 'name' and a list 'layers' (unknown keys: {sorted(unknown)})")
         layers = []
@@ -400,8 +405,8 @@ class CellGeometry:
             except GeometryError as exc:
                 raise GeometryError(f"{source}: layer {i}: {exc}") from None
         try:
-            return cls(data["name"], tuple(layers))
-        except GeometryError as exc:
+            return cls(data["name"], tuple(layers), float(data.get("threshold", 0.0)))
+        except (GeometryError, TypeError, ValueError) as exc:
             raise GeometryError(f"{source}: {exc}") from None
 
     def to_json(self, path: str | os.PathLike[str]) -> None:
