@@ -18,15 +18,22 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from calogen.errors import CalogenError
 from calogen.geometry import Geometry
 
-__all__ = ["Generator", "derive_seed", "generate_to_file"]
+if TYPE_CHECKING:
+    from calogen.executor import Executor
+    from calogen.shards import Manifest
+
+__all__ = ["GENERATE_CHUNK", "Generator", "GeneratorRecipe", "derive_seed", "generate_as_shards", "generate_to_file"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -50,6 +57,20 @@ def derive_seed(seed: int, index: int) -> int:
     return (z ^ (z >> 31)) >> 1
 
 
+GENERATE_CHUNK = 256
+"""Showers per ``sample`` call of :func:`generate_to_file`, the unit of its seeding: chunk ``k`` of a run
+gets ``derive_seed(seed, k)``. Small, so a shard recomputes little beyond its rows."""
+
+
+@runtime_checkable
+class GeneratorRecipe(Protocol):
+    """A picklable description of a Generator that a worker process builds for itself."""
+
+    def build(self) -> Generator:
+        """The Generator."""
+        ...
+
+
 def generate_to_file(
     generator: Generator,
     energies: np.ndarray,
@@ -57,17 +78,23 @@ def generate_to_file(
     *,
     seed: int,
     batch_size: int = 1000,
-    chunk_size: int = 10_000,
+    chunk_size: int = GENERATE_CHUNK,
     attrs: dict[str, Any] | None = None,
     progress: bool = False,
+    manifest: Manifest | None = None,
 ) -> None:
     """Sample showers for ``energies`` chunk by chunk and stream them into a CaloChallenge file.
 
-    Chunk ``k`` is sampled with seed ``derive_seed(seed, k)``, so a file is reproducible for a given
-    ``chunk_size`` and the output appears at ``path`` only when complete. ``seed`` must lie in
-    ``[0, 2**63)`` (larger values would wrap in :func:`derive_seed`).
+    Chunk ``k`` (showers ``[k * chunk_size, (k + 1) * chunk_size)`` of the run) is sampled with seed
+    ``derive_seed(seed, k)``, so the bytes depend on ``(energies, seed, chunk_size)`` only, never on
+    ``batch_size``, workers or shards; the output appears at ``path`` only when complete. With
+    ``manifest`` (a :class:`calogen.shards.Manifest`), ``energies`` are the whole run's and only rows
+    ``[manifest.start, manifest.stop)`` are written (their chunks are sampled whole and cut), with the
+    manifest. ``seed`` must lie in ``[0, 2**63)`` (larger values would wrap in :func:`derive_seed`).
     """
     from calogen.io import ShowerWriter
+    from calogen.outputs import atomic_path
+    from calogen.shards import ContentHash, write_manifest
 
     energies = np.asarray(energies, dtype=np.float32).reshape(-1)
     if not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
@@ -76,17 +103,69 @@ def generate_to_file(
         raise CalogenError("no incident energies given; pass at least one")
     if batch_size < 1 or chunk_size < 1:
         raise CalogenError(f"batch_size and chunk_size must be >= 1, got {batch_size} and {chunk_size}")
+    start, stop = (0, energies.size) if manifest is None else (manifest.start, manifest.stop)
+    if manifest is not None and manifest.total != energies.size:
+        raise CalogenError(f"the shard manifest describes a run of {manifest.total} showers, but {energies.size} energies were given")
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=energies.size, unit="shower", desc="generate")
-    with ShowerWriter(path, generator.geometry, attrs=attrs) as writer:
-        for k, start in enumerate(range(0, energies.size, chunk_size)):
-            chunk = energies[start : start + chunk_size]
-            showers = generator.sample(chunk, seed=derive_seed(seed, k), batch_size=batch_size)
-            writer.append(chunk, showers)
-            if bar is not None:
-                bar.update(chunk.size)
+        bar = tqdm(total=stop - start, unit="shower", desc="generate")
+    content = ContentHash()
+    with atomic_path(path) if manifest is not None else contextlib.nullcontext(path) as target:
+        with ShowerWriter(target, generator.geometry, attrs=attrs) as writer:
+            for k in range(start // chunk_size, -(-stop // chunk_size)):
+                first = k * chunk_size
+                chunk = energies[first : first + chunk_size]
+                showers = generator.sample(chunk, seed=derive_seed(seed, k), batch_size=batch_size)
+                rows = slice(max(start - first, 0), min(stop - first, chunk.size))
+                writer.append(chunk[rows], showers[rows])
+                content.update(chunk[rows].reshape(-1, 1), showers[rows])
+                if bar is not None:
+                    bar.update(rows.stop - rows.start)
+        if manifest is not None:
+            write_manifest(target, replace(manifest, content_sha256=content.hexdigests()))
     if bar is not None:
         bar.close()
+
+
+def _shard_task(task: tuple[GeneratorRecipe, np.ndarray, Path, dict[str, Any]]) -> Path:
+    """Build the Generator and write one shard (a worker's task): ``(recipe, energies, path, options)``."""
+    recipe, energies, path, options = task
+    generate_to_file(recipe.build(), energies, path, **options)
+    return path
+
+
+def generate_as_shards(
+    recipe: GeneratorRecipe,
+    energies: np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    seed: int,
+    run: dict[str, Any],
+    executor: Executor,
+    shards: int,
+    retries: int = 2,
+    batch_size: int = 1000,
+    chunk_size: int = GENERATE_CHUNK,
+    attrs: dict[str, Any] | None = None,
+) -> Path:
+    """:func:`generate_to_file` as ``shards`` tasks on ``executor``, each building its Generator from
+    ``recipe`` and writing one shard file beside ``path``, merged into ``path``: the same bytes.
+
+    ``run`` (JSON values, with the ``geometry`` name) identifies the run in the shards' manifests
+    (:class:`calogen.shards.Manifest`).
+    """
+    from calogen.shards import Manifest, merge_shards, shard_directory
+
+    energies = np.asarray(energies, dtype=np.float32).reshape(-1)
+    geometry = str(run["geometry"])
+    with shard_directory(path) as work:
+        tasks = [
+            (recipe, energies, work / f"shard-{i:06d}.h5", {
+                "seed": seed, "batch_size": batch_size, "chunk_size": chunk_size, "attrs": attrs,
+                "manifest": Manifest.for_shard("generate", run, seed=seed, geometry=geometry, total=energies.size, index=i, count=shards),
+            })
+            for i in range(shards)
+        ]  # fmt: skip
+        return merge_shards(list(executor.map(_shard_task, tasks, retries=retries)), path)

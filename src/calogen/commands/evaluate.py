@@ -1,8 +1,14 @@
-"""``calogen evaluate REFERENCE GENERATED --geometry G --out DIR``: CaloChallenge metrics and an HTML report."""
+"""``calogen evaluate REFERENCE GENERATED --geometry G --out DIR``: CaloChallenge metrics and an HTML report.
+
+Any file may be a list of shards of one run: comma-separated (``a.h5,b.h5``) or a quoted glob
+(``'ref-*.h5'``); they are checked to form one run and read as one file, in row order.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 from calogen.commands._types import positive_int, seed_int
 
@@ -12,9 +18,11 @@ HELP = "compare generated showers with reference showers (CaloChallenge metrics,
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the command's options."""
-    parser.add_argument("reference", help="reference CaloChallenge HDF5 file")
-    parser.add_argument("generated", nargs="+", help="generated CaloChallenge HDF5 file(s); NAME=PATH to label one")
-    parser.add_argument("--geometry", required=True, help="built-in geometry (ds1-photons, ds1-pions, ds2, ds3, tiny) or a binning XML")
+    parser.add_argument("reference", help="reference CaloChallenge HDF5 file, or its shards (quoted glob or comma-separated list)")
+    parser.add_argument("generated", nargs="+", help="generated CaloChallenge HDF5 file(s) or shard lists (as the reference); NAME=PATH to label one")
+    parser.add_argument("--geometry", default=None,
+                        help="built-in geometry (ds1-photons, ds1-pions, ds2, ds3, tiny, hgcal-like, tiny-hex), a binning XML "
+                        "or a cell-geometry JSON (default: the geometry the reference file records)")
     parser.add_argument("--out", required=True, help="output directory for metrics.json and report.html")
     parser.add_argument("--metrics", default=None, help="comma-separated subset of hist,cls-low,cls-high,cnn,fpd,kpd,prdc,families, or 'all' (default: all)")
     parser.add_argument("--threshold", type=float, default=None, help="per-voxel threshold in MeV (default: the geometry's)")
@@ -48,17 +56,42 @@ def _weights(items: list[str], generated: dict[str, str]) -> dict[str, str]:
     return out
 
 
+def _geometry(args: argparse.Namespace) -> Any:
+    """``--geometry``, or the geometry named by the reference file's ``geometry`` attribute."""
+    from calogen.errors import CalogenError
+    from calogen.geometry import resolve_geometry
+    from calogen.io import ShowerFile
+
+    if args.geometry is not None:
+        return resolve_geometry(args.geometry)
+    from calogen.shards import expand_paths
+
+    with ShowerFile(expand_paths([args.reference])[0]) as f:
+        name = f.attrs.get("geometry")
+    if not isinstance(name, str):
+        raise CalogenError(f"{args.reference} records no geometry; give --geometry")
+    return resolve_geometry(name)
+
+
+def _one_file(item: str, index: int, scratch: Path) -> str:
+    """``item`` if it names one file; for a glob or list of shards, a virtual file in ``scratch`` joining them."""
+    from calogen.shards import expand_paths, virtual_file
+
+    paths = expand_paths([item])
+    return str(paths[0]) if len(paths) == 1 else str(virtual_file(paths, scratch / f"joined-{index}.h5"))
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the summary table."""
-    from pathlib import Path
+    import shutil
+    import tempfile
 
     from calogen.errors import CalogenError
     from calogen.eval.evaluate import DEFAULT_METRICS, EvaluationSettings, evaluate, format_table, parse_metrics, summary_rows
-    from calogen.geometry import Geometry
     from calogen.outputs import check_output_dir
 
     out = check_output_dir(args.out)
-    geometry = Geometry.resolve(args.geometry)
+    geometry = _geometry(args)
     generated: dict[str, str] = {}
     for item in args.generated:
         name, sep, path = item.partition("=")
@@ -79,15 +112,21 @@ def run(args: argparse.Namespace) -> int:
         max_showers_per_side=args.max_showers,
     )
     created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=out, prefix=".shards-"))
     try:
+        reference = _one_file(args.reference, 0, scratch)
+        generated = {name: _one_file(path, i + 1, scratch) for i, (name, path) in enumerate(generated.items())}
         record = evaluate(
-            args.reference, generated, geometry, out, settings=settings, reference_name=args.reference_name,
+            reference, generated, geometry, out, settings=settings, reference_name=args.reference_name,
             progress=not args.quiet, weights=weights,
         )
     except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
         if created and out.is_dir() and not any(out.iterdir()):  # bad values found while streaming: leave nothing behind
             out.rmdir()
         raise
+    shutil.rmtree(scratch, ignore_errors=True)
     print(format_table(summary_rows(record)))
     print(f"\nwrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'report.html'}")
     return 0

@@ -3,6 +3,8 @@
 Example:
     calogen simulate --engine gflash --geometry ds2 --particle e- --energy loguniform:1GeV:1TeV \\
         --n 10000 --seed 1 -o ds2_gflash.h5 --workers 4
+    calogen simulate ... --shard-index 3 --num-shards 8 -o part-3.h5     # then: calogen merge -o all.h5 part-*.h5
+    calogen simulate ... --executor dask --scheduler tcp://host:8786 -o ds2_gflash.h5
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from calogen.commands._runs import add_run_arguments, executor_of, shard_of
 from calogen.commands._types import positive_int, seed_int
 
 NAME = "simulate"
@@ -29,7 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=positive_int, required=True, help="number of showers")
     parser.add_argument("--seed", type=seed_int, default=0, help="run seed; shower i uses a seed derived from (seed, i) (default: 0)")
     parser.add_argument("-o", "--output", required=True, metavar="FILE.h5", help="output file, written when complete")
-    parser.add_argument("--workers", type=positive_int, default=1, help="processes; the output does not depend on it (default: 1)")
     parser.add_argument(
         "--chunk-size", type=positive_int, default=1000, help="showers per chunk, the unit of checkpointing (default: 1000)"
     )
@@ -45,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: when stderr is a terminal)"
     )
+    add_run_arguments(parser)
 
 
 def _gflash_parameters(value: str) -> Any:
@@ -54,6 +57,16 @@ def _gflash_parameters(value: str) -> Any:
     if value.endswith(".json") or Path(value).exists():
         return GflashParameters.load(value)
     return GflashParameters.packaged(value)
+
+
+def _count_text(n: int, shard: tuple[int, int] | None) -> str:
+    """``n``, or for a shard its rows of the run: ``"3 (rows [3, 6) of 10, shard 1 of 3)"``."""
+    if shard is None:
+        return str(n)
+    from calogen.shards import shard_rows
+
+    start, stop = shard_rows(n, *shard)
+    return f"{stop - start} (rows [{start}, {stop}) of {n}, shard {shard[0]} of {shard[1]})"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,17 +84,21 @@ def run(args: argparse.Namespace) -> int:
         options["params"] = _gflash_parameters(args.gflash_params)
     spec = engine_spec(args.engine, args.geometry, args.particle, **options)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    path = simulate_to_file(
-        spec,
-        args.energy,
-        args.n,
-        args.seed,
-        args.output,
-        chunk_size=args.chunk_size,
-        workers=args.workers,
-        progress=progress,
-        resume=args.resume,
-        max_energy=parse_energy(args.max_energy),
-    )
-    print(f"wrote {args.n} {spec.particle} showers ({spec.name}, {spec.geometry.name}) to {path}")
+    shard = shard_of(args)
+    with executor_of(args) as executor:
+        path = simulate_to_file(
+            spec,
+            args.energy,
+            args.n,
+            args.seed,
+            args.output,
+            chunk_size=args.chunk_size,
+            executor=executor,
+            retries=args.retries,
+            shard=shard,
+            progress=progress,
+            resume=args.resume,
+            max_energy=parse_energy(args.max_energy),
+        )
+    print(f"wrote {_count_text(args.n, shard)} {spec.particle} showers ({spec.name}, {spec.geometry.name}) to {path}")
     return 0

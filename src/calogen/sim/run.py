@@ -7,6 +7,12 @@ simulated with ``first_index = k * chunk_size``, so shower ``i`` is seeded from
 ``derive_seed(seed, i)`` whichever process simulates it. Chunks are written in order, so the output
 file is identical byte for byte for any number of workers and across interruptions.
 
+Chunks run on an executor (:mod:`calogen.executor`): serially, in a spawned process pool
+(``workers > 1``) or, with a Dask executor, as one shard file per chunk written by a Dask task (rerun
+when it fails or its worker dies) in a temporary directory beside the output and merged at the end. A
+shard (``shard=(i, k)``) is rows :func:`calogen.shards.shard_rows` ``(n, i, k)`` of the same run, shower
+``j`` still seeded from ``derive_seed(seed, j)``, written with its manifest for ``calogen merge``.
+
 While running, everything lives in a work directory ``OUT.partial/`` beside the output:
 
 - ``manifest.json``: the run's parameters and the number of completed chunks;
@@ -27,20 +33,17 @@ Example:
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import hashlib
 import importlib.metadata
-import itertools
 import json
 import logging
-import multiprocessing
 import os
 import shutil
-import signal
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +51,10 @@ import numpy as np
 
 from calogen.energies import DEFAULT_MAX_ENERGY_MEV, EnergySpec, EnergySpecError, format_energy
 from calogen.errors import CalogenError
+from calogen.executor import Executor, make_executor
 from calogen.io import ShowerWriter
 from calogen.outputs import check_destination, set_new_file_mode
+from calogen.shards import ContentHash, Manifest, merge_shards, shard_directory, shard_rows, write_manifest
 from calogen.sim.engines import EngineSpec
 
 __all__ = ["RunError", "simulate_to_file", "work_dir"]
@@ -227,68 +232,33 @@ def _simulate_in_pieces(engine: Any, energies: np.ndarray, seed: int, first_inde
     return out
 
 
-_worker_spec: EngineSpec | None = None
-_worker_engine: Any = None
+_engines = threading.local()  # per thread: (spec description, engine), the last engine built
 
 
-def _init_worker(spec: EngineSpec) -> None:
-    """Remember the engine recipe; Ctrl-C is left to the parent, which terminates the pool."""
-    global _worker_spec
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _worker_spec = spec
+def _engine(spec: EngineSpec) -> Any:
+    """``spec.build()``, kept for the next task of the same spec in this thread (workers build once)."""
+    key = json.dumps(spec.describe(), sort_keys=True)
+    cached = getattr(_engines, "last", None)
+    if cached is None or cached[0] != key:
+        _engines.last = None  # free the previous engine before building the next
+        _engines.last = cached = (key, spec.build())
+    return cached[1]
 
 
-def _worker_chunk(energies: np.ndarray, seed: int, first_index: int, n_voxels: int) -> np.ndarray:
-    """Simulate one chunk in a worker, building its engine on first use (so build errors reach the parent)."""
-    global _worker_engine
-    if _worker_engine is None:
-        assert _worker_spec is not None, "worker started without _init_worker"
-        _worker_engine = _worker_spec.build()
-    return _simulate(_worker_engine, energies, seed, first_index, n_voxels)
-
-
-@contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """Ignore SIGINT inside the block (main thread only; elsewhere a no-op)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+def _chunk_task(task: tuple[EngineSpec, np.ndarray, int, int]) -> np.ndarray:
+    """Simulate one chunk ``(spec, energies, seed, first_index)`` with this thread's engine."""
+    spec, energies, seed, first_index = task
+    return _simulate_in_pieces(_engine(spec), energies, seed, first_index, spec.geometry.n_voxels)
 
 
 def _chunk_results(
-    spec: EngineSpec, energies: np.ndarray, seed: int, chunk_size: int, first_chunk: int, workers: int
-) -> Generator[np.ndarray, None, None]:
-    """Showers of chunks ``first_chunk, first_chunk + 1, ...`` in order, from ``workers`` processes.
-
-    At most ``2 * workers`` chunks are in flight, so memory stays bounded when writing is the slower side.
-    """
-    n_voxels = spec.geometry.n_voxels
+    spec: EngineSpec, energies: np.ndarray, seed: int, chunk_size: int, first_chunk: int, executor: Executor, offset: int = 0
+) -> Iterator[np.ndarray]:
+    """Showers of chunks ``first_chunk, first_chunk + 1, ...`` of ``energies`` in order; row ``j`` of
+    ``energies`` is shower ``offset + j`` of the run (its seed)."""
     starts = range(first_chunk * chunk_size, energies.size, chunk_size)
-    tasks = ((energies[s : s + chunk_size], seed, s, n_voxels) for s in starts)
-    if not starts:
-        return
-    if workers == 1 or len(starts) == 1:
-        engine = spec.build()
-        for task in tasks:
-            yield _simulate_in_pieces(engine, *task)
-        return
-    with _sigint_ignored():  # inherited by the new processes: Ctrl-C during their start-up is the parent's
-        pool = multiprocessing.get_context("spawn").Pool(min(workers, len(starts)), _init_worker, (spec,))
-    try:
-        pending = collections.deque(pool.apply_async(_worker_chunk, t) for t in itertools.islice(tasks, 2 * workers))
-        while pending:
-            showers = pending.popleft().get()
-            pending.extend(pool.apply_async(_worker_chunk, t) for t in itertools.islice(tasks, 1))
-            yield showers
-        pool.close()
-    finally:
-        pool.terminate()
-        pool.join()
+    tasks = [(spec, energies[s : s + chunk_size], seed, offset + s) for s in starts]
+    return executor.map(_chunk_task, tasks)
 
 
 @contextlib.contextmanager
@@ -324,6 +294,40 @@ def _publish(tmp: Path, path: Path) -> None:
     os.replace(tmp, check_destination(path))
 
 
+# --- shards ------------------------------------------------------------------------------------
+def _shard_manifest(run: dict[str, Any], engine: EngineSpec, seed: int, shard: tuple[int, int]) -> Manifest:
+    """The manifest of shard ``shard = (index, count)``: the run without its chunk size (it changes no byte)."""
+    identity = {"command": "simulate", **{k: v for k, v in run.items() if k not in ("chunk_size", "shard")}}
+    return Manifest.for_shard("simulate", identity, seed=seed, geometry=engine.geometry.name, total=run["n"], index=shard[0], count=shard[1])
+
+
+def _shard_task(task: tuple[EngineSpec, Any, int, int, Path, int, tuple[int, int], float]) -> Path:
+    """Write one shard file (a Dask task): ``(spec, energies, n, seed, path, chunk_size, shard, max_energy)``.
+
+    A rerun after a lost worker resumes the shard's own work directory."""
+    from calogen.sim.engines import configure_numba_cache
+
+    spec, energies, n, seed, path, chunk_size, shard, max_energy = task
+    configure_numba_cache()
+    return simulate_to_file(spec, energies, n, seed, path, chunk_size=chunk_size, shard=shard, resume=True, max_energy=max_energy)
+
+
+def _simulate_as_shards(
+    engine: EngineSpec, energies: Any, n: int, seed: int, path: Path, *, chunk_size: int, executor: Executor,
+    retries: int, max_energy: float, progress: bool,
+) -> Path:  # fmt: skip
+    """One shard file per chunk, each written by a task in a temporary directory beside ``path``, then merged."""
+    count = -(-n // chunk_size)
+    with shard_directory(path) as work, _progress(progress, n, 0, f"simulate {engine.name} ({executor.kind})") as bar:
+        tasks = [(engine, energies, n, seed, work / f"shard-{i:06d}.h5", chunk_size, (i, count), max_energy) for i in range(count)]
+        shards = []
+        for i, shard in enumerate(executor.map(_shard_task, tasks, retries=retries)):
+            shards.append(shard)
+            if bar is not None:
+                bar.update(-np.subtract(*shard_rows(n, i, count)))
+        return merge_shards(shards, path)
+
+
 # --- the driver --------------------------------------------------------------------------------
 def simulate_to_file(
     engine: EngineSpec,
@@ -334,6 +338,9 @@ def simulate_to_file(
     *,
     chunk_size: int = 1000,
     workers: int = 1,
+    executor: Executor | None = None,
+    retries: int = 2,
+    shard: tuple[int, int] | None = None,
     progress: bool = False,
     resume: bool = False,
     max_energy: float = DEFAULT_MAX_ENERGY_MEV,
@@ -348,7 +355,12 @@ def simulate_to_file(
         seed: run seed in ``[0, 2**63)``; shower ``i`` uses ``derive_seed(seed, i)``.
         path: output HDF5 file; written only when complete.
         chunk_size: showers per chunk, the unit of work, of checkpointing and of resumption.
-        workers: number of processes; the output does not depend on it.
+        workers: number of processes of the default executor (a process pool when > 1).
+        executor: runs the chunks (:mod:`calogen.executor`); a Dask executor runs one shard file per
+            chunk as a task (retried ``retries`` times) and merges them. The output does not depend on it.
+        retries: reruns of a failed Dask task.
+        shard: ``(index, count)``: write only rows :func:`calogen.shards.shard_rows` of the run, with
+            their manifest (a shard file for ``calogen merge``).
         progress: show a progress bar (showers/s) on stderr.
         resume: continue the unfinished run in ``work_dir(path)`` when its settings match.
         max_energy: highest incident energy accepted (MeV); a run above it is refused before it starts.
@@ -360,26 +372,47 @@ def simulate_to_file(
     _check_settings(seed, chunk_size, workers)
     energies, energy_text = _draw_energies(spec_or_energies, n, seed, max_energy)
     check_destination(path)
+    run, attrs = _metadata(engine, energy_text, energies.size, int(seed), chunk_size)
+    manifest = None if shard is None else _shard_manifest(run, engine, int(seed), shard)
+    if executor is None:
+        executor = make_executor(None, workers)
+    if executor.kind == "dask" and shard is None:
+        if resume:
+            raise RunError("--resume applies to the serial and pool executors; a Dask run reruns failed shards itself")
+        task_energies = spec_or_energies if isinstance(spec_or_energies, (str, EnergySpec)) else energies
+        return _simulate_as_shards(engine, task_energies, energies.size, int(seed), path, chunk_size=chunk_size,
+                                   executor=executor, retries=retries, max_energy=max_energy, progress=progress)  # fmt: skip
+    if manifest is not None:
+        run["shard"] = [manifest.index, manifest.count]
+        energies = energies[manifest.start : manifest.stop]
+    offset = 0 if manifest is None else manifest.start
     n_showers, n_chunks = energies.size, -(-energies.size // chunk_size)
-    run, attrs = _metadata(engine, energy_text, n_showers, int(seed), chunk_size)
     work = work_dir(path)
     completed = _open_work_dir(work, run, resume)
     writer = ShowerWriter(work / "showers.h5", engine.geometry, attrs=attrs)
+    content = ContentHash()
     try:
         for k in range(completed):
-            writer.append(energies[k * chunk_size : (k + 1) * chunk_size], _load_chunk(work, k))
+            chunk = energies[k * chunk_size : (k + 1) * chunk_size]
+            showers = _load_chunk(work, k)
+            writer.append(chunk, showers)
+            content.update(chunk, showers)
         with (
             _progress(progress, n_showers, completed * chunk_size, f"simulate {engine.name}") as bar,
-            contextlib.closing(_chunk_results(engine, energies, int(seed), chunk_size, completed, workers)) as results,
+            contextlib.closing(_chunk_results(engine, energies, int(seed), chunk_size, completed, executor, offset)) as results,
         ):
             for k, showers in enumerate(results, start=completed):
                 _save_chunk(work, k, showers)
                 _save_manifest(work, run, k + 1)
                 completed = k + 1
-                writer.append(energies[k * chunk_size : (k + 1) * chunk_size], showers)
+                chunk = energies[k * chunk_size : (k + 1) * chunk_size]
+                writer.append(chunk, showers)
+                content.update(chunk, showers)
                 if bar is not None:
                     bar.update(showers.shape[0])
         writer.close()
+        if manifest is not None:
+            write_manifest(work / "showers.h5", replace(manifest, content_sha256=content.hexdigests()))
     except BaseException as exc:
         if not writer.closed:
             writer.__exit__(type(exc), exc, exc.__traceback__)
