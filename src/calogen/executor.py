@@ -156,25 +156,31 @@ class DaskExecutor(_Closing):
         scheduler: address of a running scheduler (``tcp://host:8786``), or None for a local cluster.
         workers: local cluster workers (ignored with ``scheduler``; in flight: twice the cluster's workers).
         processes: local workers are processes (True) or threads of this process (False).
+        client: an existing ``distributed.Client`` to use instead (e.g. a Dask Gateway cluster's
+            ``cluster.get_client()``, which carries its credentials); left open by :meth:`close`.
     """
 
     kind = "dask"
 
-    def __init__(self, scheduler: str | None = None, workers: int = 2, *, processes: bool = True) -> None:
+    def __init__(self, scheduler: str | None = None, workers: int = 2, *, processes: bool = True, client: Any = None) -> None:
         if workers < 1:
             raise ExecutorError(f"workers must be >= 1, got {workers}")
         try:
             from distributed import Client, LocalCluster
         except ImportError:
             raise ExecutorError("--executor dask needs Dask: pip install 'calogen[dask]' (dask[distributed])") from None
-        self._cluster = None
+        self._cluster: Any = None
+        self._own_client: Any = None
         logging.getLogger("distributed").setLevel(max(logging.WARNING, logging.getLogger("distributed").level))
+        if client is not None:
+            self.client, self.workers = client, max(1, len(client.scheduler_info().get("workers", {})))
+            return
         try:
             if scheduler is None:
-                self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address=None)
-                self.client = Client(self._cluster)
+                self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes, dashboard_address=":0")
+                self.client = self._own_client = Client(self._cluster)
             else:
-                self.client = Client(scheduler, timeout="20s")
+                self.client = self._own_client = Client(scheduler, timeout="20s")
         except (OSError, TimeoutError) as exc:
             self.close()
             raise ExecutorError(f"cannot reach the Dask scheduler {scheduler}: {exc}; check --scheduler") from None
@@ -196,11 +202,11 @@ class DaskExecutor(_Closing):
 
     def close(self) -> None:
         """Close the client and, if this executor started it, the local cluster."""
-        for part in (getattr(self, "client", None), self._cluster):
+        for part in (self._own_client, self._cluster):
             if part is not None:
                 with contextlib.suppress(Exception):
                     part.close()
-        self._cluster = None
+        self._cluster = self._own_client = None
 
 
 def make_executor(kind: str | None = None, workers: int = 1, scheduler: str | None = None) -> Executor:
