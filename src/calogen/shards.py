@@ -301,20 +301,24 @@ def virtual_file(paths: Sequence[Path], output: Path) -> Path:
     one shower file (:class:`calogen.io.ShowerFile`) as long as ``paths`` exist.
     """
     ordered = _check_list(paths)
-    sizes, voxels = [], set()
+    shapes = []
     for path in ordered:
-        with ShowerFile(path) as f:
-            sizes.append(f.n_showers)
-            voxels.add(f.n_voxels)
+        with h5py.File(path, "r") as h5, ShowerFile(path):
+            shapes.append({key: h5[key].shape for key in (ENERGY_KEY, SHOWER_KEY)})
+    voxels = sorted({shape[SHOWER_KEY][1] for shape in shapes})
     if len(voxels) != 1:
-        raise ShardError(f"the files {', '.join(map(str, ordered))} have different voxel counts {sorted(voxels)}; give files of one geometry")
-    (n_voxels,) = voxels
+        raise ShardError(f"the files {', '.join(map(str, ordered))} have different voxel counts {voxels}; give files of one geometry")
+    total = sum(shape[SHOWER_KEY][0] for shape in shapes)
     with h5py.File(output, "w") as h5:
-        for key, width in ((ENERGY_KEY, 1), (SHOWER_KEY, n_voxels)):
-            layout = h5py.VirtualLayout(shape=(sum(sizes), width), dtype="f4")
+        for key, width in ((ENERGY_KEY, 1), (SHOWER_KEY, voxels[0])):
+            layout = h5py.VirtualLayout(shape=(total, width), dtype="f4")
             row = 0
-            for path, size in zip(ordered, sizes, strict=True):
-                layout[row : row + size] = h5py.VirtualSource(str(path.resolve()), key, shape=(size, width))
+            for path, shape in zip(ordered, shapes, strict=True):
+                size, source = shape[key][0], h5py.VirtualSource(str(path.resolve()), key, shape=shape[key])
+                if len(shape[key]) == 1:  # energies stored as (N,)
+                    layout[row : row + size, 0] = source
+                else:
+                    layout[row : row + size] = source
                 row += size
             h5.create_virtual_dataset(key, layout)
     return output
