@@ -71,3 +71,25 @@ def test_report_without_families_hides_the_section(tmp_path):
                   samples=[SampleReport("gen", compare_features(f, f), f.mean_shower)])
     data = json.loads((tmp_path / "r.html").read_text().split('type="application/json">', 1)[1].split("</script>", 1)[0])
     assert data["samples"][0]["families"] is None
+
+
+def test_report_shows_the_demos_weighted_and_hybrid_rows(tmp_path):
+    """The demo's rows: one GFLASH file evaluated plain and with DCTR weights (its ESS shown, its histograms
+    weighted), and a hybrid sample, in the order given."""
+    from calogen.eval.evaluate import EvaluationSettings, evaluate
+    from calogen.eval.weights_file import write_weights
+
+    rng = np.random.default_rng(3)
+    for name, occupancy in (("ref", 0.5), ("gflash", 0.8), ("hybrid", 0.55)):
+        write_showers(tmp_path / f"{name}.h5", *_showers(150, rng, occupancy))
+    w = rng.uniform(0.2, 3.0, 150)
+    write_weights(tmp_path / "w.h5", w, {})
+    samples = {"GFLASH": tmp_path / "gflash.h5", "GFLASH+DCTR": tmp_path / "gflash.h5", "hybrid": tmp_path / "hybrid.h5"}
+    evaluate(tmp_path / "ref.h5", samples, TINY, tmp_path / "eval", settings=EvaluationSettings(metrics=("hist",)),
+             weights={"GFLASH+DCTR": tmp_path / "w.h5"})  # fmt: skip
+    data = json.loads((tmp_path / "eval" / "report.html").read_text().split('type="application/json">', 1)[1].split("</script>", 1)[0])
+    assert [s["name"] for s in data["samples"]] == ["GFLASH", "GFLASH+DCTR", "hybrid"]
+    assert ["ESS" in s["scalars"] for s in data["samples"]] == [False, True, False]
+    assert data["samples"][1]["scalars"]["ESS"][0] == pytest.approx(w.sum() ** 2 / (w**2).sum(), rel=1e-6)
+    layer = next(h for h in data["histograms"] if h["name"] == "e_layer_0")["samples"]
+    assert layer["GFLASH"]["values"] != layer["GFLASH+DCTR"]["values"]  # the weights reach the histograms

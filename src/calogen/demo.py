@@ -1,9 +1,13 @@
-"""The main job: detailed MC vs the shipped model vs GFLASH, evaluated, timed and reported on one page.
+"""The main job: detailed MC vs GFLASH, GFLASH + DCTR weights, the shipped model and the hybrid, evaluated,
+timed and reported on one page.
 
 Steps: simulate ``n`` held-out DS2 electron showers with the detailed Monte Carlo (the reference);
 generate the same incident energies with the pretrained flow-matching model shipped in the package (when
-present) and with calibrated GFLASH; time all three generators; evaluate both fast generators against the
-MC; write ``metrics.json`` and one ``report.html`` with the speed-ups.
+present) and with calibrated GFLASH; fit DCTR weights of the GFLASH showers against the MC
+(:func:`calogen.eval.reweight.reweight_files`, cross-fitted on the demo's own two files, so the weighted
+figures share the MC sample the weights were fitted to); refine the GFLASH showers with the shipped hybrid
+refiner (when present); time the generators (the hybrid's time includes GFLASH's own); evaluate every fast
+sample against the MC; write ``metrics.json`` and one ``report.html`` with the speed-ups.
 """
 
 from __future__ import annotations
@@ -22,12 +26,18 @@ from calogen.errors import CalogenError
 from calogen.generator import Generator, generate_to_file
 from calogen.geometry import Geometry
 
-__all__ = ["DemoSettings", "PRETRAINED_DIR", "run_demo"]
+__all__ = ["DCTR_NAME", "DemoSettings", "HYBRID_DIR", "PRETRAINED_DIR", "run_demo"]
 
 log = logging.getLogger(__name__)
 
 PRETRAINED_DIR = Path(__file__).with_name("data") / "pretrained" / "cpu-small-ds2"
 """The model trained on detailed-MC DS2 showers that ships with calogen."""
+
+HYBRID_DIR = PRETRAINED_DIR.with_name("cpu-small-ds2-hybrid")
+"""The hybrid refiner (GFLASH DS2 electrons toward the detailed MC) that ships with calogen."""
+
+DCTR_NAME = "GFLASH+DCTR"
+"""The demo's row of GFLASH showers with DCTR weights."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,34 @@ def _fast_generators(geometry: Geometry, nfe: int | None) -> dict[str, Generator
         log.warning("no pretrained model at %s; the demo compares GFLASH only", PRETRAINED_DIR)
     generators["GFLASH"] = make_engine("gflash", geometry, "e-")
     return generators
+
+
+def _refine(gflash: Path, out: Path, energies: np.ndarray, *, nfe: int | None, seed: int, progress: bool) -> Generator | None:
+    """Refine the GFLASH showers (incident ``energies`` MeV) into ``out`` with the shipped hybrid refiner; returns
+    it as a Generator (GFLASH + refiner, for the timing), or None when the package holds no refiner or the
+    energies leave its training range."""
+    if not (HYBRID_DIR / "config.json").is_file():
+        log.warning("no pretrained refiner at %s; the demo has no hybrid row", HYBRID_DIR)
+        return None
+    from calogen.hybrid import load_refiner, refine_file
+
+    hybrid = load_refiner(HYBRID_DIR).using(nfe=nfe)
+    pre = hybrid.preprocessor
+    if pre.out_of_range(np.asarray(energies, np.float32).reshape(-1, 1)).any():
+        log.warning("energies outside the refiner's training range %.4g-%.4g MeV; the demo has no hybrid row", pre.e_min, pre.e_max)
+        return None
+    log.info("refining the GFLASH showers with the shipped hybrid refiner (NFE %d)", hybrid.nfe)
+    refine_file(HYBRID_DIR, gflash, out, seed=seed, nfe=hybrid.nfe, progress=progress)
+    return hybrid
+
+
+def _dctr_weights(mc: Path, gflash: Path, out: Path, seed: int, progress: bool) -> Path:
+    """DCTR weights of the GFLASH showers against the MC showers (``calogen reweight``), written to ``out``."""
+    from calogen.eval.reweight import ReweightSettings, reweight_files
+
+    log.info("fitting DCTR weights of the GFLASH showers against the detailed MC")
+    reweight_files(mc, gflash, out, Geometry.builtin("ds2"), settings=ReweightSettings(seed=seed), progress=progress)
+    return out
 
 
 def _timing(generator: Generator, spec: str, settings: DemoSettings) -> dict[int, float]:
@@ -118,6 +156,11 @@ def run_demo(out_dir: str | os.PathLike[str], settings: DemoSettings = DemoSetti
         log.info("generating %d showers with %s", settings.n, name)
         generate_to_file(generator, energies, path, seed=settings.seed + k, batch_size=1000, progress=progress)
         generated[name] = path
+    weights = _dctr_weights(mc_path, generated["GFLASH"], out / "gflash_dctr_weights.h5", settings.seed, progress)
+    hybrid = _refine(generated["GFLASH"], out / "hybrid.h5", energies, nfe=settings.nfe, seed=settings.seed + len(generators) + 1, progress=progress)
+    if hybrid is not None:
+        generators["hybrid"], generated["hybrid"] = hybrid, out / "hybrid.h5"
+    rows = {"GFLASH": generated["GFLASH"], DCTR_NAME: generated["GFLASH"], **{n: generated[n] for n in ("model", "hybrid") if n in generated}}
 
     # The detailed MC simulates one shower at a time, so its cost per shower does not depend on the
     # batch size: the wall time of the reference run above is its timing.
@@ -132,7 +175,7 @@ def run_demo(out_dir: str | os.PathLike[str], settings: DemoSettings = DemoSetti
         sample_timing[name] = row
     record = evaluate(
         mc_path,
-        {name: str(path) for name, path in generated.items()},
+        {name: str(path) for name, path in rows.items()},
         geometry,
         out,
         # The fast classifier keeps the demo within minutes; metrics.json and the report name the deviation.
@@ -141,7 +184,8 @@ def run_demo(out_dir: str | os.PathLike[str], settings: DemoSettings = DemoSetti
         ),
         reference_name="detailed MC",
         timing=sample_timing,
-        title=f"calogen demo — {' and '.join(generators)} vs the detailed MC ({mc_ms:.1f} ms/shower), DS2 electrons {settings.energies}",
+        title=f"calogen demo — {', '.join(rows)} vs the detailed MC ({mc_ms:.1f} ms/shower), DS2 electrons {settings.energies}",
+        weights={DCTR_NAME: str(weights)},
         extra={
             "demo": {
                 "settings": {**settings.__dict__, "timing_batch_sizes": list(settings.timing_batch_sizes), "metrics": list(settings.metrics)},
@@ -149,6 +193,10 @@ def run_demo(out_dir: str | os.PathLike[str], settings: DemoSettings = DemoSetti
                 "detailed_mc_simulation_seconds": round(mc_seconds, 2),
                 "timings_ms_per_shower": {n: {str(b): ms for b, ms in t.items()} for n, t in timings.items()},
                 "mean_incident_energy_mev": float(np.mean(energies)),
+                "dctr": {"weights": str(weights), "sample": DCTR_NAME,
+                         "note": "cross-fitted on the demo's own MC and GFLASH files: the weighted figures share the MC sample the weights were fitted to"},
+                "hybrid": None if hybrid is None else {"directory": str(HYBRID_DIR), "nfe": hybrid.nfe, "refines": str(generated["GFLASH"]),
+                                                       "timing": "HybridGenerator.sample: GFLASH's own simulation included"},
             }
         },
         progress=progress,

@@ -1,4 +1,4 @@
-"""``calogen demo --out DIR``: simulate, generate, evaluate, time and report in one go."""
+"""``calogen demo --out DIR``: simulate, generate, reweight, refine, evaluate, time and report in one go."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 from calogen.commands._types import positive_int, seed_int
 
 NAME = "demo"
-HELP = "the main job: detailed MC vs the shipped model vs GFLASH, evaluated and timed, one report.html"
+HELP = "the main job: detailed MC vs GFLASH, GFLASH + DCTR weights, the shipped model and hybrid, evaluated and timed, one report.html"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=positive_int, default=2000, help="held-out detailed-MC showers (default: 2000)")
     parser.add_argument("--energy", default="loguniform:1GeV:100GeV", help="incident energies (default: loguniform:1GeV:100GeV)")
     parser.add_argument("--seed", type=seed_int, default=2026, help="run seed")
-    parser.add_argument("--nfe", type=positive_int, default=None, help="network evaluations of the model's sampler")
+    parser.add_argument("--nfe", type=positive_int, default=None, help="network evaluations of the model's and the hybrid's shape sampler")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
