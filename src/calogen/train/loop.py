@@ -3,8 +3,14 @@ atomic checkpoints and exact resumption.
 
 Everything random is a pure function of the seed: initial weights (``seed``), the data order
 (:class:`~calogen.train.data.BlockLoader`) and the training noise (:class:`~calogen.train.trainer.Trainer`),
-so a resumed run continues exactly as an uninterrupted one; ``torchrun`` (``WORLD_SIZE`` > 1) trains with
-DistributedDataParallel.
+so a resumed run continues exactly as an uninterrupted one.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) every process reads the same global batches and trains on its shards
+of them with DistributedDataParallel (:class:`~calogen.train.trainer.Trainer`); the run directory must be on a
+file system every process sees. Rank 0 alone writes (``run.json``, the preprocessing, ``history.jsonl``,
+checkpoints, the model) and logs; the other processes wait at a barrier after each write and read the
+preprocessing rank 0 fitted. The number of batch shards (default: the number of processes) is stored in
+``run.json``, so a run resumes exactly on any number of processes that divides it.
 
 The run directory holds ``run.json`` (the SHA-256 of the training file, the geometry and the preset),
 written before anything else. A new run needs an empty or missing directory; ``resume=True`` refuses
@@ -41,12 +47,16 @@ from calogen.models.generator import save_model
 from calogen.models.preprocess import Preprocessor, energy_groups
 from calogen.models.refiner import refiner_config
 from calogen.outputs import check_output_dir, ensure_free_space
-from calogen.train.checkpoint import latest_checkpoint, read_checkpoint, write_checkpoint
+from calogen.train.checkpoint import (
+    latest_checkpoint,
+    read_checkpoint,
+    write_checkpoint,
+)
 from calogen.train.config import PRESETS, Preset
 from calogen.train.data import BlockLoader, SourcePool
 from calogen.train.distill import load_teacher, student_preset, teacher_record
 from calogen.train.run_record import check_same_run, read_run, run_identity, write_run
-from calogen.train.trainer import Dist, Trainer, device_for
+from calogen.train.trainer import Dist, Trainer, check_shards, device_for
 
 __all__ = ["TrainResult", "train"]
 
@@ -106,6 +116,14 @@ def _truncate_history(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
+def _shards(out: Path, stored: dict[str, Any] | None, given: int | None, dist: Dist) -> int:
+    """The run's batch shards: the stored count when resuming (a given one must match), else ``given`` or the process count."""
+    kept = None if stored is None else stored.get("shards")
+    if kept is not None and given is not None and given != kept:
+        raise CalogenError(f"{out} was trained with {kept} batch shards, not {given}; resume without shards (the stored count is used)")
+    return int(kept or given or dist.world)
+
+
 def train(
     data: str | os.PathLike[str],
     geometry: Geometry | str,
@@ -117,6 +135,7 @@ def train(
     progress: bool = False,
     teacher: str | os.PathLike[str] | None = None,
     source: str | os.PathLike[str] | None = None,
+    shards: int | None = None,
 ) -> TrainResult:
     """Train an energy + shape model on a shower file and write a model directory.
 
@@ -135,7 +154,12 @@ def train(
             energy and radial networks it keeps and whose shape network it starts from.
         source: a refiner's FastSim file (same geometry and energies as ``data``; needs a refiner preset
             such as ``hybrid-small``).
+        shards: parts of each global batch with their own noise (:class:`~calogen.train.trainer.Trainer`): a
+            multiple of the number of processes; default the number of processes for a new run, the stored one
+            when resuming (a given one must equal it). One process with ``shards=K`` reproduces a ``K``-process run.
     """
+    dist = Dist.from_env()
+    main = dist.main
     geometry = Geometry.resolve(geometry)
     given = None if preset is None else preset if isinstance(preset, Preset) else Preset.resolve(preset)
     out = check_output_dir(out)
@@ -166,13 +190,13 @@ def train(
         preset = adapt(preset)
         given = None if given is None else adapt(given)
     cfg = preset.train
-    dist = Dist.from_env()
+    shards = _shards(out, stored, shards, dist)
+    check_shards(preset, shards, dist.world)
     device = device_for(dist)
-    main = dist.rank == 0
     loader = BlockLoader(data, geometry, batch_size=cfg.batch_size, block_size=cfg.block_size,
                          shuffle_blocks=cfg.shuffle_blocks, val_fraction=cfg.val_fraction, seed=cfg.seed)  # fmt: skip
     try:
-        identity = run_identity(data, geometry, preset)
+        identity = run_identity(data, geometry, preset, shards)
         if teacher is not None:
             identity["teacher"] = teacher_record(teacher)
         pool = None
@@ -183,26 +207,22 @@ def train(
             check_same_run(out, stored, identity, given)
             if (stored.get("source") or {}).get("sha256") != (identity.get("source") or {}).get("sha256"):
                 raise CalogenError(f"{out} was trained with --source {(stored.get('source') or {}).get('path')}; resume with the same file")
-        elif resume:
+        elif resume and main:
             log.warning("%s has no run.json (written by an older calogen); cannot check that --data and the preset match", out)
+        dist.barrier()  # every process has checked the directory before rank 0 writes into it
         if not checkpoint and main:  # a new run, or one stopped before its first checkpoint: start clean
             out.mkdir(parents=True, exist_ok=True)
             (out / "history.jsonl").unlink(missing_ok=True)
             write_run(out, identity)
-        if checkpoint:
+            pre = teacher_model.preprocessor if teacher_model is not None else _fit_preprocessing(loader, geometry, preset)
+            pre.save(out)
+            if refiner and teacher_model is not None and teacher_model.occupancy is not None:
+                _copy_occupancy(Path(teacher_model.directory), out)
+        dist.barrier()
+        if checkpoint or not main:
             pre = Preprocessor.load(out)
-        elif teacher_model is not None:
-            pre = teacher_model.preprocessor
-            if main:
-                pre.save(out)
-                if refiner and teacher_model.occupancy is not None:
-                    _copy_occupancy(Path(teacher_model.directory), out)
-        else:
-            pre = _fit_preprocessing(loader, geometry, preset)
-            if main:
-                pre.save(out)
         val = loader.read_blocks(loader.val_blocks, cfg.val_max)
-        trainer = Trainer(geometry, preset, pre, device=device, dist=dist, teacher=None if teacher_model is None else teacher_model.pair,
+        trainer = Trainer(geometry, preset, pre, device=device, dist=dist, shards=shards, teacher=None if teacher_model is None else teacher_model.pair,
                           source=pool)  # fmt: skip
         if cfg.energy_batch_size is not None:
             trainer.set_energy_pool(loader)
@@ -212,13 +232,15 @@ def train(
         history = out / "history.jsonl"
         if checkpoint:
             trainer.load_state(tensors, meta)
-            _truncate_history(history, start)
+            if main:
+                _truncate_history(history, start)
         elif teacher_model is not None and cfg.one_step_steps:  # before the loop; a checkpoint at step 0 keeps it
             trainer.fit_energy_maps(log=(lambda r: _append_history(history, r)) if main else None, progress=progress and main)
             if main:
                 state, state_meta = trainer.state()
                 write_checkpoint(out, 0, state, {**state_meta, "step": 0, "best_val": best, "bad_evals": bad, "stopped_early": False,
                                                  "wall_time_s": wall, "preset": preset.to_dict()})  # fmt: skip
+            dist.barrier()
         extra = {"preset": preset.to_dict(), "training": {"data": str(data), "seed": cfg.seed, **{k: identity[k] for k in ("teacher", "source") if k in identity}}}
         if pool is not None:
             extra["refiner"] = {"fastsim": fastsim_record(pool.attrs, geometry), "source": {**identity["source"], **pool.record()}}
@@ -245,7 +267,8 @@ def train(
             if bar is not None:
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
                 bar.update(1)
-            if main and (step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stopped):
+            save = step % cfg.checkpoint_every == 0 or step == cfg.max_steps or stopped
+            if save and main:
                 elapsed = wall + time.perf_counter() - t0
                 state, state_meta = trainer.state()
                 weights = sum(t.numel() * t.element_size() for t in state.values())
@@ -255,9 +278,11 @@ def train(
                 training = {**extra["training"], "steps": step, "best_val": best, "stopped_early": stopped, "wall_time_s": elapsed}
                 save_model(out, geometry=geometry, config=preset.model, preprocessor=pre, raw=trainer.raw, ema=trainer.ema,
                            extra={**extra, "training": training})  # fmt: skip
+            if save:
+                dist.barrier()  # the other processes go on once the checkpoint is complete
         if bar is not None:
             bar.close()
-        if stopped:
+        if stopped and main:
             log.info("stopped early at step %d: validation loss did not improve %d times", step, cfg.patience)
         return TrainResult(out, step, best, stopped, wall + time.perf_counter() - t0)
     except BaseException:

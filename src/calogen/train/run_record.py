@@ -1,6 +1,7 @@
 """The record of a training run, ``run.json`` in its directory: what a resumed run must match.
 
-It holds the SHA-256 of the training file, the geometry, the full preset and, for a student, the
+It holds the SHA-256 of the training file, the geometry, the full preset, the number of batch shards
+(:class:`~calogen.train.trainer.Trainer`; absent in runs of older versions) and, for a student, the
 SHA-256 of its teacher's weights. ``train --resume`` refuses another training file, teacher or geometry, and an explicitly given preset that differs from the
 stored one in anything but ``train.max_steps`` (which ``--max-steps`` may change).
 """
@@ -32,10 +33,10 @@ def _comparable(record: Any) -> dict[str, Any]:
     return {**sections, "train": {k: v for k, v in sections.get("train", {}).items() if k != "max_steps"}}
 
 
-def run_identity(data: str | os.PathLike[str], geometry: Geometry, preset: Preset) -> dict[str, Any]:
-    """What a resumed run must match: the training file's bytes, the geometry and the preset."""
+def run_identity(data: str | os.PathLike[str], geometry: Geometry, preset: Preset, shards: int = 1) -> dict[str, Any]:
+    """What a resumed run must match: the training file's bytes, the geometry, the preset and the batch shards."""
     return {"format": RUN_FORMAT, "data": str(data), "data_sha256": file_sha256(data), "geometry": geometry.name,
-            "n_voxels": geometry.n_voxels, "preset": preset.to_dict()}  # fmt: skip
+            "n_voxels": geometry.n_voxels, "preset": preset.to_dict(), "shards": shards}  # fmt: skip
 
 
 def write_run(out: Path, identity: dict[str, Any]) -> None:

@@ -1,10 +1,17 @@
 """One training process's state: the model, its EMA copy and the optimiser, with the step, validation,
 learning-rate and state functions the training loop (:mod:`calogen.train.loop`) calls.
 
-The training noise of step ``s`` is ``derive_seed(seed, s)`` and the energy models' batches are drawn
-from a seeded generator, so a resumed run continues exactly as an uninterrupted one. On a CUDA machine the
-networks run under bf16 autocast; with ``WORLD_SIZE`` > 1 (``torchrun``) the model is wrapped in
-DistributedDataParallel and each process takes every ``world``-th shower of a batch.
+The global batch of a step is split into ``shards`` equal parts (shard ``k``: every ``shards``-th shower
+from the ``k``-th, and likewise for the energy models' rows); shard ``k`` of step ``s`` draws its training
+noise from ``derive_seed(seed, s shards + k)``, and the loss is the mean of the shards' mean losses, which
+is the mean over the global batch. With ``WORLD_SIZE`` > 1 (``torchrun``) the model is wrapped in
+DistributedDataParallel and process ``r`` of ``world`` takes the consecutive shards
+``r shards / world ... (r + 1) shards / world - 1``, accumulating their gradients; DDP averages the
+processes' gradients, so every process applies the gradient of the whole global batch, and a run with
+``shards`` = K gives the same weights on 1, K or any divisor of K processes (up to the order of float
+sums). ``shards`` defaults to the number of processes. The energy models' batches are drawn from a seeded
+generator, so a resumed run continues exactly as an uninterrupted one. On a CUDA machine the networks
+run under bf16 autocast.
 
 Learning rate at step ``s``: ``lr (s + 1) / warmup`` during warm-up, then
 ``lr (m + (1 - m) (1 + cos(pi p)) / 2)`` with ``p`` the fraction of the remaining steps done.
@@ -15,7 +22,8 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,30 +35,65 @@ from calogen.generator import derive_seed
 from calogen.geometry import Geometry
 from calogen.io import ShowerData
 from calogen.models.generator import ModelPair
-from calogen.models.preprocess import Preprocessor, energy_groups, layer_vector, radial_vector
+from calogen.models.preprocess import (
+    Preprocessor,
+    energy_groups,
+    layer_vector,
+    radial_vector,
+)
 from calogen.train.checkpoint import optimizer_from_flat, optimizer_to_flat
 from calogen.train.config import Preset
 from calogen.train.data import BlockLoader, SourcePool
 from calogen.train.one_step import build_bank, fit_one_step
 
-__all__ = ["Dist", "Trainer", "device_for"]
+__all__ = ["Dist", "Trainer", "check_shards", "device_for"]
 
 
 @dataclass(frozen=True)
 class Dist:
+    """This process's ``rank`` among ``world`` training processes; the collective operations do nothing
+    in a single process."""
+
     rank: int = 0
     world: int = 1
 
     @classmethod
     def from_env(cls) -> Dist:
+        """The processes ``torchrun`` started (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``): joins their process
+        group (NCCL on CUDA, else gloo) unless already joined."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return cls()
-        import torch.distributed as dist
+        import torch.distributed as tdist
 
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return cls(dist.get_rank(), world)
+        if not tdist.is_initialized():
+            if torch.cuda.is_available():
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            tdist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return cls(tdist.get_rank(), world)
+
+    @property
+    def main(self) -> bool:
+        """Whether this process writes files and logs (rank 0)."""
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        """Wait until every process arrives here."""
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def broadcast_(self, tensors: Iterable[torch.Tensor]) -> None:
+        """Overwrite ``tensors`` in place with rank 0's."""
+        if self.world > 1:
+            for t in tensors:
+                torch.distributed.broadcast(t, 0)
+
+    def mean_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` replaced in place by its mean over the processes; returned."""
+        if self.world > 1:
+            torch.distributed.all_reduce(tensor)
+            tensor.div_(self.world)
+        return tensor
 
 
 class Trainer:
@@ -62,6 +105,8 @@ class Trainer:
         preprocessor: fitted preprocessing.
         device: where to train.
         dist: process rank and count.
+        shards: parts of the global batch with their own noise (see the module docstring); a multiple of
+            ``dist.world`` dividing ``train.batch_size`` and ``train.energy_batch_size`` (default: ``dist.world``).
         teacher: the flow-matching model a student (``model.objective`` consistency or average-velocity) starts
             from and distils (:meth:`~calogen.models.generator.ModelPair.start_from`), or a refiner starts from.
         source: a refiner's FastSim showers.
@@ -69,13 +114,15 @@ class Trainer:
 
     def __init__(
         self, geometry: Geometry, preset: Preset, preprocessor: Preprocessor, *, device: torch.device | None = None,
-        dist: Dist | None = None, teacher: ModelPair | None = None, source: SourcePool | None = None,
+        dist: Dist | None = None, shards: int | None = None, teacher: ModelPair | None = None, source: SourcePool | None = None,
     ) -> None:  # fmt: skip
         self.geometry, self.preset, self.pre = geometry, preset, preprocessor
         if preset.model.radial_width and not preprocessor.radial_dim:
             raise CalogenError("the model has a radial network but the preprocessing was fitted without radial=True")
         self.device = device or torch.device("cpu")
         self.dist = dist or Dist()
+        self.shards = shards or self.dist.world
+        check_shards(preset, self.shards, self.dist.world)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(preset.train.seed)
             self.raw = ModelPair(geometry, preset.model, preprocessor.layer_dim).to(self.device)
@@ -98,6 +145,7 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             self.model = DistributedDataParallel(self.raw, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self.dist.broadcast_(self.ema.state_dict().values())  # DDP gave every process rank 0's raw weights
         cfg = preset.train
         self.params = [p for p in self.raw.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -113,25 +161,30 @@ class Trainer:
         self.energy_pool = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), radial)
 
     def _energy_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
-        """The energy and radial models' rows of step ``step``; None when they take the step's showers or the loop does not train them."""
+        """The energy and radial models' rows of step ``step`` (all shards'); None when they take the step's showers or
+        the loop does not train them."""
         size = self.preset.train.energy_batch_size
         if self.energy_pool is None or size is None or not self.raw.loop_networks & {"energy", "radial"}:
             return None
         n = self.energy_pool[0].shape[0]
-        rows = np.random.default_rng([self.preset.train.seed, 2, step]).integers(0, n, size)[self.dist.rank :: self.dist.world]
+        rows = np.random.default_rng([self.preset.train.seed, 2, step]).integers(0, n, size)
         index = torch.from_numpy(rows).to(self.device)
         cond, layers, radial = self.energy_pool
         return cond[index], layers[index], None if radial is None else radial[index]
 
     def fit_energy_maps(self, log: Callable[[dict[str, float]], None] | None = None, progress: bool = False) -> None:
         """A student's one-step energy and radial networks, regressed on a bank of the teacher's solves
-        (:mod:`calogen.train.one_step`; needs :meth:`set_energy_pool`); the EMA copy gets the same weights."""
+        (:mod:`calogen.train.one_step`; needs :meth:`set_energy_pool`); the EMA copy gets the same weights.
+
+        Every process runs the same seeded regression; rank 0's result is then broadcast, so kernels that are not
+        bitwise reproducible cannot leave the processes with different networks."""
         if self.teacher is None or self.energy_pool is None:
             raise CalogenError("the one-step energy stage needs a teacher and the training showers' energies")
         bank = build_bank(self.teacher, self.energy_pool[0], self.preset.train.bank_size, self.preset.train.seed)
         fit_one_step(self.raw, bank, self.preset.train, log=log, progress=progress)
         for name in ("energy", "radial"):
             if getattr(self.raw, name) is not None:
+                self.dist.broadcast_(getattr(self.raw, name).state_dict().values())
                 getattr(self.ema, name).load_state_dict(getattr(self.raw, name).state_dict())
 
     def lr_at(self, step: int) -> float:
@@ -192,18 +245,37 @@ class Trainer:
     def _generator(self, seed: int) -> torch.Generator:
         return torch.Generator(self.device).manual_seed(seed)
 
+    def local_shards(self) -> range:
+        """The shards of the global batch this process trains on."""
+        per_process = self.shards // self.dist.world
+        return range(self.dist.rank * per_process, (self.dist.rank + 1) * per_process)
+
+    def _accumulate(self, data: ShowerData, step: int) -> torch.Tensor:
+        """Backward pass of this process's shards of the global batch ``data``, each weighted by ``1 / shards``
+        (DDP: averaged over the processes at the last one); returns their mean ``(energy, radial, shape)`` losses."""
+        cfg, shards, mine = self.preset.train, self.shards, self.local_shards()
+        energy = self._energy_batch(step)
+        totals = torch.zeros(3, device=self.device)
+        for k in mine:
+            part = ShowerData(data.energies[k::shards], data.showers[k::shards])
+            rows = None if energy is None else tuple(None if t is None else t[k::shards] for t in energy)
+            gen = self._generator(derive_seed(cfg.seed, step * shards + k))
+            rng = np.random.default_rng([cfg.seed, 3, step, k])
+            sync = k == mine[-1] or self.dist.world == 1
+            with nullcontext() if sync else self.model.no_sync():  # type: ignore[operator]
+                losses = self.losses(self.model, part, gen, rows, rng)  # type: ignore[arg-type]
+                (sum(losses) / len(mine)).backward()
+            totals += torch.stack([loss.detach() for loss in losses]) / len(mine)
+        return self.dist.mean_(totals)
+
     def step(self, data: ShowerData, step: int) -> dict[str, float]:
-        """One optimiser step on ``data`` (this process's share); returns the logged figures."""
+        """One optimiser step on the global batch ``data`` (every process gets the same); returns the logged
+        figures (means over the global batch)."""
         cfg = self.preset.train
-        if self.dist.world > 1:
-            data = ShowerData(data.energies[self.dist.rank :: self.dist.world], data.showers[self.dist.rank :: self.dist.world])
         self.model.train()
-        gen = self._generator(derive_seed(cfg.seed, step * self.dist.world + self.dist.rank))
-        rng = np.random.default_rng([cfg.seed, 3, step, self.dist.rank])
-        loss_e, loss_r, loss_s = self.losses(self.model, data, gen, self._energy_batch(step), rng)
-        loss = loss_e + loss_r + loss_s
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        totals = self._accumulate(data, step)
+        (loss_e, loss_r, loss_s), loss = totals.tolist(), float(totals.sum())
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
         lr = self.lr_at(step)
         for group in self.opt.param_groups:
@@ -212,21 +284,23 @@ class Trainer:
         with torch.no_grad():
             for e, r in zip(self.ema.parameters(), self.raw.parameters(), strict=True):
                 e.lerp_(r, 1 - cfg.ema_decay)
-        record = {"loss": loss.item(), "loss_energy": loss_e.item(), "loss_shape": loss_s.item(), "lr": lr, "grad_norm": float(grad_norm)}
+        record = {"loss": loss, "loss_energy": loss_e, "loss_shape": loss_s, "lr": lr, "grad_norm": float(grad_norm)}
         if self.raw.radial is not None:
-            record["loss_radial"] = loss_r.item()
+            record["loss_radial"] = loss_r
         return record
 
     @torch.no_grad()
     def validate(self, data: ShowerData) -> float:
-        """Mean loss of the EMA weights on ``data`` with fixed noise."""
+        """Mean loss of the EMA weights on ``data`` with fixed noise (every process computes it; rank 0's is returned)."""
         gen = self._generator(derive_seed(self.preset.train.seed, -1))
         rng = np.random.default_rng([self.preset.train.seed, 4])
         bs, total = self.preset.train.batch_size, 0.0
         for s in range(0, len(data), bs):
             chunk = ShowerData(data.energies[s : s + bs], data.showers[s : s + bs])
             total += float(sum(self.losses(self.ema, chunk, gen, rng=rng))) * len(chunk)
-        return total / len(data)
+        mean = torch.tensor([total / len(data)], dtype=torch.float64, device=self.device)
+        self.dist.broadcast_([mean])
+        return float(mean.item())
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Flat tensors and JSON state of model, EMA and optimiser."""
@@ -243,7 +317,22 @@ class Trainer:
         optimizer_from_flat(self.opt, {k: v.to(self.device) for k, v in tensors.items()}, meta["optimizer"])
 
 
+def check_shards(preset: Preset, shards: int, world: int) -> None:
+    """Refuse a shard count that is not a multiple of the process count or does not divide the batches."""
+    cfg = preset.train
+    if shards < 1 or shards % world:
+        raise CalogenError(f"{shards} batch shards cannot be spread evenly over {world} training processes; use a multiple of {world}")
+    for name in ("batch_size", "energy_batch_size"):
+        size = getattr(cfg, name)
+        if size is not None and size % shards:
+            raise CalogenError(
+                f"train.{name} = {size} does not split into {shards} equal shards (one per process, or as many as the run was "
+                f"started with); choose a train.{name} divisible by {shards}, or another number of processes"
+            )
+
+
 def device_for(dist: Dist) -> torch.device:
+    """This process's CUDA device (``LOCAL_RANK``), or the CPU."""
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", dist.rank)))
     return torch.device("cpu")
