@@ -98,6 +98,10 @@ class ModelConfig:
             cost little (None: the same as the shape network's).
         bridge_sigma: a refiner's start is the preprocessed FastSim shower plus this much standard-normal
             noise (0: a deterministic transport of the FastSim shower); other objectives ignore it.
+        cell_alpha: alpha bins of the grid a cell geometry's layers are mapped onto (0: six per ring of the
+            outermost ring; :mod:`calogen.models.cell_map`); cylindrical geometries ignore it.
+        directions: every network is also conditioned on the incident direction of the primary
+            (:func:`~calogen.models.preprocess.direction_features`).
     """
 
     objective: str = "flow"
@@ -116,6 +120,8 @@ class ModelConfig:
     energy_sampler: str | None = None
     energy_nfe: int | None = None
     bridge_sigma: float = 0.0
+    cell_alpha: int = 0
+    directions: bool = False
 
     def __post_init__(self) -> None:
         from calogen.models.samplers import SAMPLERS, steps_for_nfe
@@ -128,6 +134,8 @@ class ModelConfig:
         for name in ("emb_dim", "energy_width", "energy_depth"):
             if getattr(self, name) < 1:
                 raise CalogenError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.cell_alpha < 0:
+            raise CalogenError(f"model.cell_alpha must be >= 0 (0: automatic), got {self.cell_alpha}")
         if self.bridge_sigma < 0:
             raise CalogenError(f"model.bridge_sigma must be >= 0, got {self.bridge_sigma}")
         if self.radial_width < 0 or self.radial_depth < 1:

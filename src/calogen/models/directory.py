@@ -16,10 +16,12 @@ from typing import Any
 
 import torch
 
+from calogen.cell_geometry import FORMAT as CELL_FORMAT
+from calogen.cell_geometry import CellGeometry
 from calogen.errors import CalogenError
 from calogen.geometry import Geometry, Layer
 from calogen.models.config import ModelConfig
-from calogen.models.preprocess import Preprocessor, energy_groups, radial_slots
+from calogen.models.preprocess import Preprocessor, energy_groups, model_layers, radial_slots
 
 __all__ = [
     "FORMAT", "VERSION", "ModelError", "check_preprocessing", "check_weights", "geometry_from_dict", "geometry_to_dict",
@@ -34,8 +36,11 @@ class ModelError(CalogenError):
     """A model directory is missing, incomplete, damaged or incompatible."""
 
 
-def geometry_to_dict(geometry: Geometry) -> dict[str, Any]:
-    """JSON form of a geometry (every field, so it round-trips exactly)."""
+def geometry_to_dict(geometry: Geometry | CellGeometry) -> dict[str, Any]:
+    """JSON form of a geometry (every field, so it round-trips exactly); a cell geometry's is its own JSON
+    (:meth:`~calogen.cell_geometry.CellGeometry.to_dict`)."""
+    if isinstance(geometry, CellGeometry):
+        return geometry.to_dict()
     return {
         "name": geometry.name, "particle": geometry.particle, "pid": geometry.pid, "threshold": geometry.threshold,
         "layers": [{"r_edges": list(x.r_edges), "n_alpha": x.n_alpha, "z_range": list(x.z_range)} for x in geometry.layers],
@@ -54,12 +59,26 @@ def _integer(value: Any, what: str) -> int:
     return value
 
 
-def geometry_from_dict(data: dict[str, Any], *, max_voxels: int | None = None) -> Geometry:
+def _cell_geometry_from_dict(data: dict[str, Any], max_voxels: int | None) -> CellGeometry:
+    """The cell geometry of ``config.json``, at most ``max_voxels`` voxels (counted before it is built)."""
+    layers = data.get("layers")
+    cells = sum(len(x.get("x", [])) for x in layers if isinstance(x, dict)) if isinstance(layers, list) else 0
+    if max_voxels is not None and cells > max_voxels:
+        raise ModelError(f"the cell geometry in config.json has {cells:,} voxels, more than the limit of {max_voxels:,}")
+    try:
+        return CellGeometry.from_dict(data, source="the cell geometry in config.json")
+    except (CalogenError, TypeError) as exc:
+        raise ModelError(f"{exc}; the model directory is damaged") from None
+
+
+def geometry_from_dict(data: dict[str, Any], *, max_voxels: int | None = None) -> Geometry | CellGeometry:
     """Inverse of :func:`geometry_to_dict`, with strict types; at most ``max_voxels`` voxels (None: no limit).
 
     Raises:
         ModelError: a field is missing or of the wrong type, or the geometry is invalid or too large.
     """
+    if isinstance(data, dict) and data.get("format") == CELL_FORMAT:
+        return _cell_geometry_from_dict(data, max_voxels)
     try:
         if not isinstance(data, dict) or not isinstance(data["layers"], list) or not isinstance(data["name"], str):
             raise TypeError("it must be an object with a name and a list of layers")
@@ -123,7 +142,7 @@ def read_config(directory: Path) -> dict[str, Any]:
     return meta
 
 
-def check_preprocessing(directory: Path, preprocessor: Preprocessor, geometry: Geometry, config: ModelConfig, layer_dim: int) -> None:
+def check_preprocessing(directory: Path, preprocessor: Preprocessor, geometry: Geometry | CellGeometry, config: ModelConfig, layer_dim: int) -> None:
     """The preprocessing fits the geometry and the networks: voxel count, layer-vector and radial sizes."""
     groups = energy_groups(geometry, config.energy_groups)
     expected = {"voxel statistics": (preprocessor.voxel_mean.size, geometry.n_voxels),
@@ -131,7 +150,7 @@ def check_preprocessing(directory: Path, preprocessor: Preprocessor, geometry: G
                 "layer_dim": (layer_dim, 2 + int(groups.max()))}  # fmt: skip
     if config.radial_width:
         slots, n_r = radial_slots(geometry)
-        expected["radial statistics"] = (preprocessor.radial_dim, len(geometry.nonempty_layers) * n_r)
+        expected["radial statistics"] = (preprocessor.radial_dim, len(model_layers(geometry)) * n_r)
     for what, (got, want) in expected.items():
         if got != want:
             raise ModelError(f"{directory}: {what} have size {got}, the geometry and model need {want}; the model directory is damaged")

@@ -47,7 +47,7 @@ from calogen.models.edm import EDM
 from calogen.models.energy import EnergyNet
 from calogen.models.flow_matching import Denoiser, FlowMatching
 from calogen.models.occupancy import Occupancy, load_occupancy
-from calogen.models.preprocess import Preprocessor, energy_groups, radial_slots, radial_used
+from calogen.models.preprocess import DIRECTION_FEATURES, Preprocessor, check_directions, energy_groups, radial_slots, radial_used
 from calogen.models.radial import RadialNet
 from calogen.models.rescale import cut_and_rescale, group_members
 from calogen.models.samplers import solve, steps_for_nfe
@@ -115,15 +115,16 @@ class ModelPair(nn.Module):
         super().__init__()
         self.config = config
         extra = INTERVAL_FEATURES if config.objective == "average-velocity" else 0  # the interval columns of the condition
-        self.energy = _wrap(EnergyNet(layer_dim, 1 + extra, width=config.energy_width, depth=config.energy_depth), config)
+        c = 1 + (DIRECTION_FEATURES if config.directions else 0)  # scaled energy [+ direction]
+        self.energy = _wrap(EnergyNet(layer_dim, c + extra, width=config.energy_width, depth=config.energy_depth), config)
         self.radial: Denoiser | None = None
         if config.radial_width:
             n_r = radial_slots(geometry)[1]
-            net = RadialNet(layer_dim - 1, n_r, 1 + layer_dim + extra, width=config.radial_width, depth=config.radial_depth)
+            net = RadialNet(layer_dim - 1, n_r, c + layer_dim + extra, width=config.radial_width, depth=config.radial_depth, first_layer=c + 1)
             self.radial = _wrap(net, config)
         shape = ShapeNet(
-            geometry, 1 + layer_dim + extra, channels=config.channels, attention_levels=config.attention_levels,
-            compress_layers=config.compress_layers, emb_dim=config.emb_dim,
+            geometry, c + layer_dim + extra, channels=config.channels, attention_levels=config.attention_levels,
+            compress_layers=config.compress_layers, emb_dim=config.emb_dim, cell_alpha=config.cell_alpha,
         )  # fmt: skip
         self.shape = _wrap(shape, config, shape=True)
         self.loop_networks = frozenset(("energy", "radial", "shape"))
@@ -173,7 +174,8 @@ class ModelPair(nn.Module):
         """Per-sample losses of the energy, radial (zero without one) and shape models.
 
         Args:
-            cond: scaled incident energy ``(B, 1)``.
+            cond: scaled incident energy ``(B, 1)``, and the direction features ``(B, 1 + 3)`` for a model
+                conditioned on the direction (:meth:`~calogen.models.preprocess.Preprocessor.condition`).
             layers: standardised layer vector ``(B, 1 + L)`` (the reference one: teacher forcing).
             radial: standardised radial vector ``(B, L * R)``, or None without a radial model.
             voxels: standardised voxels ``(B, voxels)``.
@@ -235,14 +237,16 @@ class Pipeline(nn.Module):
         self.register_buffer("members", torch.from_numpy(group_members(groups)), persistent=False)
 
     def stages(
-        self, energies: torch.Tensor, noise_energy: torch.Tensor, noise_shape: torch.Tensor, source: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self, energies: torch.Tensor, noise_energy: torch.Tensor, noise_shape: torch.Tensor, source: torch.Tensor | None = None,
+        directions: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         """Generated group energies ``(B, G)`` MeV, raw voxels ``(B, voxels)`` MeV (clipped at zero) and
         their logits ``(B, voxels)``: everything :func:`~calogen.models.rescale.cut_and_rescale` needs.
         A refiner's shape flow starts at the FastSim showers ``source (B, voxels)`` MeV instead of the noise
-        (``noise_shape`` then perturbs that start, :meth:`~calogen.models.refiner.Bridge.start`)."""
+        (``noise_shape`` then perturbs that start, :meth:`~calogen.models.refiner.Bridge.start`). A model conditioned on
+        the direction uses ``directions (B, 2)`` ``(theta, phi)`` rad (None: the preprocessing's default direction)."""
         pre = self.preprocessor
-        cond = pre.energy_forward(energies)
+        cond = pre.condition(energies, directions, conditioned=self.pair.config.directions)
         noise_layers = noise_energy[:, : pre.layer_dim]
         layers = solve(self.pair.energy, self.pair.energy.prior(noise_layers), self.energy_schedule, cond=cond,
                        sampler=self.energy_sampler, nfe=self.energy_nfe)  # fmt: skip
@@ -275,8 +279,10 @@ class Pipeline(nn.Module):
             raise ValueError("a pipeline with an occupancy stage needs energies and noise_energy in finish()")
         return cut_and_rescale(raw, targets, self.groups, self.threshold, scores=logits, members=self.members)
 
-    def forward(self, energies: torch.Tensor, noise_energy: torch.Tensor, noise_shape: torch.Tensor) -> torch.Tensor:
-        return self.finish(*self.stages(energies, noise_energy, noise_shape), energies, noise_energy)
+    def forward(
+        self, energies: torch.Tensor, noise_energy: torch.Tensor, noise_shape: torch.Tensor, directions: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.finish(*self.stages(energies, noise_energy, noise_shape, directions=directions), energies, noise_energy)
 
 
 # --- the model directory ------------------------------------------------------------------------
@@ -455,22 +461,25 @@ class FlowModel:
         return np.concatenate([out[:, :d_e], out[:, d_e + d_s :]], axis=1), out[:, d_e : d_e + d_s]
 
     def sample_with_noise(
-        self, energies: np.ndarray, noise_energy: np.ndarray, noise_shape: np.ndarray, nfe: int | None = None, *, sampler: str | None = None
-    ) -> np.ndarray:
+        self, energies: np.ndarray, noise_energy: np.ndarray, noise_shape: np.ndarray, nfe: int | None = None, *, sampler: str | None = None,
+        directions: np.ndarray | None = None,
+    ) -> np.ndarray:  # fmt: skip
         """Showers ``(N, voxels)`` float32 MeV for energies ``(N,)`` MeV and given noise; same as :meth:`export_module`.
+        ``directions``: as in :meth:`sample`.
 
         Raises:
             ModelError: the networks produced NaN or inf (damaged weights, or energies far outside the
                 training range), instead of showers the threshold cut would silently turn into zeros.
         """
         e = self._energies(energies)
+        d = self._directions(directions, e.shape[0])
         module = self._pipeline(*self._solver(nfe, sampler))
         out = np.empty((e.shape[0], self.geometry.n_voxels), dtype=np.float32)
         with torch.inference_mode():
             for s in range(0, e.shape[0], EVALUATION_CHUNK):
                 sl = slice(s, s + EVALUATION_CHUNK)
                 args = (torch.from_numpy(e[sl]), torch.as_tensor(noise_energy[sl]), torch.as_tensor(noise_shape[sl]))
-                stages = module.stages(*(a.float() for a in args))
+                stages = module.stages(*(a.float() for a in args), directions=None if d is None else torch.from_numpy(d[sl]).float())
                 if not all(bool(torch.isfinite(t).all()) for t in stages):
                     raise ModelError(
                         f"{self.directory}: the networks produced NaN or inf for showers {s}..{s + len(e[sl]) - 1} "
@@ -481,12 +490,16 @@ class FlowModel:
         return out
 
     def sample(
-        self, energies: np.ndarray, *, seed: int, batch_size: int | None = None, nfe: int | None = None, sampler: str | None = None
-    ) -> np.ndarray:
+        self, energies: np.ndarray, *, seed: int, batch_size: int | None = None, nfe: int | None = None, sampler: str | None = None,
+        directions: np.ndarray | None = None,
+    ) -> np.ndarray:  # fmt: skip
         """Showers ``(N, voxels)`` float32 MeV for incident energies ``(N,)`` or ``(N, 1)`` MeV.
 
         ``batch_size`` is accepted for the Generator protocol and changes nothing (see the class
         docstring). Energies outside the training range give a :class:`UserWarning` (the model extrapolates).
+        ``directions``: incident directions ``(theta, phi)`` in radians, one ``(2,)`` or one per shower
+        ``(N, 2)``; None: the default direction recorded at training (:attr:`default_direction`). A model
+        not conditioned on the direction refuses any other direction.
         """
         e = self._energies(energies)
         outside = int(self.preprocessor.out_of_range(e).sum())
@@ -498,7 +511,32 @@ class FlowModel:
                 stacklevel=2,
             )
         noise_energy, noise_shape = self.draw_noise(e.shape[0], seed=seed)
-        return self.sample_with_noise(e, noise_energy, noise_shape, nfe, sampler=sampler)
+        return self.sample_with_noise(e, noise_energy, noise_shape, nfe, sampler=sampler, directions=directions)
+
+    @property
+    def default_direction(self) -> tuple[float, float]:
+        """``(theta, phi)`` in radians the model generates at when given no direction: its training direction
+        if that was fixed, else normal incidence."""
+        return self.preprocessor.theta, self.preprocessor.phi
+
+    def _directions(self, directions: np.ndarray | None, n: int) -> np.ndarray | None:
+        """Checked directions ``(n, 2)`` for a direction-conditioned model; None for the default (or an unconditioned model).
+
+        Raises:
+            CalogenError: out of range, or not the default direction for a model not conditioned on it.
+        """
+        if directions is None:
+            return None
+        d = check_directions(directions, n)
+        if self.config.directions:
+            return d
+        if np.abs(d - np.asarray(self.default_direction)).max(initial=0.0) > 1e-6:
+            theta, phi = self.default_direction
+            raise CalogenError(
+                f"{self.directory}: this model is not conditioned on the incident direction; it generates only at its training "
+                f"direction theta {theta:.4g} rad, phi {phi:.4g} rad (train one with model.directions: true for other directions)"
+            )
+        return None
 
     def _energies(self, energies: np.ndarray) -> np.ndarray:
         e = np.asarray(energies, dtype=np.float32).reshape(-1, 1)

@@ -3,7 +3,9 @@
 Three transforms, each fitted on training data and saved beside the model:
 
 * incident energy ``E`` (MeV): ``c = (ln E - ln E_min) / (ln E_max - ln E_min)``, in [0, 1] over the
-  training range;
+  training range; a model conditioned on the incident direction ``(theta, phi)`` (radians) also gets the
+  unit vector ``(sin theta cos phi, sin theta sin phi, cos theta)`` (:func:`direction_features`; the same
+  for every ``phi`` at normal incidence), and the fit records the training direction when it is fixed;
 * layer-energy vector ``y = (E_dep / (k_e E), f_1, ..., f_L)`` with ``f_l = E_l / E_dep`` over the
   non-empty layers: ``z = (logit(a + (1 - 2a) y) - mu) / sigma`` per component;
 * voxels ``v``: ``z = (logit(a + (1 - 2a) v / (k_v E)) - mu_i) / sigma_i`` per voxel;
@@ -23,6 +25,9 @@ Reference: the logit-and-standardise scheme of CaloDiffusion, Amram & Pedro, arX
 Example:
     >>> import numpy as np, torch
     >>> from calogen.geometry import Geometry
+
+if TYPE_CHECKING:
+    from calogen.cell_geometry import CellGeometry
     >>> g = Geometry.builtin("tiny")
     >>> rng = np.random.default_rng(0)
     >>> e = np.full((4, 1), 1e3); v = rng.exponential(1.0, (4, g.n_voxels))
@@ -40,6 +45,7 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -47,9 +53,12 @@ import torch
 from calogen.errors import CalogenError
 from calogen.geometry import Geometry
 
+if TYPE_CHECKING:
+    from calogen.cell_geometry import CellGeometry
+
 __all__ = [
-    "ENERGY_GROUPS", "LOGIT_ALPHA", "Preprocessor", "energy_groups", "group_sums", "layer_vector", "radial_slots", "radial_used",
-    "radial_vector", "sigmoid",
+    "DIRECTION_FEATURES", "ENERGY_GROUPS", "LOGIT_ALPHA", "Preprocessor", "check_directions", "direction_features", "energy_groups", "group_sums",
+    "layer_rings", "layer_vector", "model_layers", "radial_slots", "radial_used", "radial_vector", "sigmoid",
 ]  # fmt: skip
 
 LOGIT_ALPHA = 1e-6
@@ -78,26 +87,72 @@ def sigmoid(x: torch.Tensor) -> torch.Tensor:
     return 1 / (1 + torch.exp(-x))
 
 
+DIRECTION_FEATURES = 3
+"""Condition columns of the incident direction (:func:`direction_features`)."""
+
+
+def direction_features(directions: torch.Tensor) -> torch.Tensor:
+    """Unit vector ``(B, 3)`` ``(sin theta cos phi, sin theta sin phi, cos theta)`` of directions ``(B, 2)`` ``(theta, phi)`` rad."""
+    theta, phi = directions[:, 0:1], directions[:, 1:2]
+    return torch.cat([torch.sin(theta) * torch.cos(phi), torch.sin(theta) * torch.sin(phi), torch.cos(theta)], dim=1)
+
+
+def check_directions(directions: np.ndarray, n: int) -> np.ndarray:
+    """Directions ``(n, 2)`` float64 from ``(n, 2)`` or one ``(2,)`` ``(theta, phi)`` in radians.
+
+    Raises:
+        CalogenError: another shape, or a value outside ``0 <= theta < pi / 2``, ``|phi| <= 2 pi`` (or not finite).
+    """
+    d = np.asarray(directions, dtype=np.float64)
+    if d.shape == (2,):
+        d = np.broadcast_to(d, (n, 2))
+    if d.shape != (n, 2):
+        raise CalogenError(f"directions must be (theta, phi) in radians, one pair or one per shower ({n}, 2); got shape {d.shape}")
+    theta, phi = d[:, 0], d[:, 1]
+    bad = ~(np.isfinite(theta) & np.isfinite(phi) & (theta >= 0) & (theta < math.pi / 2) & (np.abs(phi) <= 2 * math.pi))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise CalogenError(
+            f"direction {i} (theta {theta[i]:.4g} rad, phi {phi[i]:.4g} rad) is out of range; "
+            "need 0 <= theta < pi/2 (polar angle to the layer normal) and |phi| <= 2 pi"
+        )
+    return np.ascontiguousarray(d)
+
+
 ENERGY_GROUPS = ("layers", "rings")
 """Groupings of the voxels whose energies the energy model generates: whole layers, or rings (one
 radial bin of one layer, all alpha bins)."""
 
 
-def energy_groups(geometry: Geometry, kind: str = "layers") -> np.ndarray:
-    """Group index ``(voxels,)`` of every voxel: its layer among the non-empty ones, or its ring.
+def model_layers(geometry: Geometry | CellGeometry) -> list[int]:
+    """Layers the energy model generates: the non-empty ones of a cylindrical geometry, every layer of a cell geometry."""
+    return list(range(geometry.n_layers)) if geometry.kind == "cells" else list(geometry.nonempty_layers)
 
-    Rings are numbered layer by layer (non-empty layers in order), radial bins inside each.
+
+def layer_rings(geometry: Geometry | CellGeometry, layer: int) -> np.ndarray:
+    """Ring ``0..n - 1`` of every voxel of ``layer``: its radial bin, or for a cell geometry its hexagonal ring
+    around the central cell (ranked among the layer's rings, so they have no gaps)."""
+    if geometry.kind == "cells":
+        return np.unique(geometry.layers[layer].ring, return_inverse=True)[1].astype(np.int64)
+    sl = geometry.layer_slice(layer)
+    return np.arange(sl.stop - sl.start) % geometry.layers[layer].n_r
+
+
+def energy_groups(geometry: Geometry | CellGeometry, kind: str = "layers") -> np.ndarray:
+    """Group index ``(voxels,)`` of every voxel: its layer among :func:`model_layers`, or its ring.
+
+    Rings (:func:`layer_rings`) are numbered layer by layer, radial bins inside each.
     """
     if kind not in ENERGY_GROUPS:
         raise CalogenError(f"unknown energy grouping {kind!r}; use one of {ENERGY_GROUPS}")
-    layers = geometry.nonempty_layers
+    layers = model_layers(geometry)
     if kind == "layers":
         return np.searchsorted(np.asarray(layers), geometry.voxel_layer)
     groups, first = np.empty(geometry.n_voxels, dtype=np.int64), 0
     for i in layers:
-        sl, n_r = geometry.layer_slice(i), geometry.layers[i].n_r
-        groups[sl] = first + np.arange(sl.stop - sl.start) % n_r
-        first += n_r
+        rings = layer_rings(geometry, i)
+        groups[geometry.layer_slice(i)] = first + rings
+        first += int(rings.max()) + 1
     return groups
 
 
@@ -110,7 +165,7 @@ def group_sums(showers: np.ndarray, groups: np.ndarray) -> np.ndarray:
     return np.asarray((one_hot.T @ np.asarray(showers, dtype=np.float64).T).T)
 
 
-def layer_vector(geometry: Geometry, showers: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+def layer_vector(geometry: Geometry | CellGeometry, showers: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
     """Deposited energy and per-group fractions ``(N, 1 + G)`` (float64): the energy model's vector.
 
     Column 0 is the total deposit in MeV; columns 1.. are ``E_g / E_dep`` (0 for an empty shower) for the
@@ -122,32 +177,32 @@ def layer_vector(geometry: Geometry, showers: np.ndarray, groups: np.ndarray | N
     return np.concatenate([total, fractions], axis=1)
 
 
-def radial_slots(geometry: Geometry) -> tuple[np.ndarray, int]:
+def radial_slots(geometry: Geometry | CellGeometry) -> tuple[np.ndarray, int]:
     """Slot ``l * R_max + r`` of every ring (in :func:`energy_groups` ``rings`` order) and ``R_max``.
 
-    ``l`` counts the non-empty layers and ``R_max`` is their largest number of radial bins; slots of
-    layers with fewer bins stay unused.
+    ``l`` counts :func:`model_layers` and ``R_max`` is their largest number of rings; slots of
+    layers with fewer rings stay unused.
     """
-    layers = geometry.nonempty_layers
-    n_r = max(geometry.layers[i].n_r for i in layers)
-    slots = [k * n_r + r for k, i in enumerate(layers) for r in range(geometry.layers[i].n_r)]
+    counts = [int(layer_rings(geometry, i).max()) + 1 for i in model_layers(geometry)]
+    n_r = max(counts)
+    slots = [k * n_r + r for k, count in enumerate(counts) for r in range(count)]
     return np.asarray(slots, dtype=np.int64), n_r
 
 
-def radial_used(geometry: Geometry) -> np.ndarray:
+def radial_used(geometry: Geometry | CellGeometry) -> np.ndarray:
     """Boolean mask ``(L * R_max,)`` of the slots that belong to a ring."""
     slots, n_r = radial_slots(geometry)
-    used = np.zeros(len(geometry.nonempty_layers) * n_r, dtype=bool)
+    used = np.zeros(len(model_layers(geometry)) * n_r, dtype=bool)
     used[slots] = True
     return used
 
 
-def radial_vector(geometry: Geometry, showers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def radial_vector(geometry: Geometry | CellGeometry, showers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Radial fractions ``(N, L * R_max)`` (float64; 0 in unused slots and empty layers) and the
     non-empty mask ``(N, L * R_max)`` of the slots that carry data."""
     slots, n_r = radial_slots(geometry)
     rings = group_sums(showers, energy_groups(geometry, "rings"))
-    n_layers = len(geometry.nonempty_layers)
+    n_layers = len(model_layers(geometry))
     grid = np.zeros((rings.shape[0], n_layers * n_r))
     grid[:, slots] = rings
     grid = grid.reshape(-1, n_layers, n_r)
@@ -174,6 +229,8 @@ class Preprocessor:
         alpha: logit offset.
         radial_mean, radial_std: ``(L * R_max,)`` standardisation of the logit radial vector (size 0:
             no radial model).
+        theta, phi: the default incident direction (rad): the training showers' when they share one,
+            else normal incidence.
     """
 
     e_min: float
@@ -187,9 +244,11 @@ class Preprocessor:
     alpha: float = LOGIT_ALPHA
     radial_mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
     radial_std: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    theta: float = 0.0
+    phi: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("e_min", "e_max", "energy_scale", "voxel_scale", "alpha"):
+        for name in _SCALARS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise CalogenError(f"preprocessing {name} must be a finite number, got {value!r}")
@@ -204,6 +263,7 @@ class Preprocessor:
                 raise CalogenError(f"preprocessing {mean} and {std} must be finite vectors of one size with {std} > 0")
         if self.layer_dim < 2:
             raise CalogenError(f"preprocessing layer statistics need at least 2 entries, got {self.layer_dim}")
+        check_directions(np.array([self.theta, self.phi]), 1)
 
     @property
     def layer_dim(self) -> int:
@@ -218,8 +278,8 @@ class Preprocessor:
     # --- fitting ------------------------------------------------------------------------------
     @classmethod
     def fit(
-        cls, geometry: Geometry, energies: np.ndarray, showers: np.ndarray, *, alpha: float = LOGIT_ALPHA,
-        groups: np.ndarray | None = None, radial: bool = False,
+        cls, geometry: Geometry | CellGeometry, energies: np.ndarray, showers: np.ndarray, *, alpha: float = LOGIT_ALPHA,
+        groups: np.ndarray | None = None, radial: bool = False, directions: np.ndarray | None = None,
     ) -> Preprocessor:  # fmt: skip
         """Fit on training showers.
 
@@ -230,6 +290,7 @@ class Preprocessor:
             alpha: logit offset.
             groups: voxel groups of the energy vector (:func:`energy_groups`; default: layers).
             radial: also fit the radial vector (:func:`radial_vector`).
+            directions: the showers' ``(N, 2)`` ``(theta, phi)``; if all equal, they become the default direction.
         """
         e = np.asarray(energies, dtype=np.float64).reshape(-1, 1)
         v = np.asarray(showers, dtype=np.float64)
@@ -246,6 +307,8 @@ class Preprocessor:
             layer_mean=np.zeros(vec.shape[1]), layer_std=np.ones(vec.shape[1]),
             voxel_mean=np.zeros(v.shape[1]), voxel_std=np.ones(v.shape[1]), alpha=alpha,
         )  # fmt: skip
+        if directions is not None and (d := check_directions(directions, e.shape[0])).size and np.ptp(d, axis=0).max() <= 1e-6:
+            stats.update(theta=float(d[0, 0]), phi=float(d[0, 1]))
         raw = cls(**stats)  # type: ignore[arg-type]
         te = torch.from_numpy(e)
         y = raw.layers_forward(torch.from_numpy(vec), te).numpy()
@@ -284,6 +347,16 @@ class Preprocessor:
         """Log-scaled incident energy ``(B, 1)`` from MeV ``(B, 1)``."""
         lo, hi = math.log(self.e_min), math.log(self.e_max)
         return (torch.log(energies) - lo) / (hi - lo)
+
+    def condition(self, energies: torch.Tensor, directions: torch.Tensor | None = None, *, conditioned: bool = False) -> torch.Tensor:
+        """The networks' condition: the scaled energy ``(B, 1)`` of MeV ``(B, 1)``, followed for a direction-conditioned
+        model by :func:`direction_features` of ``directions (B, 2)`` (None: the default direction), ``(B, 4)``."""
+        cond = self.energy_forward(energies)
+        if not conditioned:
+            return cond
+        if directions is None:
+            directions = torch.tensor([[self.theta, self.phi]], dtype=cond.dtype, device=cond.device).expand(cond.shape[0], 2)
+        return torch.cat([cond, direction_features(directions.to(cond.dtype))], dim=1)
 
     def out_of_range(self, energies: np.ndarray) -> np.ndarray:
         """Boolean mask of energies (MeV) outside the training range (with a 0.1% tolerance)."""
@@ -359,8 +432,8 @@ class Preprocessor:
         directory = Path(directory)
         try:
             scalars = json.loads((directory / "preprocessing.json").read_text())
-            if not isinstance(scalars, dict) or set(scalars) != set(_SCALARS):
-                raise ValueError(f"preprocessing.json must be an object with exactly the keys {list(_SCALARS)}")
+            if not isinstance(scalars, dict) or set(_REQUIRED_SCALARS) - set(scalars) or set(scalars) - set(_SCALARS):
+                raise ValueError(f"preprocessing.json must be an object with the keys {list(_REQUIRED_SCALARS)} and optionally {list(_OPTIONAL_SCALARS)}")
             try:
                 arrays = load_file(str(directory / "preprocessing.safetensors"))
             except Exception as exc:  # OSError, or safetensors' own error for a damaged file
@@ -372,7 +445,9 @@ class Preprocessor:
             raise CalogenError(f"{directory}: preprocessing files missing or damaged ({exc}); retrain the model or copy it again") from None
 
 
-_SCALARS = ("e_min", "e_max", "energy_scale", "voxel_scale", "alpha")
+_REQUIRED_SCALARS = ("e_min", "e_max", "energy_scale", "voxel_scale", "alpha")
+_OPTIONAL_SCALARS = ("theta", "phi")
+_SCALARS = _REQUIRED_SCALARS + _OPTIONAL_SCALARS
 _REQUIRED_ARRAYS = ("layer_mean", "layer_std", "voxel_mean", "voxel_std")
 _OPTIONAL_ARRAYS = ("radial_mean", "radial_std")
 _ARRAYS = _REQUIRED_ARRAYS + _OPTIONAL_ARRAYS

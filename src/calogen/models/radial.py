@@ -34,19 +34,20 @@ __all__ = ["RadialNet"]
 class RadialNet(nn.Module):
     """Conditional residual MLP ``(x (B, L * R), t (B,), c (B, cond_dim)) -> (B, L * R)``.
 
-    The condition is ``[scaled incident energy, standardised layer vector (1 + L)]``; column ``2 + l`` is
-    layer ``l``'s own fraction, which each row also receives as an input.
+    The condition is ``[scaled incident energy, direction features (if any), standardised layer vector
+    (1 + L)]``; column ``first_layer + l`` is layer ``l``'s own fraction, which each row also receives as an input.
 
     Args:
         n_layers, n_r: ``L`` and ``R``.
-        cond_dim: size of the condition (``2 + L``).
+        cond_dim: size of the condition (``2 + L`` without direction features).
         width: hidden width.
         depth: number of residual blocks.
+        first_layer: condition column of layer 0's fraction (2, or 2 + the direction features).
     """
 
-    def __init__(self, n_layers: int, n_r: int, cond_dim: int, *, width: int = 64, depth: int = 2) -> None:
+    def __init__(self, n_layers: int, n_r: int, cond_dim: int, *, width: int = 64, depth: int = 2, first_layer: int = 2) -> None:
         super().__init__()
-        self.n_layers, self.n_r = n_layers, n_r
+        self.n_layers, self.n_r, self.first_layer = n_layers, n_r, first_layer
         self.embed = ConditionEmbedding(cond_dim, width)
         self.layer_embedding = nn.Parameter(torch.zeros(n_layers, width))
         self.inp = nn.Linear(n_r + 1, width)
@@ -62,7 +63,7 @@ class RadialNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         b, n_l, n_r = x.shape[0], self.n_layers, self.n_r
         emb = self.embed(t, cond)
-        own = cond[:, 2 : 2 + n_l].reshape(b * n_l, 1)
+        own = cond[:, self.first_layer : self.first_layer + n_l].reshape(b * n_l, 1)
         h = self.inp(torch.cat([x.reshape(b * n_l, n_r), own], dim=1))
         for block, cache in zip(self.blocks, self._layer_films, strict=True):
             # the scale-and-shift is linear in (shower embedding + layer embedding): two small products,

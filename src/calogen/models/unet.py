@@ -32,7 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd import forward_ad
 
+from calogen.cell_geometry import CellGeometry
 from calogen.geometry import Geometry
+from calogen.models.cell_map import CellGridMap
 from calogen.models.glam import GridMap
 from calogen.models.layers import ConditionEmbedding, ConstantCache, group_norm
 
@@ -251,15 +253,18 @@ class UNet(nn.Module):
 class ShapeNet(nn.Module):
     """Shape network on flat showers: GLaM (or reshape) -> :class:`UNet` -> back to the readout cells.
 
+    A cell geometry (``geometry.kind == "cells"``) is mapped by :class:`~calogen.models.cell_map.CellGridMap`.
+
     Args:
         geometry: the readout.
-        cond_dim: size of the condition vector (scaled energy + layer-energy vector).
+        cond_dim: size of the condition vector (scaled energy + layer-energy vector [+ direction]).
+        cell_alpha: alpha bins of a cell geometry's grid (0: :func:`~calogen.models.cell_map.grid_size`'s default).
         **unet: options of :class:`UNet`.
     """
 
-    def __init__(self, geometry: Geometry, cond_dim: int, **unet: object) -> None:
+    def __init__(self, geometry: Geometry | CellGeometry, cond_dim: int, *, cell_alpha: int = 0, **unet: object) -> None:
         super().__init__()
-        self.grid = GridMap(geometry)
+        self.grid: GridMap | CellGridMap = CellGridMap(geometry, n_alpha=cell_alpha) if geometry.kind == "cells" else GridMap(geometry)  # type: ignore[arg-type]
         self.unet = UNet(self.grid.grid_shape, cond_dim, layer_position=self.grid.layer_position, **unet)  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:

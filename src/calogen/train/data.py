@@ -110,12 +110,15 @@ class BlockLoader:
             self._cache[b] = self._read_block(b)
         energies = np.empty((rows.size, 1), dtype=np.float32)
         showers = np.empty((rows.size, self.file.n_voxels), dtype=np.float32)
+        directions = np.empty((rows.size, 2), dtype=np.float32) if self.file.has_directions else None
         for b in needed:
             sel = blocks == b
             local = rows[sel] - b * self.block_size
             energies[sel] = self._cache[b].energies[local]
             showers[sel] = self._cache[b].showers[local]
-        return ShowerData(energies, showers)
+            if directions is not None:
+                directions[sel] = self._cache[b].directions[local]  # type: ignore[index]
+        return ShowerData(energies, showers, directions)
 
     def read_blocks(self, blocks: np.ndarray, limit: int) -> ShowerData:
         """Concatenated rows of ``blocks`` (in order), at most ``limit`` showers."""
@@ -128,7 +131,8 @@ class BlockLoader:
             total += len(data)
         energies = np.concatenate([p.energies for p in parts])[:limit]
         showers = np.concatenate([p.showers for p in parts])[:limit]
-        return ShowerData(energies, showers)
+        directions = np.concatenate([p.directions for p in parts])[:limit] if self.file.has_directions else None  # type: ignore[misc]
+        return ShowerData(energies, showers, directions)
 
     def train_blocks_data(self) -> Iterator[ShowerData]:
         """The training blocks one at a time, in file order."""

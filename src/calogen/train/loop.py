@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from calogen.errors import CalogenError
-from calogen.geometry import Geometry
+from calogen.geometry import Geometry, resolve_geometry
 from calogen.hybrid import fastsim_record
 from calogen.io import file_sha256
 from calogen.models.generator import save_model
@@ -77,7 +77,7 @@ class TrainResult:
 def _fit_preprocessing(loader: BlockLoader, geometry: Geometry, preset: Preset) -> Preprocessor:
     fit = loader.read_blocks(loader.train_blocks, preset.train.fit_max)
     groups = energy_groups(geometry, preset.model.energy_groups)
-    pre = Preprocessor.fit(geometry, fit.energies, fit.showers, groups=groups, radial=bool(preset.model.radial_width))
+    pre = Preprocessor.fit(geometry, fit.energies, fit.showers, groups=groups, radial=bool(preset.model.radial_width), directions=fit.directions)
     energies = loader.train_energies()
     return replace(pre, e_min=float(energies.min()), e_max=float(max(energies.max(), energies.min() * 1.0001)))
 
@@ -160,7 +160,7 @@ def train(
     """
     dist = Dist.from_env()
     main = dist.main
-    geometry = Geometry.resolve(geometry)
+    geometry = resolve_geometry(geometry)
     given = None if preset is None else preset if isinstance(preset, Preset) else Preset.resolve(preset)
     out = check_output_dir(out)
     created = not out.exists()

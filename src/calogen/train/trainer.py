@@ -196,11 +196,12 @@ class Trainer:
         return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
 
     def energy_tensors(self, data: ShowerData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Scaled energy ``(B, 1)``, standardised layer vector ``(B, 1 + L)`` and radial vector
-        ``(B, L * R)`` (None without a radial model)."""
+        """Condition ``(B, 1)`` (scaled energy; ``(B, 4)`` with the direction features), standardised layer vector
+        ``(B, 1 + L)`` and radial vector ``(B, L * R)`` (None without a radial model)."""
         e = torch.from_numpy(data.energies.astype(np.float64))
         vec = torch.from_numpy(layer_vector(self.geometry, data.showers, self.groups))
-        out = [self.pre.energy_forward(e), self.pre.layers_forward(vec, e)]
+        directions = None if data.directions is None else torch.from_numpy(data.directions.astype(np.float64))
+        out = [self.pre.condition(e, directions, conditioned=self.preset.model.directions), self.pre.layers_forward(vec, e)]
         if self.preset.model.radial_width:
             fractions, mask = radial_vector(self.geometry, data.showers)
             out.append(self.pre.radial_forward(torch.from_numpy(fractions), torch.from_numpy(mask)))
@@ -257,7 +258,7 @@ class Trainer:
         energy = self._energy_batch(step)
         totals = torch.zeros(3, device=self.device)
         for k in mine:
-            part = ShowerData(data.energies[k::shards], data.showers[k::shards])
+            part = ShowerData(data.energies[k::shards], data.showers[k::shards], None if data.directions is None else data.directions[k::shards])
             rows = None if energy is None else tuple(None if t is None else t[k::shards] for t in energy)
             gen = self._generator(derive_seed(cfg.seed, step * shards + k))
             rng = np.random.default_rng([cfg.seed, 3, step, k])
@@ -296,7 +297,7 @@ class Trainer:
         rng = np.random.default_rng([self.preset.train.seed, 4])
         bs, total = self.preset.train.batch_size, 0.0
         for s in range(0, len(data), bs):
-            chunk = ShowerData(data.energies[s : s + bs], data.showers[s : s + bs])
+            chunk = ShowerData(data.energies[s : s + bs], data.showers[s : s + bs], None if data.directions is None else data.directions[s : s + bs])
             total += float(sum(self.losses(self.ema, chunk, gen, rng=rng))) * len(chunk)
         mean = torch.tensor([total / len(data)], dtype=torch.float64, device=self.device)
         self.dist.broadcast_([mean])
