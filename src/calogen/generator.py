@@ -40,7 +40,13 @@ _MASK64 = (1 << 64) - 1
 
 @runtime_checkable
 class Generator(Protocol):
-    """Produces showers ``(N, geometry.n_voxels)`` float32 MeV for incident energies ``(N,)`` or ``(N, 1)`` MeV."""
+    """Produces showers ``(N, geometry.n_voxels)`` float32 MeV for incident energies ``(N,)`` or ``(N, 1)`` MeV.
+
+    A generator conditioned on the incident direction also accepts ``directions``: ``(theta, phi)`` in radians,
+    one ``(2,)`` or one per shower ``(N, 2)`` (None: its default direction); one trained at a fixed direction
+    accepts None and refuses other directions with a :class:`~calogen.errors.CalogenError`. Callers pass
+    ``directions`` only when they have one, so generators without the keyword keep working.
+    """
 
     geometry: Geometry
 

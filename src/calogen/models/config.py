@@ -101,7 +101,8 @@ class ModelConfig:
         cell_alpha: alpha bins of the grid a cell geometry's layers are mapped onto (0: six per ring of the
             outermost ring; :mod:`calogen.models.cell_map`); cylindrical geometries ignore it.
         directions: every network is also conditioned on the incident direction of the primary
-            (:func:`~calogen.models.preprocess.direction_features`).
+            (:func:`~calogen.models.preprocess.direction_features`), and the shape network sees the azimuth of
+            every grid cell (:class:`~calogen.models.unet.UNet` ``alpha_coordinates``).
     """
 
     objective: str = "flow"

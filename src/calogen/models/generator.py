@@ -124,7 +124,7 @@ class ModelPair(nn.Module):
             self.radial = _wrap(net, config)
         shape = ShapeNet(
             geometry, c + layer_dim + extra, channels=config.channels, attention_levels=config.attention_levels,
-            compress_layers=config.compress_layers, emb_dim=config.emb_dim, cell_alpha=config.cell_alpha,
+            compress_layers=config.compress_layers, emb_dim=config.emb_dim, cell_alpha=config.cell_alpha, alpha_coordinates=config.directions,
         )  # fmt: skip
         self.shape = _wrap(shape, config, shape=True)
         self.loop_networks = frozenset(("energy", "radial", "shape"))
@@ -384,6 +384,7 @@ class FlowModel:
         geometry: the readout.
         config: architecture.
         nfe, sampler: defaults used when :meth:`sample` is not given them.
+        direction: ``(theta, phi)`` rad used when :meth:`sample` is given no directions (None: :attr:`default_direction`).
         preprocessor: fitted preprocessing (its ``e_min``, ``e_max`` give the training range).
         occupancy: the occupancy stage, or None (threshold cut).
     """
@@ -395,12 +396,17 @@ class FlowModel:
         self.directory, self.occupancy = directory, occupancy
         self.geometry, self.config, self.preprocessor, self.pair = geometry, config, preprocessor, pair
         self.nfe, self.sampler = config.nfe, config.sampler
+        self.direction: tuple[float, float] | None = None  # set by using(direction=); None: default_direction
         self._pipelines: dict[tuple[int, str], tuple[tuple[object, ...], Pipeline]] = {}  # shared by using() views
 
-    def using(self, *, nfe: int | None = None, sampler: str | None = None) -> FlowModel:
-        """A view of this model whose default NFE and sampler are replaced (weights shared; None keeps one)."""
+    def using(self, *, nfe: int | None = None, sampler: str | None = None, direction: tuple[float, float] | None = None) -> FlowModel:
+        """A view of this model whose default NFE, sampler and direction ``(theta, phi)`` rad are replaced (weights
+        shared; None keeps one); the direction is checked as in :meth:`sample`."""
         view = copy.copy(self)
         view.nfe, view.sampler = self._solver(nfe, sampler)
+        if direction is not None:
+            self._directions(np.asarray(direction, dtype=np.float64), 1)
+            view.direction = (float(direction[0]), float(direction[1]))
         return view
 
     def _solver(self, nfe: int | None, sampler: str | None) -> tuple[int, str]:
@@ -472,7 +478,7 @@ class FlowModel:
                 training range), instead of showers the threshold cut would silently turn into zeros.
         """
         e = self._energies(energies)
-        d = self._directions(directions, e.shape[0])
+        d = self._directions(self.direction if directions is None else directions, e.shape[0])
         module = self._pipeline(*self._solver(nfe, sampler))
         out = np.empty((e.shape[0], self.geometry.n_voxels), dtype=np.float32)
         with torch.inference_mode():
@@ -498,8 +504,8 @@ class FlowModel:
         ``batch_size`` is accepted for the Generator protocol and changes nothing (see the class
         docstring). Energies outside the training range give a :class:`UserWarning` (the model extrapolates).
         ``directions``: incident directions ``(theta, phi)`` in radians, one ``(2,)`` or one per shower
-        ``(N, 2)``; None: the default direction recorded at training (:attr:`default_direction`). A model
-        not conditioned on the direction refuses any other direction.
+        ``(N, 2)``; None: :attr:`direction`, else the default direction recorded at training
+        (:attr:`default_direction`). A model not conditioned on the direction refuses any other direction.
         """
         e = self._energies(energies)
         outside = int(self.preprocessor.out_of_range(e).sum())

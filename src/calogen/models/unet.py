@@ -5,7 +5,7 @@ padding in layer and r, and it sees two coordinate channels (r bin and layer pos
 to its input (as a batch-independent bias map). Residual blocks receive the embedding of (time, conditions) by scale-and-shift after the
 first convolution: ``h <- GN(h) * (1 + s) + b``. The coarse levels add linear attention (softmax over
 features for queries, over positions for keys; cost linear in the number of cells). Downsampling halves
-layer and r (never alpha), so the whole network commutes with rolls in alpha. An optional learned linear
+layer and r (never alpha), so the whole network commutes with rolls in alpha (unless it also sees alpha coordinates, for direction conditioning). An optional learned linear
 map compresses the layer axis of the input (e.g. 45 -> 12) and another expands the output back to all
 layers. The output convolution gives five channels: the coefficients of a per-voxel switch
 (:func:`voxel_head`) applied to the network's own input at full resolution. Through the compression
@@ -41,13 +41,18 @@ from calogen.models.layers import ConditionEmbedding, ConstantCache, group_norm
 __all__ = ["HEAD_CHANNELS", "CylindricalConv", "ShapeNet", "UNet", "voxel_head"]
 
 
-def _coordinates(shape: tuple[int, int, int], layer_position: tuple[float, ...] | None = None) -> torch.Tensor:
-    """Coordinate channels ``(1, 2, L, A, R)``: layer position and r bin, both in [-1, 1] (on the CPU, even
-    when the network is built on the meta device to count its parameters)."""
+def _coordinates(shape: tuple[int, int, int], layer_position: tuple[float, ...] | None = None, *, alpha: bool = False) -> torch.Tensor:
+    """Coordinate channels ``(1, 2, L, A, R)``: layer position and r bin, both in [-1, 1], and with ``alpha`` also
+    ``cos`` and ``sin`` of the alpha bin centres ``(1, 4, L, A, R)`` (on the CPU, even when the network is built on
+    the meta device to count its parameters)."""
     n_l, n_a, n_r = shape
     lay = torch.tensor(layer_position, device="cpu") if layer_position else torch.linspace(-1, 1, n_l, device="cpu")
     rad = torch.linspace(-1, 1, n_r, device="cpu") if n_r > 1 else torch.zeros(1, device="cpu")
-    return torch.stack([lay[:, None, None].expand(shape), rad[None, None, :].expand(shape)])[None].float()
+    channels = [lay[:, None, None].expand(shape), rad[None, None, :].expand(shape)]
+    if alpha:
+        angle = 2 * math.pi * (torch.arange(n_a, device="cpu", dtype=torch.float64) + 0.5) / n_a
+        channels += [torch.cos(angle)[None, :, None].expand(shape), torch.sin(angle)[None, :, None].expand(shape)]
+    return torch.stack([c.float() for c in channels])[None]
 
 
 def _pooled(shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -171,6 +176,11 @@ class UNet(nn.Module):
         compress_layers: if set, the layer count the levels work on.
         emb_dim: size of the condition embedding.
         layer_position: ``(L,)`` layer coordinates; default evenly spaced.
+        alpha_coordinates: also give every convolution ``cos alpha`` and ``sin alpha``, and the stem a second input
+            channel ``u_x cos alpha + u_y sin alpha`` from condition columns 1 and 2 (the direction's transverse unit-vector
+            components ``sin theta cos phi``, ``sin theta sin phi``): how far each grid cell lies towards the direction's
+            azimuth, so the network can move energy there (an inclined shower's centre moves along it); the network then
+            no longer commutes with rolls in alpha.
     """
 
     def __init__(
@@ -183,36 +193,41 @@ class UNet(nn.Module):
         compress_layers: int | None = None,
         emb_dim: int = 64,
         layer_position: tuple[float, ...] | None = None,
+        alpha_coordinates: bool = False,
     ) -> None:
         super().__init__()
         self.embed = ConditionEmbedding(cond_dim, emb_dim)
         shape = grid_shape
-        coords = _coordinates(grid_shape, layer_position)
+        coords = _coordinates(grid_shape, layer_position, alpha=alpha_coordinates)
         self.compress = self.expand = None
         out_channels = HEAD_CHANNELS
         if compress_layers is not None and compress_layers < grid_shape[0]:
             self.compress = nn.Linear(grid_shape[0], compress_layers, bias=False)
             self.expand = nn.Linear(compress_layers, grid_shape[0])
             shape = (compress_layers, *grid_shape[1:])
-            coords = _coordinates(shape)
-        self.stem = CylindricalConv(1, channels[0], coords)
+            coords = _coordinates(shape, alpha=alpha_coordinates)
+        self.alpha_coordinates = alpha_coordinates
+        if alpha_coordinates:
+            angle = 2 * math.pi * (torch.arange(grid_shape[1], device="cpu", dtype=torch.float64) + 0.5) / grid_shape[1]
+            self.register_buffer("azimuth", torch.stack([torch.cos(angle), torch.sin(angle)]).float(), persistent=False)
+        self.stem = CylindricalConv(2 if alpha_coordinates else 1, channels[0], coords)
         self.shapes: list[tuple[int, int, int]] = []
         self.down = nn.ModuleList()
         self.down_attn = nn.ModuleList()
         c_prev = channels[0]
         for level, c in enumerate(channels):
             self.shapes.append(shape)
-            self.down.append(ResBlock(c_prev, c, emb_dim, _coordinates(shape)))
+            self.down.append(ResBlock(c_prev, c, emb_dim, _coordinates(shape, alpha=alpha_coordinates)))
             self.down_attn.append(LinearAttention(c) if level in attention_levels else nn.Identity())
             c_prev = c
             if level < len(channels) - 1:
                 shape = _pooled(shape)
-        self.mid = ResBlock(c_prev, c_prev, emb_dim, _coordinates(shape))
+        self.mid = ResBlock(c_prev, c_prev, emb_dim, _coordinates(shape, alpha=alpha_coordinates))
         self.mid_attn = LinearAttention(c_prev)
         self.up = nn.ModuleList()
         for level in reversed(range(len(channels))):
             c = channels[level]
-            self.up.append(ResBlock(c_prev + c, c, emb_dim, _coordinates(self.shapes[level])))
+            self.up.append(ResBlock(c_prev + c, c, emb_dim, _coordinates(self.shapes[level], alpha=alpha_coordinates)))
             c_prev = c
         self.out_norm = group_norm(2 * channels[0])
         self.out = CylindricalConv(2 * channels[0], out_channels, coords)
@@ -228,6 +243,9 @@ class UNet(nn.Module):
         """Output ``(B, 1, L, A, R)`` for input ``x (B, 1, L, A, R)``, time ``t (B,)``, condition ``(B, C)``."""
         emb = self.embed(t, cond)
         x_in = x
+        if self.alpha_coordinates:  # (B, 1, L, A, R): the direction's projection on every alpha bin
+            toward = (cond[:, 1:3].to(x.dtype) @ self.azimuth.to(x.dtype))[:, None, None, :, None]
+            x = torch.cat([x, toward.expand_as(x)], dim=1)
         if self.compress is not None:
             x = self._along_layers(self.compress, x)
         stem = h = self.stem(x)

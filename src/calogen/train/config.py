@@ -221,9 +221,15 @@ PRESETS["hybrid-small"] = Preset.from_dict("hybrid-small", {
     "train": {"batch_size": 32, "lr": 1e-3, "warmup_steps": 50, "max_steps": 3000, "ema_decay": 0.99, "eval_every": 100,
               "checkpoint_every": 100, "patience": 1000, "val_max": 500},
 })  # fmt: skip
+PRESETS["cpu-small-cells"] = Preset.from_dict("cpu-small-cells", {
+    "model": {**dataclasses.asdict(PRESETS["cpu-small"].model), "cell_alpha": 24, "directions": True},
+    "train": dataclasses.asdict(PRESETS["cpu-small"].train),
+})  # fmt: skip
 """Built-in presets: ``tiny`` (tests, seconds), ``cpu-small`` (DS2 on one core in about an hour),
 ``ds2-base`` and ``ds3-base`` (GPU), and the one-step students ``student-consistency`` and
 ``student-average-velocity`` (``calogen train --teacher``), which fine-tune the shape network of the teacher they
 distil for 2000 steps after regressing wider one-step energy and radial networks on 800,000 of its energy solves;
 ``hybrid-small``, a refiner of FastSim showers (``calogen train --source FAST.h5``; with ``--teacher`` it keeps that
-flow-matching model's architecture, preprocessing, energy and radial networks, and starts from its shape network)."""
+flow-matching model's architecture, preprocessing, energy and radial networks, and starts from its shape network);
+``cpu-small-cells``, ``cpu-small`` for a cell geometry such as ``hgcal-like`` (grids of 24 alpha bins x the rings, layers
+compressed to 9, conditioned on the incident direction)."""
