@@ -218,10 +218,7 @@ def check_tiling(shards: Sequence[tuple[Path, Manifest]]) -> list[tuple[Path, Ma
     row = 0
     for (path, m), previous in zip(ordered, [None, *ordered[:-1]], strict=True):
         if m.start > row:
-            raise ShardError(
-                f"rows [{row}, {m.start}) of the {first.total}-shower run are missing (no shard holds them); "
-                "add the shard(s) that hold them"
-            )
+            raise ShardError(_missing(row, m.start, first))
         if m.start < row:
             assert previous is not None
             raise ShardError(
@@ -230,8 +227,18 @@ def check_tiling(shards: Sequence[tuple[Path, Manifest]]) -> list[tuple[Path, Ma
             )
         row = m.stop
     if row != first.total:
-        raise ShardError(f"rows [{row}, {first.total}) of the {first.total}-shower run are missing (no shard holds them); add the shard(s) that hold them")
+        raise ShardError(_missing(row, first.total, first))
     return ordered
+
+
+def _missing(start: int, stop: int, manifest: Manifest) -> str:
+    """The error for rows ``[start, stop)`` that no shard holds, naming the shards of ``manifest.count`` that do."""
+    rows = [shard_rows(manifest.total, i, manifest.count) for i in range(manifest.count)]
+    indices = [i for i, (a, b) in enumerate(rows) if max(start, a) < min(stop, b)]
+    return (
+        f"rows [{start}, {stop}) of the {manifest.total}-shower run are missing (no shard holds them); "
+        f"add shard {', '.join(map(str, indices))} of {manifest.count}"
+    )
 
 
 def _checked_rows(path: Path, manifest: Manifest, chunk_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
