@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from calogen.cell_geometry import CellGeometry
 from calogen.errors import CalogenError
 from calogen.features import ShowerFeatures, features_from_file, high_level_vector
 from calogen.geometry import Geometry
@@ -300,7 +301,7 @@ def _environment() -> dict[str, Any]:
 def evaluate(
     reference: str | os.PathLike[str],
     generated: dict[str, str | os.PathLike[str]],
-    geometry: Geometry,
+    geometry: Geometry | CellGeometry,
     out_dir: str | os.PathLike[str],
     *,
     settings: EvaluationSettings = EvaluationSettings(),
@@ -316,7 +317,7 @@ def evaluate(
     Args:
         reference: reference CaloChallenge file (e.g. Geant4 or the detailed MC).
         generated: sample name -> generated file, compared one by one with the reference.
-        geometry: readout of all files.
+        geometry: readout of all files; a cell geometry runs :func:`calogen.eval.cell_eval.evaluate_cells`.
         out_dir: output directory (created if missing).
         settings: metrics and their settings.
         reference_name: label of the reference in the report.
@@ -329,6 +330,13 @@ def evaluate(
     Returns:
         The metrics record also written to ``metrics.json``.
     """
+    if geometry.kind != "cylindrical":  # cell geometries: the HGCal challenge's features and hexagon maps
+        from calogen.eval.cell_eval import evaluate_cells
+
+        return evaluate_cells(
+            reference, generated, geometry, out_dir, settings=settings, reference_name=reference_name, timing=timing,
+            title=title, extra=extra, progress=progress, weights=weights,
+        )  # type: ignore[arg-type]
     from calogen.eval.histograms import compare_features
     from calogen.eval.report import SampleReport, render_report
 

@@ -82,8 +82,8 @@ from calogen.features import ShowerFeatures
 from calogen.geometry import Geometry
 
 __all__ = [
-    "GROUPS", "OFFICIAL_CODE", "HistogramComparison", "HistogramError", "compare_features", "uses_ds1_conventions",
-    "weighted_voxel_counts",
+    "GROUPS", "OFFICIAL_CODE", "HistogramComparison", "HistogramError", "compare_features", "compare_values", "log_bins",
+    "uses_ds1_conventions", "voxel_spectrum_comparison", "weighted_voxel_counts",
 ]  # fmt: skip
 
 GROUPS = (
@@ -159,10 +159,11 @@ def _sorted_finite(values: np.ndarray) -> np.ndarray:
     return ordered[: np.searchsorted(ordered, np.nan)]
 
 
-def _compare(
+def compare_values(
     name: str, group: str, layer: int | None, label: str, bins: np.ndarray, ref: np.ndarray, gen: np.ndarray,
     *, log_x: bool = False, weights: np.ndarray | None = None,
 ) -> HistogramComparison:
+    """One histogram of reference values ``ref`` against generated values ``gen`` (NaNs dropped) on ``bins``."""
     ref_sorted = _sorted_finite(ref)
     ref_counts = sorted_counts(ref_sorted, bins)
     if weights is None:
@@ -180,7 +181,7 @@ def _compare(
     )  # fmt: skip
 
 
-def _log_bins(min_energy: float, ref_max: float, n_edges: int) -> np.ndarray:
+def log_bins(min_energy: float, ref_max: float, n_edges: int) -> np.ndarray:
     """Official ``logspace(log10(min_energy), log10(reference max), n_edges)``, the upper logarithm in
     float32 from the float32 maximum; a decade when max <= min."""
     if not ref_max > min_energy:
@@ -217,21 +218,22 @@ def _per_einc(
             continue
         gen_sel = (generated.e_inc >= low) & (generated.e_inc < high)
         bins = np.linspace(0.9, 1.1, 21) if photons and i > 3 else np.linspace(0.4, 1.4, 21)
-        yield _compare(
+        yield compare_values(
             f"e_ratio_einc_{int(low)}MeV", "e_ratio_per_einc", None,
             f"E_tot / E_inc at E_inc = {low:g} MeV", bins, ref_ratio[ref_sel], gen_ratio[gen_sel],
             weights=None if weights is None else weights[gen_sel],
         )  # fmt: skip
 
 
-def _voxel_spectrum(
+def voxel_spectrum_comparison(
     reference: ShowerFeatures,
     generated: ShowerFeatures,
     min_energy: float,
     voxel_counts: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> HistogramComparison:
+    """The voxel-spectrum histogram of the ``voxel_spectrum`` of two samples, log bins from ``min_energy`` MeV."""
     ref_spec, gen_spec = reference.voxel_spectrum, generated.voxel_spectrum
-    bins = _log_bins(min_energy, ref_spec.max_value, 50)
+    bins = log_bins(min_energy, ref_spec.max_value, 50)
     ref_counts = ref_spec.histogram(bins)
     gen_counts = gen_spec.histogram(bins) if voxel_counts is None else np.asarray(voxel_counts(bins), np.float64)
     ref_density, gen_density = density_from_counts(ref_counts, bins), density_from_counts(gen_counts, bins)
@@ -310,14 +312,14 @@ def compare_features(
             f"log-binned histograms need a positive lower edge, got {low:g} MeV; pass min_energy > 0 "
             "(features computed with threshold 0 need an explicit min_energy)"
         )
-    out = [_compare("e_ratio", "e_ratio", None, "E_tot / E_inc", E_RATIO_BINS, reference.e_ratio, generated.e_ratio, weights=weights)]
+    out = [compare_values("e_ratio", "e_ratio", None, "E_tot / E_inc", E_RATIO_BINS, reference.e_ratio, generated.e_ratio, weights=weights)]
     if uses_ds1_conventions(geometry):
         out.extend(_per_einc(reference, generated, weights))
     ref_t, gen_t = _by_layer(reference, generated, "e_layer")
     for i in geometry.nonempty_layers:
         ref, gen = ref_t[i], gen_t[i]
-        bins = _log_bins(low, ref.max(), 40)
-        out.append(_compare(f"e_layer_{i}", "e_layer", i, f"energy in layer {i} [MeV]", bins, ref, gen, log_x=True, weights=weights))
+        bins = log_bins(low, ref.max(), 40)
+        out.append(compare_values(f"e_layer_{i}", "e_layer", i, f"energy in layer {i} [MeV]", bins, ref, gen, log_x=True, weights=weights))
     for group, title in (
         ("eta_centre", "centre of energy in eta"), ("phi_centre", "centre of energy in phi"),
         ("eta_width", "width in eta"), ("phi_width", "width in phi"),
@@ -327,20 +329,20 @@ def compare_features(
             centre_range, width_range = _coordinate_ranges(geometry, i)
             bins = np.linspace(*(centre_range if group.endswith("centre") else width_range), 101)
             ref, gen = ref_t[i], gen_t[i]
-            out.append(_compare(f"{group}_{i}", group, i, f"{title}, layer {i} [mm]", bins, ref, gen, weights=weights))
+            out.append(compare_values(f"{group}_{i}", group, i, f"{title}, layer {i} [mm]", bins, ref, gen, weights=weights))
     for group, title in (("r_centre", "radial centre of energy"), ("r_width", "radial width")):
         ref_t, gen_t = _by_layer(reference, generated, group)
         for i in geometry.nonempty_layers:
             centre_range, width_range = _radial_ranges(geometry, i)
             bins = np.linspace(*(centre_range if group == "r_centre" else width_range), 101)
             ref, gen = ref_t[i], gen_t[i]
-            out.append(_compare(f"{group}_{i}", group, i, f"{title}, layer {i} [mm]", bins, ref, gen, weights=weights))
+            out.append(compare_values(f"{group}_{i}", group, i, f"{title}, layer {i} [mm]", bins, ref, gen, weights=weights))
     ref_t, gen_t = _by_layer(reference, generated, "sparsity")
     for i in geometry.nonempty_layers:
         label = f"sparsity (fraction of zero voxels), layer {i}"
-        out.append(_compare(f"sparsity_{i}", "sparsity", i, label, SPARSITY_BINS, ref_t[i], gen_t[i], weights=weights))
+        out.append(compare_values(f"sparsity_{i}", "sparsity", i, label, SPARSITY_BINS, ref_t[i], gen_t[i], weights=weights))
     if weights is None or voxel_counts is not None:
-        out.append(_voxel_spectrum(reference, generated, low, voxel_counts))
+        out.append(voxel_spectrum_comparison(reference, generated, low, voxel_counts))
     return out
 
 

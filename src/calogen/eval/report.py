@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from calogen.cell_geometry import CellGeometry
 from calogen.geometry import Geometry
 from calogen.io import atomic_path
 
@@ -98,9 +99,28 @@ def _families(comparison: Any) -> dict[str, Any] | None:
     }
 
 
+def _polar_showers(
+    geometry: Geometry | CellGeometry, reference_name: str, reference_mean_shower: np.ndarray, samples: list[SampleReport]
+) -> tuple[list[dict[str, Any]], dict[str, list[list[float | None]]]]:
+    """The (r, alpha) layers and average showers per layer that the page draws; none for cell geometries
+    (their hexagon maps come as a ``sections`` entry of :func:`render_report`)."""
+    if geometry.kind != "cylindrical":
+        return [], {}
+    layers = [
+        {"index": i, "r_edges": list(geometry.layers[i].r_edges), "n_alpha": geometry.layers[i].n_alpha}
+        for i in geometry.nonempty_layers
+    ]
+    shower_per_layer = {
+        reference_name: [_rounded(reference_mean_shower[geometry.layer_slice(i)], 4) for i in geometry.nonempty_layers]
+    }
+    for sample in samples:
+        shower_per_layer[sample.name] = [_rounded(sample.mean_shower[geometry.layer_slice(i)], 4) for i in geometry.nonempty_layers]
+    return layers, shower_per_layer
+
+
 def _payload(
     title: str,
-    geometry: Geometry,
+    geometry: Geometry | CellGeometry,
     reference_name: str,
     reference_mean_shower: np.ndarray,
     samples: list[SampleReport],
@@ -130,15 +150,7 @@ def _payload(
                 "wasserstein": None if h.wasserstein is None else float(h.wasserstein),
             }
     score_bins = np.linspace(0.0, 1.0, 41)
-    layers = [
-        {"index": i, "r_edges": list(geometry.layers[i].r_edges), "n_alpha": geometry.layers[i].n_alpha}
-        for i in geometry.nonempty_layers
-    ]
-    shower_per_layer = {
-        reference_name: [_rounded(reference_mean_shower[geometry.layer_slice(i)], 4) for i in geometry.nonempty_layers]
-    }
-    for sample in samples:
-        shower_per_layer[sample.name] = [_rounded(sample.mean_shower[geometry.layer_slice(i)], 4) for i in geometry.nonempty_layers]
+    layers, shower_per_layer = _polar_showers(geometry, reference_name, reference_mean_shower, samples)
     return {
         "title": title,
         "reference": reference_name,
@@ -174,11 +186,12 @@ def render_report(
     path: str | os.PathLike[str],
     *,
     title: str,
-    geometry: Geometry,
+    geometry: Geometry | CellGeometry,
     reference_name: str,
     reference_mean_shower: np.ndarray,
     samples: list[SampleReport],
     metadata: dict[str, Any] | None = None,
+    sections: str = "",
 ) -> None:
     """Write the report to ``path`` atomically.
 
@@ -190,10 +203,16 @@ def render_report(
         reference_mean_shower: average reference shower, ``(voxels,)``.
         samples: one :class:`SampleReport` per generated sample.
         metadata: free-form provenance shown at the bottom of the page (inputs, versions, settings).
+        sections: further HTML sections placed before the provenance (e.g. the hexagon maps of a cell
+            geometry, :func:`calogen.eval.hexmaps.hexmap_section`); a cell geometry hides the (r, alpha) one.
     """
     data = _payload(title, geometry, reference_name, reference_mean_shower, samples, metadata or {})
     blob = json.dumps(data, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
     page = _TEMPLATE.read_text(encoding="utf-8")
     page = page.replace("__TITLE__", html.escape(title)).replace("__DATA__", blob)
+    if sections:
+        page = page.replace('<section id="meta">', sections + '<section id="meta">', 1)
+    if geometry.kind != "cylindrical":
+        page = page.replace('<section id="showers-section">', '<section id="showers-section" hidden>', 1)
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")
