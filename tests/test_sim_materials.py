@@ -27,9 +27,23 @@ def test_density_correction_is_continuous(name: str) -> None:
 
 
 def test_unknown_material_names_the_choices() -> None:
-    with pytest.raises(MaterialError, match="unknown material 'Cu'; choose one of W, Si"):
-        material("Cu")
+    with pytest.raises(MaterialError, match="unknown material 'Ag'; choose one of W, Si, Pb, Cu"):
+        material("Ag")
     assert issubclass(MaterialError, CalogenError)
+
+
+@pytest.mark.parametrize(("name", "x0_mm", "moliere_mm"), [("W", 3.504, 9.33), ("Pb", 5.612, 16.02), ("Cu", 14.36, 15.68)])
+def test_radiation_length_and_moliere_radius_pdg(name: str, x0_mm: float, moliere_mm: float) -> None:
+    m = material(name)
+    assert m.radiation_length == pytest.approx(x0_mm, rel=1e-3)
+    assert m.moliere_radius == pytest.approx(moliere_mm, rel=3e-3)  # PDG: 9.327, 16.02, 15.68 mm
+
+
+def test_par04_mixture_constants() -> None:
+    stack = LayerStack.par04()
+    assert stack.critical_energy() == pytest.approx(8.2, abs=0.05)  # PHYSICS.md
+    assert stack.moliere_radius() == pytest.approx(10.9, abs=0.05)
+    assert stack.z_eff() == pytest.approx(72.5, abs=0.05)
 
 
 def test_par04_stack() -> None:
@@ -47,7 +61,7 @@ def test_par04_stack() -> None:
     [
         ({"n_pairs": 0}, "n_pairs must be >= 1"),
         ({"absorber_mm": -1.0}, "thicknesses must be > 0"),
-        ({"absorber": "Cu"}, "unknown material"),
+        ({"absorber": "Ag"}, "unknown material"),
     ],
 )
 def test_invalid_stacks(kwargs: dict, match: str) -> None:

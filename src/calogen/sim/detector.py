@@ -6,7 +6,9 @@ only geometry the transport loop knows: the distance to the next plane along a d
 distance to the nearest plane in any direction (for range rejection).
 
 The default stack is Geant4 example Par04 (CaloChallenge datasets 2 and 3): 90 pairs of 1.4 mm tungsten
-followed by 0.3 mm silicon, tungsten first, front face at z = 0.
+followed by 0.3 mm silicon, tungsten first, front face at z = 0. :meth:`LayerStack.hgcal_like` is a CMS
+CE-E-like stack: 26 layers of 4.5 mm lead, 3.0 mm copper and 0.3 mm silicon (7.8 mm, 1.014 X0 per layer;
+202.8 mm, 26.36 X0 in all), read out in the silicon.
 
 Example:
     >>> stack = LayerStack.par04()
@@ -81,6 +83,21 @@ class LayerStack:
             sensitive=(sensitive,),
         )
 
+    @classmethod
+    def hgcal_like(cls, n_layers: int = 26, lead_mm: float = 4.5, copper_mm: float = 3.0, silicon_mm: float = 0.3) -> LayerStack:
+        """CE-E-like sampling layers, front to back lead, copper, silicon (defaults: 26 x (4.5 + 3.0 + 0.3) mm).
+
+        Readout layer i is the sampling layer at ``7.8 i <= z < 7.8 (i + 1)`` mm; its silicon is read out.
+        """
+        if n_layers < 1:
+            raise DetectorError(f"n_layers must be >= 1, got {n_layers}")
+        return cls(
+            materials=(material("Pb"), material("Cu"), material("Si")),
+            slab_material=(0, 1, 2) * n_layers,
+            thickness=(float(lead_mm), float(copper_mm), float(silicon_mm)) * n_layers,
+            sensitive=("Si",),
+        )
+
     @property
     def n_slabs(self) -> int:
         """Number of slabs."""
@@ -104,6 +121,29 @@ class LayerStack:
         total = sum(self.thickness)
         inverse = sum(t / total / self.materials[m].radiation_length for m, t in zip(self.slab_material, self.thickness))
         return 1.0 / inverse
+
+    def fractions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Thickness fractions ``(M,)`` of every material in the stack, and their mass fractions ``(M,)``."""
+        thick = np.zeros(len(self.materials))
+        for m, t in zip(self.slab_material, self.thickness):
+            thick[m] += t
+        mass = thick * np.array([m.density for m in self.materials])
+        return thick / thick.sum(), mass / mass.sum()
+
+    def critical_energy(self) -> float:
+        """Critical energy of the stack as a mixture, MeV: ``Ec = X0 sum_i f_i Ec_i / X0_i`` (f thickness fractions)."""
+        f, _ = self.fractions()
+        return float(self.radiation_length() * sum(fi * m.critical_energy / m.radiation_length for fi, m in zip(f, self.materials)))
+
+    def moliere_radius(self) -> float:
+        """Moliere radius of the stack as a mixture, mm: ``1 / R_M = sum_i f_i / R_M,i`` (f thickness fractions)."""
+        f, _ = self.fractions()
+        return float(1.0 / sum(fi / m.moliere_radius for fi, m in zip(f, self.materials)))
+
+    def z_eff(self) -> float:
+        """Mass-weighted atomic number."""
+        _, w = self.fractions()
+        return float(sum(wi * m.z for wi, m in zip(w, self.materials)))
 
 
 @nb.njit(cache=True, nogil=True)
