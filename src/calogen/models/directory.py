@@ -62,7 +62,7 @@ def _integer(value: Any, what: str) -> int:
 def _cell_geometry_from_dict(data: dict[str, Any], max_voxels: int | None) -> CellGeometry:
     """The cell geometry of ``config.json``, at most ``max_voxels`` voxels (counted before it is built)."""
     layers = data.get("layers")
-    cells = sum(len(x.get("x", [])) for x in layers if isinstance(x, dict)) if isinstance(layers, list) else 0
+    cells = sum(len(x["x"]) for x in layers if isinstance(x, dict) and isinstance(x.get("x"), list)) if isinstance(layers, list) else 0
     if max_voxels is not None and cells > max_voxels:
         raise ModelError(f"the cell geometry in config.json has {cells:,} voxels, more than the limit of {max_voxels:,}")
     try:
