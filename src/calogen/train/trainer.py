@@ -252,8 +252,9 @@ class Trainer:
         return range(self.dist.rank * per_process, (self.dist.rank + 1) * per_process)
 
     def _accumulate(self, data: ShowerData, step: int) -> torch.Tensor:
-        """Backward pass of this process's shards of the global batch ``data``, each weighted by ``1 / shards``
-        (DDP: averaged over the processes at the last one); returns their mean ``(energy, radial, shape)`` losses."""
+        """Backward pass of this process's shards of the global batch ``data``, each weighted by one over their number
+        (DDP averages the processes' gradients at the last one, so every shard weighs ``1 / shards``); returns the
+        global batch's mean ``(energy, radial, shape)`` losses."""
         cfg, shards, mine = self.preset.train, self.shards, self.local_shards()
         energy = self._energy_batch(step)
         totals = torch.zeros(3, device=self.device)
