@@ -25,6 +25,7 @@ from calogen.geometry import Geometry, Layer
 from calogen.sim import CascadeConfig, FullSimulation
 from calogen.sim.cascade import CascadeConfigError
 from calogen.sim.detector import LayerStack
+from calogen.sim.readout import Incidence
 
 X0_MM, EC_MEV, RM_MM = 4.22, 8.2, 10.9  # Par04 mixture (PHYSICS.md)
 RUNS = {1000.0: 600, 10000.0: 300, 100000.0: 100}  # energy (MeV): showers
@@ -183,12 +184,15 @@ def test_generator_contract_and_threshold() -> None:
     assert 0.7 < showers.sum() / 2000.0 < 1.3
 
 
-def test_incidence_options_move_the_shower() -> None:
+def test_the_readout_follows_the_entry_point_and_direction() -> None:
     geometry = Geometry.builtin("ds2")
     straight = FullSimulation(geometry).sample(np.array([1000.0]), seed=5)
-    offset = FullSimulation(geometry, entry_point=(20.0, 0.0)).sample(np.array([1000.0]), seed=5)
+    offset = FullSimulation(geometry, incidence=Incidence(entry=(20.0, 0.0))).sample(np.array([1000.0]), seed=5)
+    np.testing.assert_array_equal(offset, straight)  # the detector is unbounded across: a shifted entry changes nothing
+    inclined = FullSimulation(geometry, incidence=Incidence(theta=0.3)).sample(np.array([1000.0]), seed=5)
+    assert not np.array_equal(inclined, straight)
     inner = geometry.voxel_r < 4.65
-    assert straight[0, inner].sum() > 3 * offset[0, inner].sum()
+    assert inclined[0, inner].sum() > 0.3 * straight[0, inner].sum()  # centred on the trajectory, not lost off-axis
 
 
 @pytest.mark.parametrize(
@@ -197,7 +201,7 @@ def test_incidence_options_move_the_shower() -> None:
         ({"particle": "pi+"}, [1.0], "unknown particle 'pi\\+'; choose one of e-, e\\+, gamma"),
         ({}, [0.0], "incident energies must lie in"),
         ({}, [np.nan], "incident energies must lie in"),
-        ({"incident_angle": 2.0}, [1.0], "incident_angle must lie in"),
+        ({"incidence": (0.1, 0.0)}, [1.0], "incidence must be an Incidence"),
     ],
 )
 def test_user_errors(kwargs: dict, energies: list, match: str) -> None:

@@ -101,3 +101,24 @@ def test_score_deposits_accounts_for_every_deposit():
     np.add.at(expected, voxels[voxels >= 0], 2.0 * e[voxels >= 0])
     np.testing.assert_allclose(out, expected, rtol=1e-12)
     assert outside == pytest.approx(e[voxels < 0].sum(), rel=1e-12)
+
+
+def test_score_points_matches_score_deposits_and_follows_the_trajectory():
+    from calogen.sim.readout import Incidence, readout_arrays, score_points
+
+    geometry = Geometry.builtin("ds2")
+    rng = np.random.default_rng(0)
+    x, y, z = rng.normal(0, 15, 3000), rng.normal(0, 15, 3000), rng.uniform(-5, 160, 3000)
+    e = rng.exponential(size=3000)
+    expected, outside = score_deposits(ReadoutTables.from_geometry(geometry), x, y, z, e)
+    out = np.zeros(geometry.n_voxels)
+    assert score_points(readout_arrays(geometry), x, y, z, e, out) == pytest.approx(outside)
+    np.testing.assert_array_equal(out, expected)
+    incidence = Incidence(theta=0.4, phi=1.0, entry=(5.0, -3.0))
+    ro = readout_arrays(geometry, incidence)
+    mid = 0.5 * (ro.z_lo + ro.z_hi)
+    row = np.clip(np.searchsorted(ro.z_hi, z, side="right"), 0, mid.size - 1)
+    cx, cy = incidence.crossing(mid[row])  # every point moved with its layer's centre
+    moved = np.zeros(geometry.n_voxels)
+    score_points(ro, x + cx, y + cy, z, e, moved)
+    np.testing.assert_allclose(moved, expected, rtol=1e-9, atol=1e-9)

@@ -5,11 +5,18 @@ Example:
         --n 10000 --seed 1 -o ds2_gflash.h5 --workers 4
     calogen simulate ... --shard-index 3 --num-shards 8 -o part-3.h5     # then: calogen merge -o all.h5 part-*.h5
     calogen simulate ... --executor dask --scheduler tcp://host:8786 -o ds2_gflash.h5
+    calogen simulate --geometry hgcal-like --particle gamma --eta 2.0 --phi 1.5708 --energy 50GeV --n 100 -o h.h5
+
+Direction: ``--theta DEG`` is the polar angle to the layer normal; ``--eta ETA`` gives it as
+``2 atan(exp(-eta))`` (an endcap, whose layers are normal to the beam: eta 2.0 is 15.4 degrees); ``--phi RAD``
+is the azimuth. The readout follows the primary's trajectory. Non-normal runs record the direction in the
+file (``incident_theta``/``incident_phi`` attributes, the ``incident_directions`` dataset).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,7 +54,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: when stderr is a terminal)"
     )
+    _add_direction_arguments(parser)
     add_run_arguments(parser)
+
+
+def _add_direction_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--theta`` or ``--eta``, ``--phi``, ``--entry``, ``--max-theta``."""
+    polar = parser.add_mutually_exclusive_group()
+    polar.add_argument("--theta", type=float, metavar="DEG", help="polar angle of the primary to the layer normal, degrees (default: 0)")
+    polar.add_argument("--eta", type=float, metavar="ETA", help="pseudorapidity of the primary: theta = 2 atan(exp(-eta))")
+    parser.add_argument("--phi", type=float, default=0.0, metavar="RAD", help="azimuth of the primary, radians (default: 0)")
+    parser.add_argument(
+        "--entry", type=float, nargs=2, default=(0.0, 0.0), metavar=("X", "Y"), help="entry point on the front face, mm (default: 0 0)"
+    )
+    parser.add_argument("--max-theta", type=float, default=80.0, metavar="DEG", help="largest polar angle accepted, degrees (default: 80)")
+
+
+def _incidence(args: argparse.Namespace) -> Any:
+    """The :class:`~calogen.sim.readout.Incidence` of the direction options (IncidenceError when out of range)."""
+    from calogen.sim.readout import Incidence, IncidenceError, theta_from_eta
+
+    if not 0.0 < args.max_theta < 90.0:
+        raise IncidenceError(f"--max-theta must lie in (0, 90) degrees, got {args.max_theta:g}")
+    if args.eta is not None:
+        eta_min = -math.log(math.tan(math.radians(args.max_theta) / 2.0))
+        if not (math.isfinite(args.eta) and args.eta > eta_min):
+            raise IncidenceError(f"--eta must be > {eta_min:.4f} (theta below --max-theta {args.max_theta:g} degrees), got {args.eta:g}")
+        theta = theta_from_eta(args.eta)
+    else:
+        theta_deg = 0.0 if args.theta is None else args.theta
+        if not 0.0 <= theta_deg < args.max_theta:
+            raise IncidenceError(f"--theta must lie in [0, {args.max_theta:g}) degrees (--max-theta), got {theta_deg:g}")
+        theta = math.radians(theta_deg)
+    if not (math.isfinite(args.phi) and abs(args.phi) <= 2.0 * math.pi):
+        raise IncidenceError(f"--phi must lie in [-2 pi, 2 pi] radians, got {args.phi:g}")
+    return Incidence(theta, args.phi, tuple(args.entry))
 
 
 def _gflash_parameters(value: str) -> Any:
@@ -82,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
         if args.engine != "gflash":
             raise EngineError(f"--gflash-params applies to --engine gflash, not {args.engine!r}; drop it or switch engine")
         options["params"] = _gflash_parameters(args.gflash_params)
+    incidence = _incidence(args)
+    if not incidence.is_normal:  # normal incidence keeps today's options, and so the same bytes
+        options["incidence"] = incidence
     spec = engine_spec(args.engine, args.geometry, args.particle, **options)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     shard = shard_of(args)

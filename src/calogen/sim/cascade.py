@@ -2,7 +2,7 @@
 
 The loop only moves particles and dispatches: it interpolates the per-material tables of
 :mod:`calogen.sim.physics.tables`, asks :mod:`calogen.sim.detector` for distances to planes, calls one
-physics module per interaction, and hands silicon deposits to :func:`calogen.sim.readout.voxel_index`.
+physics module per interaction, and hands silicon deposits to :func:`calogen.sim.readout.point_voxel`.
 Particles wait on a fixed-capacity stack (last in, first out), so nothing is allocated per particle;
 secondaries are always queued and meet the tracking cuts when they are taken off the stack.
 
@@ -41,7 +41,7 @@ from calogen.sim.physics import annihilation, brems, compton, fluctuations, ioni
 from calogen.sim.physics.kinematics import combine, rotate, tsai_cos_theta
 from calogen.sim.physics.rng import exponential, random_azimuth, seed_state, uniform
 from calogen.sim.physics.tables import BREMS, COMPTON, DELTA, PAIR, PHOTO, PhysicsTables
-from calogen.sim.readout import voxel_index
+from calogen.sim.readout import ReadoutArrays, point_voxel
 
 __all__ = ["ELECTRON", "PHOTON", "POSITRON", "CascadeConfig", "CascadeConfigError", "Cuts", "DetectorArrays", "run_showers"]
 
@@ -142,7 +142,7 @@ def _push(sf, si, n, x, y, z, ux, uy, uz, energy, kind, slab):  # type: ignore[n
 @nb.njit(cache=True, nogil=True)
 def _score(acc, row, ro, x, y, z, energy, scale):  # type: ignore[no-untyped-def]
     """Add a sensitive-material deposit to the voxel at (x, y, z), or to the outside-readout account."""
-    v = voxel_index(ro[0], ro[1], ro[2], ro[3], ro[4], ro[5], x, y, z)
+    v, _ = point_voxel(ro, x, y, z)
     if v >= 0:
         row[v] += energy * scale
     else:
@@ -393,7 +393,7 @@ def run_showers(
     start: np.ndarray,
     tab: PhysicsTables,
     det: DetectorArrays,
-    ro: tuple,  # type: ignore[type-arg]
+    ro: ReadoutArrays,
     cuts: Cuts,
     capacity: int,
     scale: float,
@@ -407,7 +407,7 @@ def run_showers(
         kind: primary particle code (:data:`PHOTON`, :data:`ELECTRON`, :data:`POSITRON`).
         start: ``(6,)`` entry point (x, y, z) mm in the first slab and unit direction.
         tab, det, cuts: physics tables, layer stack and settings.
-        ro: readout arrays ``(z_lo, z_hi, r_edges, n_r, n_alpha, offsets)`` of a ReadoutTables.
+        ro: the readout, centred on the primary's trajectory.
         capacity: stack capacity.
         scale: factor applied to scored deposits.
         showers: ``(N, V)`` float64 zeros, filled with scored energies.

@@ -27,12 +27,15 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from calogen.errors import CalogenError
-from calogen.geometry import Geometry
+from calogen.geometry import Geometry, resolve_geometry
+
+if TYPE_CHECKING:
+    from calogen.cell_geometry import CellGeometry
 
 __all__ = [
     "ENGINES",
@@ -109,14 +112,14 @@ class EngineSpec:
     Args:
         name: registry name (``full``, ``gflash``, ...).
         target: ``module:attribute`` of the factory.
-        geometry: readout geometry.
+        geometry: readout geometry (cylindrical or cells).
         particle: canonical particle name (``e-``, ``e+``, ``gamma``).
-        options: keyword arguments for the factory (e.g. ``config=`` or ``params=``).
+        options: keyword arguments for the factory (e.g. ``config=``, ``params=`` or ``incidence=``).
     """
 
     name: str
     target: str
-    geometry: Geometry
+    geometry: Geometry | CellGeometry
     particle: str
     options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -145,23 +148,25 @@ class EngineSpec:
         return json.dumps(_jsonable(self.options), sort_keys=True, separators=(",", ":"))
 
 
-def engine_spec(name: str, geometry: str | os.PathLike[str] | Geometry, particle: str, **options: Any) -> EngineSpec:
+def engine_spec(
+    name: str, geometry: str | os.PathLike[str] | Geometry | CellGeometry, particle: str, **options: Any
+) -> EngineSpec:
     """Validate an engine request and return its :class:`EngineSpec`.
 
     Args:
         name: a key of :data:`ENGINES`.
-        geometry: a built-in geometry name, a binning XML path or a Geometry.
+        geometry: a built-in geometry name, a binning XML path, a cell-geometry JSON or a geometry.
         particle: a key of :data:`PARTICLES`.
         options: passed to the engine factory.
     """
     if name not in ENGINES:
         raise EngineError(f"unknown engine {name!r}; choose one of {sorted(ENGINES)}")
-    spec = EngineSpec(name, ENGINES[name], Geometry.resolve(geometry), canonical_particle(particle), dict(options))
+    spec = EngineSpec(name, ENGINES[name], resolve_geometry(geometry), canonical_particle(particle), dict(options))
     _jsonable(spec.options)
     return spec
 
 
-def make_engine(name: str, geometry: str | os.PathLike[str] | Geometry, particle: str, **options: Any) -> Any:
+def make_engine(name: str, geometry: str | os.PathLike[str] | Geometry | CellGeometry, particle: str, **options: Any) -> Any:
     """Build engine ``name`` for ``geometry`` and ``particle`` (see :func:`engine_spec`)."""
     return engine_spec(name, geometry, particle, **options).build()
 

@@ -1,9 +1,11 @@
-"""The detailed simulation as a :class:`~calogen.generator.Generator`: showers of the Par04 calorimeter.
+"""The detailed simulation as a :class:`~calogen.generator.Generator`: showers of the Par04 or HGCal-like calorimeter.
 
 :class:`FullSimulation` runs the compiled cascade of :mod:`calogen.sim.cascade` for a layer stack (by
-default 90 x (1.4 mm W + 0.3 mm Si)) and scores the silicon deposits into any readout geometry, in the
-CaloChallenge convention: deposits divided by the 3.3% sampling fraction, then voxels below
-``geometry.threshold`` set to zero. Shower ``i`` of a call with ``first_index=k`` is seeded from
+default 90 x (1.4 mm W + 0.3 mm Si) for cylindrical readouts, :meth:`LayerStack.hgcal_like` for cell
+readouts) and scores the silicon deposits into the readout geometry, centred on the primary's trajectory
+(:class:`~calogen.sim.readout.Incidence`), divided by the stack's sampling fraction (CaloChallenge
+convention, 3.3% for Par04; :data:`HGCAL_SAMPLING_FRACTION` for cells), then voxels below
+``geometry.threshold`` (cell geometries: none) set to zero. Shower ``i`` of a call with ``first_index=k`` is seeded from
 ``derive_seed(seed, k + i)``, so any split of a run into calls, batches or processes gives the same bytes.
 
 Energy accounting: the incident energy is kinetic. A positron brings 2 m_e c^2 more when it annihilates
@@ -21,21 +23,32 @@ Example:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from calogen.cell_geometry import CellGeometry
 from calogen.errors import CalogenError
 from calogen.generator import derive_seed
 from calogen.geometry import Geometry
-from calogen.sim.cascade import ELECTRON, PHOTON, POSITRON, CascadeConfig, DetectorArrays, run_showers
+from calogen.sim.cascade import (
+    ELECTRON,
+    PHOTON,
+    POSITRON,
+    CascadeConfig,
+    DetectorArrays,
+    run_showers,
+)
 from calogen.sim.detector import LayerStack
 from calogen.sim.physics.annihilation import ANNIHILATION_ENERGY
 from calogen.sim.physics.tables import build_tables
-from calogen.sim.readout import CALOCHALLENGE_SAMPLING_SCALE, ReadoutTables
+from calogen.sim.readout import CALOCHALLENGE_SAMPLING_SCALE, Incidence, readout_arrays
 
-__all__ = ["FullSimulation", "SimulationError", "SimulationResult"]
+__all__ = ["HGCAL_SAMPLING_FRACTION", "FullSimulation", "SimulationError", "SimulationResult", "default_scale", "default_stack"]
+
+HGCAL_SAMPLING_FRACTION = 0.0100
+"""Silicon fraction of the deposits of :meth:`LayerStack.hgcal_like` (measured, docs/geometries.md); cell
+readouts divide the silicon signal by it."""
 
 _PARTICLES = {
     "e-": ELECTRON, "electron": ELECTRON,
@@ -48,6 +61,16 @@ _MAX_ENERGY = 1e7
 
 class SimulationError(CalogenError):
     """An invalid particle, energy or incidence for the detailed simulation."""
+
+
+def default_stack(geometry: Geometry | CellGeometry) -> LayerStack:
+    """The detector a readout belongs to: HGCal-like for cell geometries, Par04 otherwise."""
+    return LayerStack.hgcal_like() if geometry.kind == "cells" else LayerStack.par04()
+
+
+def default_scale(geometry: Geometry | CellGeometry) -> float:
+    """Factor on silicon deposits: one over the sampling fraction of :func:`default_stack`."""
+    return 1.0 / HGCAL_SAMPLING_FRACTION if geometry.kind == "cells" else CALOCHALLENGE_SAMPLING_SCALE
 
 
 @dataclass(frozen=True)
@@ -92,39 +115,34 @@ class FullSimulation:
         geometry: readout geometry the sensitive deposits are scored into.
         particle: ``e-``, ``e+`` or ``gamma`` (or ``electron``, ``positron``, ``photon``).
         config: cuts and step settings.
-        incident_angle: polar angle of the primary to the z axis, rad, in the x-z plane (|angle| < pi/2).
-        entry_point: (x, y) of the primary on the front face, mm.
-        stack: the layer stack; default :meth:`LayerStack.par04`.
-        scale: factor applied to sensitive deposits; default 1/0.033 (CaloChallenge).
+        incidence: direction and entry point of the primary; the readout follows its trajectory.
+        stack: the layer stack; default :func:`default_stack`.
+        scale: factor applied to sensitive deposits; default :func:`default_scale`.
     """
 
     def __init__(
         self,
-        geometry: Geometry,
+        geometry: Geometry | CellGeometry,
         particle: str = "e-",
         config: CascadeConfig = CascadeConfig(),
         *,
-        incident_angle: float = 0.0,
-        entry_point: tuple[float, float] = (0.0, 0.0),
+        incidence: Incidence = Incidence(),
         stack: LayerStack | None = None,
-        scale: float = CALOCHALLENGE_SAMPLING_SCALE,
+        scale: float | None = None,
     ) -> None:
         key = str(particle).strip().lower()
         if key not in _PARTICLES:
             raise SimulationError(f"unknown particle {particle!r}; choose one of e-, e+, gamma")
-        if not (math.isfinite(incident_angle) and abs(incident_angle) < math.pi / 2):
-            raise SimulationError(f"incident_angle must lie in (-pi/2, pi/2) rad, got {incident_angle!r}")
-        if len(entry_point) != 2 or not all(math.isfinite(v) for v in entry_point):
-            raise SimulationError(f"entry_point must be two finite numbers (x, y) in mm, got {entry_point!r}")
+        if not isinstance(incidence, Incidence):
+            raise SimulationError(f"incidence must be an Incidence, got {type(incidence).__name__}")
         self.geometry = geometry
         self.particle = key
         self.config = config
-        self.stack = LayerStack.par04() if stack is None else stack
+        self.incidence = incidence
+        self.stack = default_stack(geometry) if stack is None else stack
         self._kind = _PARTICLES[key]
-        self._scale = float(scale)
-        self._start = np.array(
-            [entry_point[0], entry_point[1], 0.0, math.sin(incident_angle), 0.0, math.cos(incident_angle)], dtype=np.float64
-        )
+        self._scale = float(default_scale(geometry) if scale is None else scale)
+        self._start = np.array([*incidence.entry, 0.0, *incidence.direction()], dtype=np.float64)
         self._tables = build_tables(self.stack.materials, delta_cut=config.delta_cut, brems_cut=config.brems_cut)
         names = [m.name for m in self.stack.materials]
         self._detector = DetectorArrays(
@@ -133,8 +151,7 @@ class FullSimulation:
             sensitive=self.stack.sensitive_mask(),
             fluctuate=np.array([name in config.fluctuations for name in names], dtype=np.int64),
         )
-        ro = ReadoutTables.from_geometry(geometry)
-        self._readout = (ro.z_lo, ro.z_hi, ro.r_edges, ro.n_r, ro.n_alpha, ro.offsets)
+        self._readout = readout_arrays(geometry, incidence)
 
     def simulate(self, energies: np.ndarray, *, seed: int, first_index: int = 0) -> SimulationResult:
         """Showers and energy accounting for kinetic ``energies`` ``(N,)`` or ``(N, 1)`` MeV.
@@ -155,7 +172,7 @@ class FullSimulation:
             kinetic, seeds, np.int64(self._kind), self._start, self._tables, self._detector, self._readout,
             self.config.cuts(), np.int64(self.config.stack_capacity), self._scale, showers, accounts,
         )  # fmt: skip
-        showers[showers < self.geometry.threshold] = 0.0
+        showers[showers < getattr(self.geometry, "threshold", 0.0)] = 0.0
         extra = ANNIHILATION_ENERGY if self._kind == POSITRON else 0.0
         return SimulationResult(
             showers=showers.astype(np.float32),

@@ -24,15 +24,26 @@ Every shower is drawn in three steps (hep-ex/0001020, the model behind Geant4's 
    paper's functions of tau, E and Z with the sampling corrections in ``1 - e_hat`` and ``1 / Fs``, both radii
    scaled by calibration factors times ``(E / GeV)^radius_slope``.
 
-:meth:`GflashSimulation.simulate` scores the spots in one compiled pass from their polar coordinates,
-never forming x and y; :meth:`GflashSimulation.spots` places the same spots (same random numbers) in
-Cartesian coordinates, and scoring those with :func:`~calogen.sim.readout.score_deposits` gives the
-same voxels.
+**Inclined showers** (:class:`~calogen.sim.readout.Incidence`): the longitudinal and radial profiles are
+drawn along the shower axis exactly as above (depth t in X0 along the axis, radius in the plane normal to
+it) and every spot is then carried into the detector frame, ``entry + s u + x e1 + y e2`` (u the direction,
+e1, e2 normal to it), and scored where it lands. This treats the stack as a homogeneous medium seen along
+the axis: the sampling corrections (Fs, e_hat) keep their normal-incidence values although the axis
+crosses 1 / cos theta more material per layer, and a spot's depth in X0 is its distance along the axis.
+
+At normal incidence into a cylindrical readout :meth:`GflashSimulation.simulate` scores the spots in one
+compiled pass from their polar coordinates, never forming x and y; :meth:`GflashSimulation.spots` places
+the same spots (same random numbers) in Cartesian coordinates of the detector frame, and scoring those
+with :func:`~calogen.sim.readout.score_points` (or, at normal incidence,
+:func:`~calogen.sim.readout.score_deposits`) gives the same voxels. Other incidences and cell readouts
+always take the Cartesian path.
 
 The medium defaults to the CaloChallenge DS2/DS3 "Par04" stack (1.4 mm W + 0.3 mm Si): Z_eff 72.5,
 X0 4.22 mm, Ec 8.2 MeV, R_M 10.9 mm, Fs = X0 / 1.7 mm, ``e_hat = 1 / (1 + 0.007 (Z_W - Z_Si))``.
-Voxel energies are in CaloChallenge units (deposit / sampling fraction, so about E), and voxels below
-``geometry.threshold`` are zeroed. The shower axis is the z axis, entering at z = 0.
+:meth:`GflashParameters.for_stack` derives these medium constants for any
+:class:`~calogen.sim.detector.LayerStack` (cell readouts default to it for the HGCal-like stack). Voxel
+energies are in CaloChallenge units (deposit / sampling fraction, so about E), and voxels below
+``geometry.threshold`` are zeroed.
 
 Reference: G. Grindhammer and S. Peters, "The parameterized simulation of electromagnetic showers in
 homogeneous and sampling calorimeters", hep-ex/0001020.
@@ -57,30 +68,40 @@ from typing import Any
 import numba as nb
 import numpy as np
 
+from calogen.cell_geometry import CellGeometry
 from calogen.errors import CalogenError
 from calogen.generator import derive_seed
 from calogen.geometry import Geometry
 from calogen.io import atomic_path
-from calogen.sim.readout import ReadoutTables, layer_row, row_voxel
+from calogen.sim.detector import LayerStack
+from calogen.sim.readout import (
+    Incidence,
+    layer_row,
+    readout_arrays,
+    row_voxel,
+    score_points,
+)
 
 __all__ = [
+    "HGCAL_LIKE_SAMPLING_TERM",
+    "STEP_X0",
+    "DepthSteps",
     "GflashParameterError",
     "GflashParameters",
     "GflashSimulation",
-    "STEP_X0",
-    "DepthSteps",
     "Spots",
+    "calibrate_radial",
     "check_energies",
     "depth_steps",
     "gamma_rate",
-    "calibrate_radial",
+    "hgcal_like_parameters",
     "longitudinal_parameters",
     "mean_log_shape",
     "n_spots",
     "origin",
     "published_radial",
-    "radius_scales",
     "radial_parameters",
+    "radius_scales",
     "response",
 ]
 
@@ -178,6 +199,31 @@ class GflashParameters:
     def default(cls) -> GflashParameters:
         """The published, uncalibrated model for the Par04 medium."""
         return cls()
+
+    @classmethod
+    def for_stack(cls, stack: LayerStack, sampling_term: float = 0.11) -> GflashParameters:
+        """The published model for the medium of ``stack`` (assumed periodic: Fs = X0 over one period).
+
+        X0, Ec and R_M of the mixture (:class:`LayerStack`), mass-weighted Z, the period from the first
+        sensitive slab, ``e_hat`` from the mass-weighted Z of the absorbers and of the sensitive material.
+        """
+        names = [m.name for m in stack.materials]
+        sensitive = [i for i, m in enumerate(stack.slab_material) if names[m] in stack.sensitive]
+        if not sensitive:
+            raise GflashParameterError("the stack has no sensitive slab; GFLASH needs a sampling period")
+        period = sum(stack.thickness[: sensitive[0] + 1])
+        _, mass = stack.fractions()
+        active = np.array([name in stack.sensitive for name in names])
+        z = np.array([m.z for m in stack.materials])
+        z_passive = float((mass * z)[~active].sum() / max(mass[~active].sum(), 1e-12)) if (~active).any() else 0.0
+        z_active = float((mass * z)[active].sum() / mass[active].sum())
+        x0 = stack.radiation_length()
+        return cls(
+            x0_mm=x0, critical_energy_mev=stack.critical_energy(), moliere_radius_mm=stack.moliere_radius(),
+            z_eff=stack.z_eff(), sampling_frequency=x0 / period, e_hat=1.0 / (1.0 + 0.007 * max(z_passive - z_active, 0.0)),
+            sampling_term=sampling_term,
+            provenance=f"published Grindhammer-Peters coefficients (hep-ex/0001020), medium of a {len(stack.thickness)}-slab stack",
+        )  # fmt: skip
 
     @classmethod
     def packaged(cls, name: str = "ds2-electron") -> GflashParameters:
@@ -603,6 +649,15 @@ class _Shower:
     kernel_args: tuple[Any, ...]
 
 
+HGCAL_LIKE_SAMPLING_TERM = 0.20
+"""Stochastic term (sqrt(GeV)) of the HGCal-like stack used by its GFLASH parameters (docs/geometries.md)."""
+
+
+def hgcal_like_parameters() -> GflashParameters:
+    """Uncalibrated GFLASH parameters of :meth:`LayerStack.hgcal_like` (:meth:`GflashParameters.for_stack`)."""
+    return GflashParameters.for_stack(LayerStack.hgcal_like(), sampling_term=HGCAL_LIKE_SAMPLING_TERM)
+
+
 def _particle(name: str) -> str:
     try:
         return _PARTICLES[name]
@@ -633,19 +688,34 @@ class GflashSimulation:
     ``derive_seed(seed, first_index + i)``, so the output does not depend on how the work is split.
 
     Args:
-        geometry: the readout to score into (any calogen Geometry).
+        geometry: the readout to score into (a cylindrical Geometry or a CellGeometry).
         particle: ``e-``/``electron``, ``e+``/``positron`` or ``gamma``/``photon`` (photons start after an
             exponential conversion depth of mean 9/7 X0).
-        params: the model parameters; when omitted, the packaged set calibrated to the detailed MC on the
-            Par04 detector (the detector every built-in simulator models, whatever the readout binning).
-            ``GflashParameters.default()`` gives the published, uncalibrated set.
+        params: the model parameters; when omitted, for cylindrical readouts the packaged set calibrated to
+            the detailed MC on the Par04 detector (the detector every cylindrical built-in models), for cell
+            readouts :func:`hgcal_like_parameters`. ``GflashParameters.default()`` gives the published,
+            uncalibrated Par04 set.
+        incidence: direction and entry point of the primary; the readout follows its trajectory.
     """
 
-    def __init__(self, geometry: Geometry, particle: str = "e-", params: GflashParameters | None = None) -> None:
+    def __init__(
+        self,
+        geometry: Geometry | CellGeometry,
+        particle: str = "e-",
+        params: GflashParameters | None = None,
+        *,
+        incidence: Incidence = Incidence(),
+    ) -> None:
+        if not isinstance(incidence, Incidence):
+            raise GflashParameterError(f"incidence must be an Incidence, got {type(incidence).__name__}")
         self.geometry = geometry
         self.particle = _particle(particle)
-        self.params = GflashParameters.packaged() if params is None else params
-        self._tables = ReadoutTables.from_geometry(geometry)
+        self.incidence = incidence
+        if params is None:
+            params = hgcal_like_parameters() if geometry.kind == "cells" else GflashParameters.packaged()
+        self.params = params
+        self._polar = incidence.is_normal and geometry.kind == "cylindrical"
+        self._readout = readout_arrays(geometry, incidence)
 
     def spots(self, energy: float, rng: np.random.Generator) -> Spots:
         """Draw the spots of one shower of incident energy ``energy`` MeV from ``rng``.
@@ -658,6 +728,8 @@ class GflashSimulation:
         mean_alpha = np.exp(mean_log_shape(energies, self.params)[1])
         shower = self._draw(float(energies[0]), float(t_max[0]), float(alpha[0]), float(mean_alpha[0]), rng)
         x, y, z, e = _place_spots(*shower.kernel_args)
+        if not self.incidence.is_normal:
+            x, y, z = self.incidence.to_frame(x, y, z)
         return Spots(x, y, z, e, shower.deposited, float(t_max[0]), float(alpha[0]), shower.start)
 
     def _draw(self, energy: float, t_max: float, alpha: float, mean_alpha: float, rng: np.random.Generator) -> _Shower:
@@ -678,8 +750,6 @@ class GflashSimulation:
         energies = check_energies(energies)
         out = np.zeros((energies.size, self.geometry.n_voxels), dtype=np.float32)
         row = np.zeros(self.geometry.n_voxels, dtype=np.float64)
-        t = self._tables
-        readout = (t.z_lo, t.z_hi, t.r_edges, t.n_r, t.n_alpha, t.offsets)
         rngs = [np.random.default_rng(derive_seed(seed, first_index + i)) for i in range(energies.size)]
         normals = np.array([rng.standard_normal(2) for rng in rngs]).reshape(-1, 2)
         t_max, alpha = longitudinal_parameters(energies, normals, self.params)
@@ -687,10 +757,19 @@ class GflashSimulation:
         for i, rng in enumerate(rngs):
             shower = self._draw(float(energies[i]), float(t_max[i]), float(alpha[i]), float(mean_alpha[i]), rng)
             row[:] = 0.0
-            _score_spots(*shower.kernel_args, *readout, row)
+            self._score(shower, row)
             out[i] = row
-        out[out < self.geometry.threshold] = 0.0
+        out[out < getattr(self.geometry, "threshold", 0.0)] = 0.0
         return out
+
+    def _score(self, shower: _Shower, row: np.ndarray) -> None:
+        """Add the spots of ``shower`` to ``row``: polar scoring at normal incidence into cylinders, else Cartesian."""
+        ro = self._readout
+        if self._polar:
+            _score_spots(*shower.kernel_args, ro.z_lo, ro.z_hi, ro.r_edges, ro.n_r, ro.n_alpha, ro.offsets, row)
+            return
+        x, y, z, e = _place_spots(*shower.kernel_args)
+        score_points(ro, *self.incidence.to_frame(x, y, z), e, row)
 
     def sample(self, energies: np.ndarray | list[float], *, seed: int, batch_size: int | None = None) -> np.ndarray:
         """Generator interface: :meth:`simulate` in batches of ``batch_size`` (same result for any batch size)."""

@@ -285,7 +285,18 @@ def _metadata(engine: EngineSpec, energy_text: str, n: int, seed: int, chunk_siz
         "seed": np.int64(seed),
         "calogen_version": version,
     }
+    incidence = engine.options.get("incidence")
+    if incidence is not None and not incidence.is_normal:  # absent: normal incidence through the origin
+        attrs.update(incident_theta=incidence.theta, incident_phi=incidence.phi, entry_point=np.array(incidence.entry))
     return run, attrs
+
+
+def _directions(engine: EngineSpec, n: int) -> np.ndarray | None:
+    """``(n, 2)`` (theta, phi) rows for ``incident_directions``, or None at normal incidence (no dataset)."""
+    incidence = engine.options.get("incidence")
+    if incidence is None or incidence.is_normal:
+        return None
+    return np.tile(np.array([incidence.theta, incidence.phi], dtype=np.float32), (n, 1))
 
 
 def _publish(tmp: Path, path: Path) -> None:
@@ -389,13 +400,13 @@ def simulate_to_file(
     n_showers, n_chunks = energies.size, -(-energies.size // chunk_size)
     work = work_dir(path)
     completed = _open_work_dir(work, run, resume)
-    writer = ShowerWriter(work / "showers.h5", engine.geometry, attrs=attrs)
+    writer = ShowerWriter(work / "showers.h5", engine.geometry.n_voxels, attrs=attrs, directions=_directions(engine, 0) is not None)
     content = ContentHash()
     try:
         for k in range(completed):
             chunk = energies[k * chunk_size : (k + 1) * chunk_size]
             showers = _load_chunk(work, k)
-            writer.append(chunk, showers)
+            writer.append(chunk, showers, _directions(engine, chunk.size))
             content.update(chunk, showers)
         with (
             _progress(progress, n_showers, completed * chunk_size, f"simulate {engine.name}") as bar,
@@ -406,7 +417,7 @@ def simulate_to_file(
                 _save_manifest(work, run, k + 1)
                 completed = k + 1
                 chunk = energies[k * chunk_size : (k + 1) * chunk_size]
-                writer.append(chunk, showers)
+                writer.append(chunk, showers, _directions(engine, chunk.size))
                 content.update(chunk, showers)
                 if bar is not None:
                     bar.update(showers.shape[0])
