@@ -31,7 +31,8 @@ def data_file(tmp_path_factory):
 
 
 def test_presets_parse_and_reject_unknown_keys(tmp_path):
-    assert set(PRESETS) == {"tiny", "cpu-small", "ds2-base", "ds3-base", "student-consistency", "student-average-velocity", "hybrid-small"}
+    assert set(PRESETS) == {"tiny", "cpu-small", "ds2-base", "ds3-base", "student-consistency", "student-average-velocity", "hybrid-small",
+                            "cpu-small-cells"}
     (tmp_path / "p.yaml").write_text("model:\n  channels: [4, 4]\ntrain:\n  max_steps: 7\n")
     preset = Preset.resolve(tmp_path / "p.yaml")
     assert preset.model.channels == (4, 4) and preset.train.max_steps == 7
