@@ -98,8 +98,8 @@ GEN = ["generate", str(SHIPPED), "--n", str(N), "--energy", "loguniform:1GeV:100
 def test_generate_cli_shards_executors_and_batch_size_give_the_same_bytes(tmp_path, one_thread):
     assert main([*GEN, "-o", str(tmp_path / "serial.h5")]) == 0
     for i in range(3):
-        assert main([*GEN, "--batch-size", "7", "--shard-index", str(i), "--num-shards", "3", "-o", str(tmp_path / f"s{i}.h5")]) == 0
-    assert main(["merge", "-o", str(tmp_path / "merged.h5"), str(tmp_path / "s*.h5")]) == 0
+        assert main([*GEN, "--batch-size", "7", "--shard-index", str(i), "--num-shards", "3", "-o", str(tmp_path / f"part-{i}.h5")]) == 0
+    assert main(["merge", "-o", str(tmp_path / "merged.h5"), str(tmp_path / "part-*.h5")]) == 0
     assert same_showers(tmp_path / "merged.h5", tmp_path / "serial.h5")
     assert main([*GEN, "--executor", "pool", "--workers", "2", "-o", str(tmp_path / "pool.h5")]) == 0
     assert same_showers(tmp_path / "pool.h5", tmp_path / "serial.h5")
