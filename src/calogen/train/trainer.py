@@ -323,7 +323,10 @@ def check_shards(preset: Preset, shards: int, world: int) -> None:
     """Refuse a shard count that is not a multiple of the process count or does not divide the batches."""
     cfg = preset.train
     if shards < 1 or shards % world:
-        raise CalogenError(f"{shards} batch shards cannot be spread evenly over {world} training processes; use a multiple of {world}")
+        raise CalogenError(
+            f"{shards} batch shards cannot be spread evenly over {world} training processes; run on a number of processes that "
+            f"divides {shards} (a resumed run keeps the shards it started with)"
+        )
     for name in ("batch_size", "energy_batch_size"):
         size = getattr(cfg, name)
         if size is not None and size % shards:
