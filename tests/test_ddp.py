@@ -22,6 +22,7 @@ from calogen.geometry import Geometry
 from calogen.io import write_showers
 from calogen.train.config import PRESETS, Preset
 from calogen.train.loop import train
+from calogen.train.trainer import check_shards
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = Geometry.builtin("tiny")
@@ -121,6 +122,9 @@ def test_two_processes_match_each_other_and_one_process(data_file, tmp_path):
 
 
 def test_shards_must_divide_the_batches_and_match_on_resume(data_file, tmp_path):
+    check_shards(PRESET, 4, 2)
+    with pytest.raises(CalogenError, match="2 batch shards cannot be spread evenly over 3 training processes"):
+        check_shards(PRESET, 2, 3)
     with pytest.raises(CalogenError, match="train.batch_size = 32 does not split into 3"):
         train(data_file, "tiny", PRESET, tmp_path / "three", shards=3)
     train(data_file, "tiny", PRESET, tmp_path / "two", shards=2, max_steps=1)
