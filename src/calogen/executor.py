@@ -62,6 +62,7 @@ class Executor(Protocol):
 
 
 def _call_with_retries(fn: Callable[[T], R], task: T, retries: int) -> R:
+    """``fn(task)``, called again after an exception up to ``retries`` times; the last exception propagates."""
     for attempt in range(retries + 1):
         try:
             return fn(task)
@@ -109,6 +110,7 @@ def _sigint_ignored() -> Iterator[None]:
 
 
 def _ignore_sigint() -> None:
+    """Pool initialiser: Ctrl-C is the parent's to handle."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
@@ -131,13 +133,11 @@ class PoolExecutor(_Closing):
             pool = multiprocessing.get_context("spawn").Pool(min(self.workers, len(tasks)), _ignore_sigint)
         try:
             todo = iter(tasks)
-            pending = collections.deque(
-                (t, pool.apply_async(_call_with_retries, (fn, t, retries))) for t in _take(todo, 2 * self.workers)
-            )
+            submit = lambda t: pool.apply_async(_call_with_retries, (fn, t, retries))
+            pending = collections.deque(submit(t) for t in _take(todo, 2 * self.workers))
             while pending:
-                _, result = pending.popleft()
-                value = result.get()
-                pending.extend((t, pool.apply_async(_call_with_retries, (fn, t, retries))) for t in _take(todo, 1))
+                value = pending.popleft().get()
+                pending.extend(submit(t) for t in _take(todo, 1))
                 yield value
             pool.close()
         finally:
@@ -146,6 +146,7 @@ class PoolExecutor(_Closing):
 
 
 def _take(it: Iterator[T], n: int) -> list[T]:
+    """The next ``n`` items of ``it`` (fewer at its end)."""
     return [x for _, x in zip(range(n), it, strict=False)]
 
 
