@@ -167,3 +167,9 @@ def test_evaluate_reads_a_glob_of_shards_as_one_file(tmp_path, unsharded, three,
     assert not list((tmp_path / "b").glob(".shards-*"))
     assert main(["evaluate", f"{three[0]},{unsharded}", f"gen={unsharded}", "--out", str(tmp_path / "c"), *common]) == 2
     assert "is not a shard but other files" in capsys.readouterr().err
+
+
+def test_shards_cut_differently_merge_when_their_rows_tile_the_run(tmp_path, unsharded):
+    parts = [_simulate(tmp_path / "a.h5", shard=(0, 2)), _simulate(tmp_path / "b.h5", shard=(2, 4)), _simulate(tmp_path / "c.h5", shard=(3, 4))]
+    assert shard_rows(N, 0, 2)[1] == shard_rows(N, 2, 4)[0]
+    assert same_showers(merge_shards(parts, tmp_path / "m.h5"), unsharded)
