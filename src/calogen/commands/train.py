@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from calogen.commands._types import positive_int
@@ -35,18 +36,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="model directory to create (or continue with --resume)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument("--max-steps", type=positive_int, metavar="N", help="override the preset's number of optimiser steps")
+    parser.add_argument("--shards", type=positive_int, metavar="K",
+                        help="split every global batch into K shards with their own noise (default: the number of torchrun processes); "
+                        "one process with --shards K reproduces a K-process run")
     parser.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: when stderr is a terminal)"
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train and print where the model went; returns 0."""
+    """Train and print where the model went (rank 0 only under torchrun); returns 0."""
     from calogen.train.loop import train
 
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     result = train(args.data, args.geometry, args.preset, args.out, resume=args.resume, max_steps=args.max_steps, progress=progress,
-                   teacher=args.teacher, source=args.source)  # fmt: skip
+                   teacher=args.teacher, source=args.source, shards=args.shards)  # fmt: skip
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     note = " (stopped early)" if result.stopped_early else ""
     print(f"trained {result.steps} steps{note}, best validation loss {result.best_val:.4f}; model in {result.directory}")
     return 0
