@@ -43,7 +43,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -54,8 +54,11 @@ from calogen.errors import CalogenError
 from calogen.geometry import Geometry
 from calogen.models.energy import ResidualBlock
 from calogen.models.layers import ConstantCache
-from calogen.models.preprocess import energy_groups, radial_slots, sigmoid
+from calogen.models.preprocess import energy_groups, model_layers, radial_slots, sigmoid
 from calogen.models.rescale import group_members, group_totals, group_values, readout_targets
+
+if TYPE_CHECKING:
+    from calogen.cell_geometry import CellGeometry
 
 __all__ = [
     "COUNT_SLACK", "OCCUPANCY_FILES", "HitCountNet", "Occupancy", "OccupancyConfig", "OccupancyError", "floor_at", "keep_largest", "load_occupancy",
@@ -237,13 +240,13 @@ class Occupancy(nn.Module):
         config: settings.
     """
 
-    def __init__(self, geometry: Geometry, config: OccupancyConfig) -> None:
+    def __init__(self, geometry: Geometry | CellGeometry, config: OccupancyConfig) -> None:
         super().__init__()
         self.geometry, self.threshold = geometry, float(geometry.threshold)
         self.configure(config)
         groups = energy_groups(geometry, "rings")
         slots, n_r = radial_slots(geometry)
-        n_layers = len(geometry.nonempty_layers)
+        n_layers = len(model_layers(geometry))
         self.n_groups, self.n_slots = int(groups.max()) + 1, n_layers * n_r
         self.net = HitCountNet(n_layers, n_r, config.max_count + 1, width=config.width, depth=config.depth)
         members = group_members(groups)
