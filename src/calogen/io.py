@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -36,6 +36,9 @@ import numpy as np
 from calogen.errors import CalogenError
 from calogen.geometry import Geometry
 from calogen.outputs import GuardedFile, OutputPathError, atomic_path
+
+if TYPE_CHECKING:
+    from calogen.cell_geometry import CellGeometry
 
 __all__ = [
     "ShowerData",
@@ -260,7 +263,7 @@ class ShowerWriter:
 
     Args:
         path: destination file.
-        n_voxels: voxels per shower (or a Geometry).
+        n_voxels: voxels per shower (or a geometry of either kind).
         attrs: file attributes to store (e.g. geometry name, seed, command).
         compression: HDF5 filter, gzip by default.
         directions: store ``incident_directions`` (then every :meth:`append` passes them).
@@ -269,7 +272,7 @@ class ShowerWriter:
     def __init__(
         self,
         path: str | os.PathLike[str],
-        n_voxels: int | Geometry,
+        n_voxels: int | Geometry | CellGeometry,
         *,
         attrs: dict[str, Any] | None = None,
         compression: str | None = "gzip",
@@ -277,7 +280,7 @@ class ShowerWriter:
         directions: bool = False,
     ) -> None:
         self.path = Path(path)
-        self.n_voxels = n_voxels.n_voxels if isinstance(n_voxels, Geometry) else int(n_voxels)
+        self.n_voxels = int(getattr(n_voxels, "n_voxels", n_voxels))  # a Geometry, a CellGeometry or a count
         self._atomic = atomic_path(self.path)
         tmp = self._atomic.__enter__()
         self.closed = False
