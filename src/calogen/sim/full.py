@@ -46,7 +46,7 @@ from calogen.sim.readout import CALOCHALLENGE_SAMPLING_SCALE, Incidence, readout
 
 __all__ = ["HGCAL_SAMPLING_FRACTION", "FullSimulation", "SimulationError", "SimulationResult", "default_scale", "default_stack"]
 
-HGCAL_SAMPLING_FRACTION = 0.0100
+HGCAL_SAMPLING_FRACTION = 0.0095
 """Silicon fraction of the deposits of :meth:`LayerStack.hgcal_like` (measured, docs/geometries.md); cell
 readouts divide the silicon signal by it."""
 
