@@ -4,7 +4,9 @@
 turns FastSim showers into refined ones. :class:`HybridGenerator` joins the FastSim engine the refiner was
 trained on (recorded in its ``config.json`` under ``refiner.fastsim``) with the refiner, and is a
 :class:`~calogen.generator.Generator` like any other: ``calogen.load`` returns one for a refiner
-directory, so ``calogen generate``, evaluation and timing take it.
+directory, so ``calogen generate``, ``serve``, ``bench`` and the demo take it (the FastSim runs in their
+process). ``calogen export`` writes the refiner alone (:meth:`Refiner.export_module`): the FastSim shower
+is a graph input and the FastSim runs outside the graph.
 
 Randomness: ``HybridGenerator.sample(E, seed=s)`` simulates with seed ``derive_seed(s, 0)`` and refines
 with ``derive_seed(s, 1)``; shower ``i`` of a refinement draws its start noise from ``derive_seed(seed, i)``,
