@@ -68,7 +68,7 @@ def test_known_shift_is_recovered_in_weighted_means(files, capsys):
     wf = read_weights(files / "scaled_w.h5")
     w = wf.weights
     assert w.shape == (N,) and w.dtype == np.float64 and w.mean() == pytest.approx(1.0)
-    assert wf.attrs["n_showers"] == N and wf.attrs["clip"] == "20" and wf.attrs["folds"] == 5
+    assert wf.attrs["n_showers"] == N and wf.attrs["clip"] == "ess0.5" and wf.attrs["folds"] == 5
     assert wf.attrs["n_clipped"] == 0 and w.max() < 20 and wf.attrs["ess"] == pytest.approx(effective_sample_size(w))
     e_inc = read_showers(files / "scaled.h5").energies.ravel()
     deciles = np.searchsorted(np.quantile(e_inc, np.linspace(0, 1, 11))[1:-1], e_inc, side="right")
@@ -161,8 +161,9 @@ def test_bad_weights_exit_2_with_one_line(files, capsys, weights, sample, messag
 
 
 def test_bad_reweight_input_exits_2_before_work(files, capsys):
-    assert _reweight(files, "scaled.h5", "x.h5", "--clip", "p0") == 2
-    assert "bad clip" in capsys.readouterr().err
+    for bad in ("p0", "ess1.5"):
+        assert _reweight(files, "scaled.h5", "x.h5", "--clip", bad) == 2
+        assert "bad clip" in capsys.readouterr().err
     assert _reweight(files, "missing.h5", "x.h5") == 2
     assert "no such file" in capsys.readouterr().err
     assert main(["reweight", "--reference", str(files / "ref.h5"), "--candidate", str(files / "scaled.h5"),
@@ -182,9 +183,22 @@ def test_clip_rules():
     np.testing.assert_allclose(capped[:998], (1000 - 10) / 998)  # the others share what the capped two give up
     half, n_half, level_half = ClipRule.parse("p99.9").apply(w)
     assert n_half == 1 and half.max() == pytest.approx(level_half) and half.mean() == pytest.approx(1.0)
-    for bad in ("p101", "0.5", "abc"):
+    for bad in ("p101", "0.5", "abc", "ess0", "ess1", "essx"):
         with pytest.raises(ReweightError, match="bad clip"):
             ClipRule.parse(bad)
+
+
+def test_ess_clip_caps_at_the_largest_maximum_that_keeps_the_ess():
+    w = np.r_[np.ones(998), 500.0, 1000.0]  # ESS 6.7 of 1000
+    capped, n_capped, level = ClipRule.parse("ess0.5").apply(w)
+    assert n_capped == 2 and capped.max() == pytest.approx(level) and capped.mean() == pytest.approx(1.0)
+    assert effective_sample_size(capped) == pytest.approx(500.0, rel=1e-6)
+    looser, _, looser_level = ClipRule.parse("ess0.4").apply(w)
+    assert looser_level > level and effective_sample_size(looser) == pytest.approx(400.0, rel=1e-6)
+    mild = np.random.default_rng(0).lognormal(0.0, 0.3, 1000)  # ESS 0.92 N: left alone
+    kept, n_kept, kept_level = ClipRule.parse("ess0.5").apply(mild)
+    assert (n_kept, kept_level) == (0, np.inf)
+    np.testing.assert_allclose(kept, mild / mild.mean())
 
 
 def test_weighted_separation_of_identical_histograms(files):

@@ -27,9 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--apply-to", metavar="FAST2.h5", default=None,
                         help="write the weights of this further candidate file (never seen in fitting) instead of the candidate's")
     parser.add_argument("--geometry", default=None, help="geometry of the files (default: the reference file's 'geometry' attribute)")
-    parser.add_argument("--clip", default="20",
-                        help="clip of extreme weights: a maximum weight (weights have mean 1; ESS >= N / max), a percentile such as "
-                        "p99.9, or none (default: 20)")
+    parser.add_argument("--clip", default="ess0.5",
+                        help="clip of extreme weights: essF caps them at the largest maximum that keeps ESS >= F N in every "
+                        "energy bin (no clip when they already do), a number is a fixed maximum weight (weights have mean 1; "
+                        "ESS >= N / max), pQ clips at a percentile such as p99.9, none does not clip (default: ess0.5)")
     parser.add_argument("--folds", type=positive_int, default=5, help="cross-fitting folds, >= 2 (default: 5)")
     parser.add_argument("--calibration-fraction", type=float, default=0.2,
                         help="share of the training folds held out for epoch selection and Platt scaling (default: 0.2)")

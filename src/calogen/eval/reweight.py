@@ -29,13 +29,18 @@ networks for full phase-space reweighting and parameter tuning", arXiv:1907.0820
    regression would give step-shaped weights with extremes at its clip). **Prior**: ``n_B / n_A`` of the
    calibration share corrects unequal class sizes; the normalisation below removes what remains.
 4. **Clipping and normalisation** (:class:`ClipRule`), within each of ``energy_bins`` bins of incident
-   energy (equal-count bins of the weighted file's energies): with a fixed maximum ``c`` (default 20)
-   the weights are scaled and capped together so that the result has mean 1 and maximum ``c`` exactly
-   (``min(s w, c)`` with ``s`` solving ``mean = 1``), which guarantees an effective sample size of at
-   least ``N / c``; with ``pQ`` (e.g. ``p99.9``) the weights above their Q-th percentile are set to it and
-   all are scaled to mean 1, so ``n (1 - Q/100)`` showers of a bin share its largest weight. The recorded clip value is the largest level the clipped weights end at. Mean 1 per
-   bin keeps the incident-energy distribution of the weighted sample that of the candidate: the weights
-   correct showers at given energy, ``p_A(x | E) / p_B(x | E)``. Normalised globally instead
+   energy (equal-count bins of the weighted file's energies): with a fixed maximum ``c`` the weights
+   are scaled and capped together so that the result has mean 1 and maximum ``c`` exactly (``min(s w,
+   c)`` with ``s`` solving ``mean = 1``), which guarantees an effective sample size of at least ``N / c``;
+   with ``essF`` (default ``ess0.5``) ``c`` is the largest maximum that keeps the effective sample size
+   at or above ``F N`` (no clip when the weights already do): weights of samples that overlap well are
+   left alone, and for a nearly separable pair (GFLASH vs the MC on DS2, AUC 0.994) the cap falls to
+   2.4 or less, where the weighted histograms are closest to the reference (a larger cap lets a few
+   showers overshoot, a smaller one corrects less; see docs/reweighting.md); with ``pQ`` (e.g.
+   ``p99.9``) the weights above their Q-th percentile are set to it and all are scaled to mean 1, so
+   ``n (1 - Q/100)`` showers of a bin share its largest weight. The recorded clip value is the largest
+   level the clipped weights end at. Mean 1 per bin keeps the incident-energy distribution of the
+   weighted sample that of the candidate: the weights correct showers at given energy, ``p_A(x | E) / p_B(x | E)``. Normalised globally instead
    (``energy_bins=1``), GFLASH weights on DS2 moved weight from 25-100 GeV (weighted fraction 0.1-0.5 of
    the showers' share) to 1-1.6 GeV (4x): where the fast simulation is most separable the few showers
    that look real get clipped, so the weighted sample loses high energies and every energy histogram
@@ -81,32 +86,36 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ClipRule:
     """Where extreme weights are cut: ``p99.9`` (a percentile of the mean-1 weights), ``20`` (a fixed
-    maximum of the mean-1 weights) or ``none``.
+    maximum of the mean-1 weights), ``ess0.5`` (the largest maximum that keeps the effective sample size
+    at or above that fraction of N; no clip when the weights already do) or ``none``.
 
     Example:
-        >>> ClipRule.parse("p99"), ClipRule.parse("20").kind
-        (ClipRule(kind='percentile', value=99.0), 'max')
+        >>> ClipRule.parse("p99"), ClipRule.parse("20").kind, ClipRule.parse("ess0.5").value
+        (ClipRule(kind='percentile', value=99.0), 'max', 0.5)
     """
 
-    kind: Literal["percentile", "max", "none"]
+    kind: Literal["percentile", "max", "ess", "none"]
     value: float | None = None
 
     @classmethod
     def parse(cls, text: str) -> ClipRule:
-        """Parse ``pQ`` (0 < Q <= 100), a number > 1, or ``none``."""
+        """Parse ``pQ`` (0 < Q <= 100), a number > 1, ``essF`` (0 < F < 1), or ``none``."""
         text = str(text).strip().lower()
         if text == "none":
             return cls("none")
-        try:
-            value = float(text[1:] if text.startswith("p") else text)
-        except ValueError:
-            value = math.nan
+        if text.startswith("ess"):
+            fraction = _number(text[3:])
+            if 0 < fraction < 1:
+                return cls("ess", fraction)
+            raise ReweightError(f"bad clip {text!r}: essF needs an effective-sample-size fraction 0 < F < 1, such as ess0.5")
+        value = _number(text[1:] if text.startswith("p") else text)
         if text.startswith("p") and 0 < value <= 100:
             return cls("percentile", value)
         if not text.startswith("p") and math.isfinite(value) and value > 1:
             return cls("max", value)
         raise ReweightError(
-            f"bad clip {text!r}: give a percentile such as p99.9, a maximum weight above 1 such as 20, or none"
+            f"bad clip {text!r}: give a percentile such as p99.9, a maximum weight above 1 such as 20, "
+            "an effective-sample-size fraction such as ess0.5, or none"
         )
 
     def apply(self, weights: np.ndarray) -> tuple[np.ndarray, int, float]:
@@ -119,7 +128,17 @@ class ClipRule:
             n_clipped = int(np.count_nonzero(w > level))
             w = np.minimum(w, level)
             return w / w.mean(), n_clipped, level / w.mean()
+        if self.kind == "ess":
+            return _cap_to_ess(w, float(self.value))  # type: ignore[arg-type]
         return _cap(w, float(self.value))  # type: ignore[arg-type]
+
+
+def _number(text: str) -> float:
+    """``float(text)``, NaN when it is not a number."""
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
 
 
 def _dctr_classifier() -> ClassifierSettings:
@@ -133,7 +152,8 @@ class ReweightSettings:
     Args:
         folds: cross-fitting parts (>= 2).
         calibration_fraction: share of the training parts held out for epoch selection and Platt scaling.
-        clip: clip rule text (see :class:`ClipRule`); the default 20 keeps the effective sample size >= N / 20.
+        clip: clip rule text (see :class:`ClipRule`); the default ``ess0.5`` keeps the effective sample size
+            >= N / 2 in every energy bin.
         seed: seed of the fold shuffle and of every classifier (fold ``j`` uses ``derive_seed(seed, j + 1)``).
         energy_bins: bins of incident energy in which weights are clipped and normalised (1: globally).
         classifier: network and training settings (``n_runs``, ``split`` and ``max_showers_per_side`` unused).
@@ -141,7 +161,7 @@ class ReweightSettings:
 
     folds: int = 5
     calibration_fraction: float = 0.2
-    clip: str = "20"
+    clip: str = "ess0.5"
     seed: int = 0
     energy_bins: int = 10
     classifier: ClassifierSettings = field(default_factory=_dctr_classifier)
@@ -245,6 +265,20 @@ def _cap(w: np.ndarray, c: float) -> tuple[np.ndarray, int, float]:
     first = int(np.argmax(ok))
     capped = np.minimum(scale[first] * w, c)
     return capped, first, (c if first else math.inf)
+
+
+def _cap_to_ess(w: np.ndarray, fraction: float, steps: int = 60) -> tuple[np.ndarray, int, float]:
+    """:func:`_cap` at the largest maximum ``c`` whose weights keep ``ESS >= fraction * N`` (bisection: the
+    effective sample size falls as ``c`` grows and is ``N`` at ``c = 1``); unchanged mean-1 weights when
+    they already keep it."""
+    target = fraction * w.size
+    if effective_sample_size(w) >= target:
+        return w, 0, math.inf
+    low, high = 1.0, float(w.max())
+    for _ in range(steps):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if effective_sample_size(_cap(w, mid)[0]) >= target else (low, mid)
+    return _cap(w, low)
 
 
 def _energy_bins(energies: np.ndarray | None, n_bins: int, n: int) -> np.ndarray:
