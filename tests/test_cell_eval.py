@@ -25,7 +25,8 @@ HGCAL = CellGeometry.builtin("hgcal-like")
 
 
 def cell_showers(geometry: CellGeometry, n: int, seed: int, x_shift: dict[int, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian spots (8 mm) with jittered centres and Gamma cell fluctuations; ``x_shift`` moves layers in x (mm)."""
+    """Gaussian spots (8 mm) with jittered centres and Gamma cell fluctuations, cells below 1 keV zeroed;
+    ``x_shift`` moves layers in x (mm)."""
     rng = np.random.default_rng(seed)
     energies = np.exp(rng.uniform(np.log(1e3), np.log(1e5), n))
     depth = np.arange(geometry.n_layers)
@@ -38,6 +39,7 @@ def cell_showers(geometry: CellGeometry, n: int, seed: int, x_shift: dict[int, f
         spot = np.exp(-((cells.x - x0) ** 2 + (cells.y - y0) ** 2) / (2 * 8.0**2)) * rng.gamma(4.0, 0.25, (n, cells.n_cells))
         showers[:, geometry.layer_slice(layer)] = spot / spot.sum(1, keepdims=True) * profile[layer]
     showers *= 0.02 * energies[:, None] / profile.sum()
+    showers[showers < 1e-3] = 0.0  # no Gaussian tails down to denormal floats: a 1 keV readout cut
     return energies.astype(np.float32), showers.astype(np.float32)
 
 
