@@ -190,3 +190,13 @@ def test_bad_input_raises_a_calogen_error(reference, call, match):
     with pytest.raises(ClassifierError, match=match) as info:
         call(reference[:200])
     assert isinstance(info.value, CalogenError)
+
+
+def test_a_column_of_denormal_values_counts_as_constant():
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=(1000, 3)).astype(np.float32)
+    gen = rng.normal(size=(1000, 3)).astype(np.float32)
+    for sample in (ref, gen):  # float32 denormals: a deviation float32 cannot divide by
+        sample[:, 1] = (rng.random(1000) < 0.05) * np.float32(1.4e-45)
+    result = run_classifier("cls-high", ref, gen, FAST)
+    assert np.isfinite(result.auc_mean) and abs(result.auc_mean - 0.5) < 0.1

@@ -507,16 +507,21 @@ class _Standardize(nn.Module):
         return (x - self.mean) / self.scale
 
 
+MIN_SCALE = 1e-30
+"""Smallest per-feature deviation used for standardisation: a smaller one would overflow float32 inputs."""
+
+
 def _feature_stats(
     ref: torch.Tensor, gen: torch.Tensor, rows: np.ndarray, s: ClassifierSettings
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-feature mean and standard deviation of ``rows`` (two passes, float64); zero deviations become 1."""
+    """Per-feature mean and standard deviation of ``rows`` (two passes, float64); deviations too small to
+    divide by in float32 (below :data:`MIN_SCALE`, e.g. columns of denormal cell energies) become 1."""
     chunks = range(0, len(rows), s.batch_size)
     total = sum(_gather(ref, gen, rows[i : i + s.batch_size])[0].double().sum(0) for i in chunks)
     mean = total / len(rows)
     squares = sum(((_gather(ref, gen, rows[i : i + s.batch_size])[0].double() - mean) ** 2).sum(0) for i in chunks)
     std = torch.sqrt(squares / len(rows))
-    return mean, torch.where(std > 0, std, torch.ones_like(std))
+    return mean, torch.where(std > MIN_SCALE, std, torch.ones_like(std))
 
 
 def _mlp(n_in: int, hidden: tuple[int, ...], dropout: float, generator: torch.Generator) -> nn.Sequential:
@@ -629,6 +634,8 @@ def _train(
             optimiser.step()
         logits, labels = _logits(model, ref, gen, val, s)
         val_loss = F.binary_cross_entropy_with_logits(logits, labels, weight=val_weights).item()
+        if not math.isfinite(val_loss):
+            raise ClassifierError(f"the classifier's validation loss became {val_loss} at epoch {epoch}; the inputs hold non-finite or extreme values")
         correct = ((logits > 0).float() == labels).float()
         val_acc = (correct.mean() if val_weights is None else (correct * val_weights).sum() / val_weights.sum()).item()
         log.debug("epoch %d: validation loss %.5f, accuracy %.4f", epoch, val_loss, val_acc)

@@ -3,10 +3,12 @@
 Cross-section: log-log interpolation of tabulated mass photoabsorption coefficients (cm^2/g), close to
 the NIST XCOM photoelectric column (Berger et al., NIST Standard Reference Database 8), with the
 absorption edges as double entries; mu = table(k) * rho / 10 in 1/mm. B is the binding energy of the
-deepest shell open at k (K edge of tungsten 69.525 keV); it is deposited locally (fluorescence and
-Auger cascades are not followed). The photo-electron keeps the photon direction.
+deepest shell open at k (K edges: tungsten 69.525 keV, lead 88.005 keV, copper 8.979 keV); it is
+deposited locally (fluorescence and Auger cascades are not followed). The photo-electron keeps the photon direction.
 
-The tables start at 5 keV, the default photon tracking cut; only W and Si are tabulated.
+The tables start at 5 keV, the default photon tracking cut; W, Si, Pb and Cu are tabulated. Pb and Cu
+up to 0.8 MeV are the photoabsorption cross-sections of Elam, Ravel and Sieber (Radiat. Phys. Chem. 63
+(2002) 121), read 0.05% off each edge; above, within about 10% of XCOM.
 """
 
 from __future__ import annotations
@@ -41,11 +43,28 @@ _TABLES: dict[str, tuple[tuple[float, float], ...]] = {
         (0.8, 7.5e-5), (1.0, 4.6e-5), (2.0, 1.5e-5), (5.0, 4.7e-6), (10.0, 2.2e-6), (100.0, 2.0e-7),
         (1e5, 2.0e-10),
     ),
+    "Pb": (
+        (5e-3, 723.1), (6e-3, 460.4), (8e-3, 222.9), (1.0e-2, 125.8), (1.3035e-2, 63.18), (1.3035e-2, 158),
+        (1.5200e-2, 104.6), (1.5200e-2, 145), (1.5861e-2, 131.4), (1.5861e-2, 151.5), (2e-2, 84.07),
+        (3e-2, 28.9), (4e-2, 13.37), (5e-2, 7.303), (6e-2, 4.438), (8e-2, 2.015), (8.8005e-2, 1.549),
+        (8.8005e-2, 7.311), (0.1, 5.244), (0.15, 1.817), (0.2, 0.8475), (0.3, 0.2933), (0.4, 0.1419),
+        (0.5, 0.08268), (0.6, 0.05412), (0.8, 0.02874), (1.0, 0.0172), (1.25, 0.0114), (1.5, 0.0084),
+        (2.0, 0.0053), (3.0, 0.0030), (5.0, 0.00157), (10.0, 7.1e-4), (100.0, 6.3e-5), (1e5, 6.3e-8),
+    ),
+    "Cu": (
+        (5e-3, 187.2), (6e-3, 113.2), (8e-3, 50.69), (8.979e-3, 36.62), (8.979e-3, 276.3), (1.0e-2, 214.7),
+        (1.5e-2, 73.18), (2e-2, 33.13), (3e-2, 10.47), (4e-2, 4.527), (5e-2, 2.339), (6e-2, 1.355),
+        (8e-2, 0.5685), (0.1, 0.2882), (0.15, 0.08358), (0.2, 0.03493), (0.3, 0.01052), (0.4, 0.00467),
+        (0.5, 0.002572), (0.6, 0.001623), (0.8, 0.0008274), (1.0, 5.6e-4), (2.0, 1.7e-4), (5.0, 4.9e-5),
+        (10.0, 2.3e-5), (100.0, 2.1e-6), (1e5, 2.1e-9),
+    ),
 }  # fmt: skip
 
 EDGES: dict[str, tuple[float, ...]] = {
     "W": (69.525e-3, 12.100e-3, 11.544e-3, 10.207e-3, 2.820e-3),
     "Si": (1.839e-3,),
+    "Pb": (88.005e-3, 15.861e-3, 15.200e-3, 13.035e-3, 3.851e-3),
+    "Cu": (8.979e-3, 1.096e-3),
 }
 """Absorption-edge (binding) energies in MeV, deepest shell first."""
 
