@@ -173,3 +173,29 @@ def test_shards_cut_differently_merge_when_their_rows_tile_the_run(tmp_path, uns
     parts = [_simulate(tmp_path / "a.h5", shard=(0, 2)), _simulate(tmp_path / "b.h5", shard=(2, 4)), _simulate(tmp_path / "c.h5", shard=(3, 4))]
     assert shard_rows(N, 0, 2)[1] == shard_rows(N, 2, 4)[0]
     assert same_showers(merge_shards(parts, tmp_path / "m.h5"), unsharded)
+
+
+@pytest.mark.parametrize("kind", ["serial", "pool"])
+def test_features_of_shards_on_an_executor_equal_the_unsharded_file(unsharded, three, kind):
+    from calogen.eval.sharded_features import features_from_shards
+    from calogen.executor import make_executor
+    from calogen.features import features_from_file
+
+    whole = features_from_file(unsharded, TINY, chunk_size=4)
+    with make_executor(kind, 2 if kind == "pool" else 1) as executor:
+        parts = features_from_shards(three, TINY, executor=executor, chunk_size=4)
+    for name in ("e_inc", "e_total", "e_layer", "eta_centre", "r_width", "sparsity", "mean_shower"):
+        assert getattr(parts, name).tobytes() == getattr(whole, name).tobytes(), name
+    assert parts.n_showers == N
+    assert np.array_equal(parts.voxel_spectrum.counts, whole.voxel_spectrum.counts)
+
+
+def test_evaluate_computes_shard_features_on_an_executor(tmp_path, unsharded, three, capsys):
+    common = ["--geometry", "tiny", "--metrics", "hist", "--quiet"]
+    assert main(["evaluate", str(unsharded), f"gen={unsharded}", "--out", str(tmp_path / "a"), *common]) == 0
+    shards = f"{three[2]},{three[0]},{three[1]}"
+    assert main(["evaluate", shards, f"gen={shards}", "--out", str(tmp_path / "b"), "--executor", "serial", *common]) == 0
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in "ab")
+    assert a["samples"][0]["histograms"] == b["samples"][0]["histograms"]
+    assert main(["evaluate", shards, f"gen={unsharded}", "--out", str(tmp_path / "c"), "--executor", "serial", "--geometry", "tiny-hex"]) == 2
+    assert "cylindrical geometries only" in capsys.readouterr().err

@@ -460,6 +460,13 @@ class FeatureAccumulator:
             out[f"{axis}_centre"][:, cols[binned]], out[f"{axis}_width"][:, cols[binned]] = centre, width
         return out
 
+    @property
+    def shower_sum(self) -> np.ndarray:
+        """``(voxels,)`` float64 sum of the above-threshold showers added so far (read-only view)."""
+        view = self._shower_sum.view()
+        view.flags.writeable = False
+        return view
+
     def result(self) -> ShowerFeatures:
         """The features of all showers added so far."""
         if self._n == 0:
@@ -501,6 +508,18 @@ def features_from_file(
         chunk_size: showers per chunk (default: about 256 MiB of voxels).
         progress: show a tqdm progress bar.
     """
+    return accumulate_file(path, geometry, threshold=threshold, chunk_size=chunk_size, progress=progress).result()
+
+
+def accumulate_file(
+    path: str | os.PathLike[str],
+    geometry: Geometry,
+    *,
+    threshold: float | None = None,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> FeatureAccumulator:
+    """A :class:`FeatureAccumulator` fed with every shower of ``path`` (the arguments of :func:`features_from_file`)."""
     from calogen.io import ShowerFile
 
     rows = chunk_size or max(1, CHUNK_BYTES // (4 * geometry.n_voxels))
@@ -513,7 +532,7 @@ def features_from_file(
             chunks = tqdm(chunks, total=-(-f.n_showers // rows), desc=f"features {os.fspath(path)}", unit="chunk")
         for chunk in chunks:
             acc.update(chunk.energies, chunk.showers)
-    return acc.result()
+    return acc
 
 
 HIGH_LEVEL_COLUMNS = ("official", "pre-2023")

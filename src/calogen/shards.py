@@ -42,6 +42,7 @@ __all__ = [
     "calogen_version",
     "check_tiling",
     "expand_paths",
+    "in_row_order",
     "merge_shards",
     "read_manifest",
     "run_sha256",
@@ -285,7 +286,7 @@ def merge_shards(
     return output
 
 
-def _check_list(paths: Sequence[Path]) -> list[Path]:
+def in_row_order(paths: Sequence[Path]) -> list[Path]:
     """``paths`` in row order if they are the shards of one run, or as given if none is a shard."""
     manifests = {}
     for path in paths:
@@ -307,7 +308,7 @@ def virtual_file(paths: Sequence[Path], output: Path) -> Path:
     plain files stay in the order given and must have the same number of voxels. The result reads like
     one shower file (:class:`calogen.io.ShowerFile`) as long as ``paths`` exist.
     """
-    ordered = _check_list(paths)
+    ordered = in_row_order(paths)
     shapes = []
     for path in ordered:
         with h5py.File(path, "r") as h5, ShowerFile(path):

@@ -37,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="per-shower weights of sample NAME (from calogen reweight): weighted histograms, separation "
                         "powers and classifier AUCs, and the effective sample size; WEIGHTS.h5 alone with one sample; repeatable")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    group = parser.add_argument_group("shards (docs/sharding.md)")
+    group.add_argument("--executor", choices=("serial", "pool", "dask"),
+                       help="compute the features of shard lists one task per shard on this executor (pool: local processes; "
+                       "dask: a LocalCluster, or --scheduler), reduced exactly; default: read the shards as one file")  # fmt: skip
+    group.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler to connect to, with --executor dask")
+    group.add_argument("--workers", type=positive_int, default=2, help="processes of the pool or local Dask cluster (default: 2)")
+    group.add_argument("--retries", type=int, default=2, metavar="K", help="reruns of a failed shard task (default: 2)")
 
 
 def _weights(items: list[str], generated: dict[str, str]) -> dict[str, str]:
@@ -81,6 +88,27 @@ def _one_file(item: str, index: int, scratch: Path) -> str:
     return str(paths[0]) if len(paths) == 1 else str(virtual_file(paths, scratch / f"joined-{index}.h5"))
 
 
+def _shard_features(items: dict[str, str], joined: dict[str, str], args: argparse.Namespace, geometry: Any) -> dict[str, Any]:
+    """Features of every shard list among ``items`` (label -> argument), one executor task per shard,
+    keyed by the joined file ``joined[label]`` that evaluate reads; empty without ``--executor``."""
+    from calogen.executor import make_executor
+    from calogen.eval.sharded_features import features_from_shards
+    from calogen.shards import expand_paths, in_row_order
+
+    lists = {label: in_row_order(expand_paths([item])) for label, item in items.items()}
+    lists = {label: paths for label, paths in lists.items() if len(paths) > 1}
+    if args.executor is None or not lists:
+        return {}
+    if geometry.kind != "cylindrical":
+        from calogen.errors import CalogenError
+
+        raise CalogenError("--executor computes features per shard for cylindrical geometries only; drop it for cell geometries")
+    with make_executor(args.executor, args.workers if args.executor != "serial" else 1, args.scheduler) as executor:
+        return {joined[label]: features_from_shards(paths, geometry, executor=executor, threshold=args.threshold,
+                                                    chunk_size=args.chunk_size, retries=args.retries)
+                for label, paths in lists.items()}  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print the summary table."""
     import shutil
@@ -116,10 +144,11 @@ def run(args: argparse.Namespace) -> int:
     scratch = Path(tempfile.mkdtemp(dir=out, prefix=".shards-"))
     try:
         reference = _one_file(args.reference, 0, scratch)
-        generated = {name: _one_file(path, i + 1, scratch) for i, (name, path) in enumerate(generated.items())}
+        joined = {name: _one_file(path, i + 1, scratch) for i, (name, path) in enumerate(generated.items())}
+        features_of = _shard_features({"\0reference": args.reference, **generated}, {"\0reference": reference, **joined}, args, geometry)
         record = evaluate(
-            reference, generated, geometry, out, settings=settings, reference_name=args.reference_name,
-            progress=not args.quiet, weights=weights,
+            reference, joined, geometry, out, settings=settings, reference_name=args.reference_name,
+            progress=not args.quiet, weights=weights, features_of=features_of,
         )
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)

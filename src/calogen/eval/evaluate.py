@@ -311,6 +311,7 @@ def evaluate(
     extra: dict[str, Any] | None = None,
     progress: bool = False,
     weights: dict[str, str | os.PathLike[str]] | None = None,
+    features_of: dict[str, ShowerFeatures] | None = None,
 ) -> dict[str, Any]:
     """Evaluate generated files against a reference and write ``metrics.json`` and ``report.html``.
 
@@ -326,6 +327,8 @@ def evaluate(
         extra: further JSON-ready entries for ``metrics.json`` and the report's provenance.
         progress: show progress bars.
         weights: sample name -> weights file of that sample (see the module docstring).
+        features_of: file path -> its features, already computed (e.g. per shard on an executor,
+            :func:`calogen.eval.sharded_features.features_from_shards`); cylindrical geometries only.
 
     Returns:
         The metrics record also written to ``metrics.json``.
@@ -353,7 +356,7 @@ def evaluate(
     except OSError as exc:
         raise CalogenError(f"cannot create output directory {out}: {exc.strerror}") from None
 
-    computed: dict[Path, ShowerFeatures] = {}
+    computed: dict[Path, ShowerFeatures] = {Path(p): f for p, f in (features_of or {}).items()}
 
     def features(path: Path, label: str) -> ShowerFeatures:
         if path not in computed:  # a file evaluated with and without weights is read once
