@@ -38,11 +38,10 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +53,8 @@ from calogen.errors import CalogenError
 from calogen.eval.evaluate import (
     EvaluationSettings,
     SampleEvaluation,
-    _describe,
-    _environment,
-    _json_default,
     _low_level_from_file,
-    _settings_dict,
-    _uses_classifier,
+    write_evaluation,
 )
 from calogen.eval.histograms import (
     HistogramComparison,
@@ -67,7 +62,7 @@ from calogen.eval.histograms import (
     voxel_spectrum_comparison,
 )
 from calogen.features import VoxelSpectrum
-from calogen.io import ShowerFile, atomic_path
+from calogen.io import ShowerFile
 
 __all__ = [
     "CHALLENGE_CODE", "CellSample", "cell_classifier_vector", "cell_conventions", "cell_sample_from_file", "challenge_bins",
@@ -313,7 +308,6 @@ def evaluate_cells(
 ) -> dict[str, Any]:
     """:func:`calogen.eval.evaluate.evaluate` for a cell geometry (same arguments, same record layout)."""
     from calogen.eval.hexmaps import hexmap_section
-    from calogen.eval.report import SampleReport, render_report
 
     if weights:
         raise CalogenError("weighted samples (--weights) are not supported for cell geometries yet")
@@ -350,29 +344,9 @@ def evaluate_cells(
         sample.distances = _distances(metrics, ref, gen, settings)
         sample.timing = dict((timing or {}).get(name, {}))
         samples.append(sample)
-    record = {
-        "calogen_evaluation": 1,
-        "geometry": {"name": geometry.name, "n_voxels": geometry.n_voxels, "kind": geometry.kind},
-        "threshold_mev": threshold,
-        "conventions": cell_conventions(settings),
-        "settings": {**asdict(settings), "classifier": _settings_dict(settings) if _uses_classifier(settings) else None},
-        "inputs": {reference_name: _describe(ref_path, ref), **{s.name: _describe(Path(s.path), s.features) for s in samples}},  # type: ignore[arg-type]
-        "samples": [s.to_dict() for s in samples],
-        "environment": _environment(),
-        **(extra or {}),
-        "wall_seconds": round(time.perf_counter() - started, 2),
-    }
-    with atomic_path(out / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(record, indent=1, allow_nan=False, default=_json_default), encoding="utf-8")
+    geometry_info = {"name": geometry.name, "n_voxels": geometry.n_voxels, "kind": geometry.kind}
     maps = {reference_name: ref.mean_shower, **{s.name: s.features.mean_shower for s in samples}}
-    render_report(
-        out / "report.html",
-        title=title or f"calogen evaluation — {geometry.name}",
-        geometry=geometry,
-        reference_name=reference_name,
-        reference_mean_shower=ref.mean_shower,
-        samples=[SampleReport(s.name, s.histograms, s.features.mean_shower, s.classifiers, s.scalars(), s.timing) for s in samples],
-        metadata={"inputs": record["inputs"], "settings": record["settings"], "environment": record["environment"], **(extra or {})},
-        sections=hexmap_section(geometry, maps),
-    )
-    return record
+    return write_evaluation(
+        out, geometry, geometry_info, threshold, cell_conventions(settings), settings, (reference_name, ref_path, ref), samples,
+        started=started, title=title, extra=extra, sections=hexmap_section(geometry, maps),
+    )  # fmt: skip

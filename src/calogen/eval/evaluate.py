@@ -341,7 +341,6 @@ def evaluate(
             title=title, extra=extra, progress=progress, weights=weights,
         )  # type: ignore[arg-type]
     from calogen.eval.histograms import compare_features
-    from calogen.eval.report import SampleReport, render_report
 
     started = time.perf_counter()
     threshold = geometry.threshold if settings.threshold is None else settings.threshold
@@ -386,11 +385,28 @@ def evaluate(
             sample.families = compare_families((ref_path, ref_features), (path, sample.features), family_settings)
         samples.append(sample)
 
+    geometry_info = {"name": geometry.name, "n_voxels": geometry.n_voxels, "particle": geometry.particle}
+    return write_evaluation(
+        out, geometry, geometry_info, threshold, conventions(settings), settings, (reference_name, ref_path, ref_features), samples,
+        started=started, title=title, extra=extra,
+    )  # fmt: skip
+
+
+def write_evaluation(
+    out: Path, geometry: Any, geometry_info: dict[str, Any], threshold: float, conventions_used: dict[str, Any],
+    settings: EvaluationSettings, reference: tuple[str, Path, Any], samples: list[SampleEvaluation], *, started: float,
+    title: str | None, extra: dict[str, Any] | None, sections: str = "",
+) -> dict[str, Any]:  # fmt: skip
+    """Assemble the metrics record, write ``metrics.json`` and ``report.html`` into ``out`` (either kind of
+    geometry: ``reference`` is ``(name, path, features)``, ``sections`` extra report HTML); returns the record."""
+    from calogen.eval.report import SampleReport, render_report
+
+    reference_name, ref_path, ref_features = reference
     record = {
         "calogen_evaluation": 1,
-        "geometry": {"name": geometry.name, "n_voxels": geometry.n_voxels, "particle": geometry.particle},
+        "geometry": geometry_info,
         "threshold_mev": threshold,
-        "conventions": conventions(settings),
+        "conventions": conventions_used,
         "settings": {**asdict(settings), "classifier": _settings_dict(settings) if _uses_classifier(settings) else None},
         "inputs": {
             reference_name: _describe(ref_path, ref_features),
@@ -414,6 +430,7 @@ def evaluate(
             for s in samples
         ],
         metadata={"inputs": record["inputs"], "settings": record["settings"], "environment": record["environment"], **(extra or {})},
+        sections=sections,
     )
     return record
 
