@@ -95,13 +95,13 @@ def _direction(args: argparse.Namespace) -> tuple[float, float] | None:
     import math
 
     from calogen.errors import CalogenError
-    from calogen.hgcal_format import eta_to_theta
+    from calogen.sim.readout import theta_from_eta
 
     if args.theta is None and args.eta is None:
         if args.phi is not None:
             raise CalogenError("--phi needs --theta or --eta (the polar angle)")
         return None
-    theta = math.radians(args.theta) if args.theta is not None else float(eta_to_theta(np.asarray(args.eta)))
+    theta = math.radians(args.theta) if args.theta is not None else theta_from_eta(args.eta)
     return theta, 0.0 if args.phi is None else args.phi
 
 
