@@ -3,17 +3,30 @@
 Example:
     calogen fit-occupancy runs/cpu-small --data ds2_train.h5 --out runs/cpu-small-occ
     calogen fit-occupancy runs/student --data ds2_train.h5 --counts-from runs/cpu-small-occ --nfe 1 2
+    calogen fit-occupancy runs/hgcal --data hgcal_train.h5 --out runs/hgcal-occ --floors 0 1 2 4 8 16
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from calogen.commands._types import positive_int, seed_int
 
 NAME = "fit-occupancy"
 HELP = "fit the occupancy stage (hits per ring and their energies) of a trained model to its training showers"
+
+
+def _energy(text: str) -> float:
+    """An energy in MeV: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an energy in MeV, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite energy >= 0 MeV, got {text!r}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spectrum-showers", type=positive_int, default=2000, help="showers generated to fit floor and gamma (default: 2000)")
     parser.add_argument("--nfe", type=positive_int, nargs="+", default=[1, 2, 4, 8], metavar="N",
                         help="NFEs of the model's sampler that get their own spectrum fit, besides its default (default: 1 2 4 8)")
+    parser.add_argument("--floors", type=_energy, nargs="+", metavar="MEV",
+                        help="grid of least hit energies (MeV) of the spectrum fit (default: 0 0.3 0.6 1 1.5 2 3; cell geometries "
+                             "with hits of tens of MeV need larger ones)")
     parser.add_argument("--seed", type=seed_int, default=0, help="seed of the fit (default: 0)")
     parser.add_argument("--counts-from", metavar="MODEL_DIR",
                         help="reuse the count network of this model's occupancy stage (a student's teacher) and fit only the spectra")
@@ -35,13 +51,14 @@ def run(args: argparse.Namespace) -> int:
     """Fit, write the two files, print where; returns 0."""
     from calogen.train.occupancy import FitSettings, fit_occupancy
 
-    settings = FitSettings(steps=args.steps, n_spectrum=args.spectrum_showers, seed=args.seed, nfes=tuple(args.nfe))
+    settings = FitSettings(steps=args.steps, n_spectrum=args.spectrum_showers, seed=args.seed, nfes=tuple(args.nfe),
+                           **({"floors": tuple(args.floors)} if args.floors else {}))  # fmt: skip
     record = fit_occupancy(args.model, args.data, out=args.out, n_showers=args.n_showers, settings=settings,
                            log=lambda line: print(line, file=sys.stderr), counts_from=args.counts_from)  # fmt: skip
     spectrum = record["spectrum"]
     print(
         f"occupancy stage fitted on {record['n_showers']} showers: count NLL {record['counts'].get('best_val_nll_per_shower', float('nan')):.2f}/shower, "
-        f"gamma {spectrum['gamma']}, floor {', '.join(f'{v:.3g}' for v in spectrum['floor'])} MeV, spectrum separation {spectrum['separation']:.4f}; "
+        f"hit threshold {record['threshold']:.3g} MeV, gamma {spectrum['gamma']}, floor {', '.join(f'{v:.3g}' for v in spectrum['floor'])} MeV, spectrum separation {spectrum['separation']:.4f}; "
         f"written to {args.out or args.model}"
     )
     return 0

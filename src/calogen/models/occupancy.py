@@ -24,6 +24,11 @@ threshold cut of :func:`~calogen.models.rescale.cut_and_rescale` when a model ha
    evaluations, so ``gamma`` and the floor are fitted per solver (``spectra``, keyed ``"euler:4"``);
    :meth:`Occupancy.for_solver` picks them, and a solver without its own uses the default pair.
 
+The threshold ``t`` is the geometry's readout threshold. A geometry that records every deposit above 0
+MeV (the cell geometries) has none, so the stage gets its own (``OccupancyConfig.threshold``, fitted to a low
+quantile of the training showers' cell energies): the least energy of a hit, below which a ring is empty.
+Rings are then the hexagonal rings of :func:`~calogen.models.preprocess.layer_rings`.
+
 Everything is a torch operation on whole batches (sort, gather, scatter, cumsum, erf), so the exported
 ONNX graph contains it. A model directory holds it as ``occupancy.json`` (:class:`OccupancyConfig` and
 provenance) and ``occupancy.safetensors``; directories without them generate as before.
@@ -92,6 +97,8 @@ class OccupancyConfig:
         floor_energies: incident energies (MeV, increasing) of the floor's nodes; empty with one floor.
         spectra: ``gamma`` and ``floor`` fitted for other solvers, ``{"SAMPLER:NFE": {"gamma": g, "floor": [...]}}``
             (same nodes as ``floor``).
+        threshold: least energy (MeV) of a hit: at least the geometry's readout threshold (0: that threshold).
+            A geometry read out above 0 MeV (cell geometries) needs a positive one, fitted to the training showers.
     """
 
     width: int = 64
@@ -101,6 +108,7 @@ class OccupancyConfig:
     floor: tuple[float, ...] = (1.0,)
     floor_energies: tuple[float, ...] = ()
     spectra: dict[str, dict[str, Any]] = field(default_factory=dict)
+    threshold: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("width", "depth", "max_count"):
@@ -114,6 +122,10 @@ class OccupancyConfig:
             if not isinstance(value, (list, tuple)) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
                 raise OccupancyError(f"occupancy.{name} must be a list of finite numbers, got {value!r}")
             object.__setattr__(self, name, tuple(float(v) for v in value))
+        threshold = self.threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (math.isfinite(threshold) and threshold >= 0):
+            raise OccupancyError(f"occupancy.threshold must be a finite energy >= 0 MeV, got {threshold!r}")
+        object.__setattr__(self, "threshold", float(threshold))
         nodes, floors = self.floor_energies, self.floor
         if not floors or min(floors) < 0 or (len(floors) > 1 and len(nodes) != len(floors)) or (len(floors) == 1 and nodes):
             raise OccupancyError(f"occupancy.floor needs values >= 0, one per floor_energies node (or one and no nodes); got {floors}, {nodes}")
@@ -242,7 +254,9 @@ class Occupancy(nn.Module):
 
     def __init__(self, geometry: Geometry | CellGeometry, config: OccupancyConfig) -> None:
         super().__init__()
-        self.geometry, self.threshold = geometry, float(geometry.threshold)
+        self.geometry, self.threshold = geometry, max(float(geometry.threshold), config.threshold)
+        if self.threshold <= 0:
+            raise OccupancyError("the occupancy stage needs a positive threshold: the geometry's readout has none, so set occupancy.threshold (MeV)")
         self.configure(config)
         groups = energy_groups(geometry, "rings")
         slots, n_r = radial_slots(geometry)

@@ -3,7 +3,8 @@
 Two steps, both on training showers only:
 
 1. **Count network.** Every training shower gives its ring energies ``T`` and hits per ring ``k``
-   (voxels at or above the threshold). :class:`~calogen.models.occupancy.HitCountNet` learns
+   (voxels at or above the threshold; a geometry without a readout threshold, such as a cell geometry,
+   gets the ``hit_quantile`` of the training voxel energies above 0 as the stage's threshold). :class:`~calogen.models.occupancy.HitCountNet` learns
    ``p(k | T, E_inc)`` by cross-entropy over the possible counts (Adam, cosine learning rate,
    ``val_fraction`` of the showers held out; the weights with the best validation loss are kept).
 2. **Spectrum.** The model generates ring energies and logits for ``n_spectrum`` training energies;
@@ -29,7 +30,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,7 +42,10 @@ from calogen.models.occupancy import COUNT_SLACK, OCCUPANCY_FILES, Occupancy, Oc
 from calogen.models.preprocess import energy_groups, group_sums
 from calogen.models.rescale import readout_targets
 
-__all__ = ["FitSettings", "fit_counts", "fit_occupancy", "fit_spectrum", "ring_counts", "spectrum_separation"]
+if TYPE_CHECKING:
+    from calogen.cell_geometry import CellGeometry
+
+__all__ = ["FitSettings", "fit_counts", "fit_occupancy", "fit_spectrum", "hit_threshold", "ring_counts", "spectrum_separation"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,8 @@ class FitSettings:
         n_bands: incident-energy bands with their own floor.
         nfes: shape-network NFEs (the model's sampler) that get their own ``gamma`` and floor besides
             the model's default NFE.
+        hit_quantile: for a geometry without a readout threshold, the stage's threshold is this quantile of the
+            training showers' non-zero voxel energies.
     """
 
     steps: int = 1500
@@ -73,6 +79,7 @@ class FitSettings:
     floors: tuple[float, ...] = (0.0, 0.3, 0.6, 1.0, 1.5, 2.0, 3.0)
     n_bands: int = 3
     nfes: tuple[int, ...] = (1, 2, 4, 8)
+    hit_quantile: float = 0.01
 
     def __post_init__(self) -> None:
         if min(self.steps, self.batch_size, self.eval_every, self.n_spectrum, self.n_bands) < 1:
@@ -83,13 +90,16 @@ class FitSettings:
             raise CalogenError("occupancy fit: gammas must be positive and floors >= 0, neither empty")
         if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.nfes):
             raise CalogenError(f"occupancy fit: nfes must be integers >= 1, got {self.nfes}")
+        if not 0 <= self.hit_quantile < 1:
+            raise CalogenError(f"occupancy fit: need 0 <= hit_quantile < 1, got {self.hit_quantile}")
 
 
-def ring_counts(geometry: Geometry, showers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ring energies ``(N, G)`` MeV (float64) and hits per ring ``(N, G)`` of showers ``(N, voxels)``."""
+def ring_counts(geometry: Geometry | CellGeometry, showers: np.ndarray, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Ring energies ``(N, G)`` MeV (float64) and hits per ring ``(N, G)`` (voxels above 0 and at least ``threshold``,
+    default the geometry's) of showers ``(N, voxels)``."""
     groups = energy_groups(geometry, "rings")
     showers = np.asarray(showers, dtype=np.float32)
-    hits = (showers >= np.float32(geometry.threshold)) & (showers > 0)
+    hits = (showers >= np.float32(geometry.threshold if threshold is None else threshold)) & (showers > 0)
     return group_sums(showers, groups), np.rint(group_sums(hits.astype(np.float32), groups))
 
 
@@ -110,7 +120,7 @@ def fit_counts(
     their targets pass :func:`~calogen.models.rescale.readout_targets` like generated ones.
     """
     started = time.perf_counter()
-    geometry_rings, hits = ring_counts(occupancy.geometry, showers)
+    geometry_rings, hits = ring_counts(occupancy.geometry, showers, occupancy.threshold)
     targets = readout_targets(torch.from_numpy(geometry_rings).float(), occupancy.threshold)
     counts = torch.from_numpy(hits).float()
     counts = torch.where(targets > 0, counts.clamp(1, occupancy.config.max_count), torch.zeros_like(counts))
@@ -235,7 +245,18 @@ def _flow_and_source(model: Any, energies: np.ndarray, seed: int) -> tuple[Any, 
     return refiner.model, np.asarray(model.engine().sample(energies.reshape(-1), seed=derive_seed(seed, 0)), dtype=np.float32)
 
 
-def _counts_of(directory: str | os.PathLike[str], geometry: Geometry) -> tuple[Occupancy, dict[str, Any]]:
+def hit_threshold(geometry: Geometry | CellGeometry, showers: np.ndarray, quantile: float) -> float:
+    """The stage's threshold (MeV) for ``geometry``: 0 (its own readout threshold) when it has one, else the ``quantile``
+    of the non-zero voxel energies of ``showers (N, voxels)``."""
+    if geometry.threshold > 0:
+        return 0.0
+    deposits = np.asarray(showers)[np.asarray(showers) > 0]
+    if deposits.size == 0:
+        raise CalogenError("occupancy fit: the training showers hold no energy")
+    return float(np.quantile(deposits.astype(np.float64), quantile))
+
+
+def _counts_of(directory: str | os.PathLike[str], geometry: Geometry | CellGeometry) -> tuple[Occupancy, dict[str, Any]]:
     """The occupancy stage of another model directory and its count-network record (:func:`fit_occupancy` ``counts_from``)."""
     import json
 
@@ -277,9 +298,10 @@ def fit_occupancy(
         showers = f.read(0, n)
     energies = showers.energies.reshape(-1)
     if counts_from is None:
-        max_count = max(model.geometry.layers[i].n_alpha for i in model.geometry.nonempty_layers)
+        max_count = int(np.bincount(energy_groups(model.geometry, "rings")).max())  # the largest ring
+        threshold = hit_threshold(model.geometry, showers.showers, settings.hit_quantile)
         torch.manual_seed(settings.seed)
-        occupancy = Occupancy(model.geometry, dataclasses.replace(config, max_count=max_count))
+        occupancy = Occupancy(model.geometry, dataclasses.replace(config, max_count=max_count, threshold=threshold))
         counts_record = fit_counts(occupancy, energies, showers.showers, settings, log=log)
     else:
         occupancy, counts_record = _counts_of(counts_from, model.geometry)
@@ -303,7 +325,7 @@ def fit_occupancy(
             raise CalogenError(f"--out {target} exists and is not empty; choose a new directory")
         shutil.copytree(model_dir, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*OCCUPANCY_FILES, "checkpoints"))
     provenance = {
-        "data": str(data), "n_showers": n, "model_nfe": model.nfe, "model_sampler": model.sampler,
+        "data": str(data), "n_showers": n, "model_nfe": model.nfe, "model_sampler": model.sampler, "threshold": occupancy.threshold,
         "counts": counts_record, "spectrum": records[default], "spectra": records,
     }  # fmt: skip
     save_occupancy(target, occupancy, provenance)
