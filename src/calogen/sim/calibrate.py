@@ -21,7 +21,13 @@ quantile groups when energies are continuous):
    group for the spot count whose simulated mean number of hit voxels matches the reference, then a
    power-law fit ``N = scale 10.3 / c (E / GeV)^exponent`` through the per-group counts.
 
-The geometry's non-empty layers must share their radial bins (DS2 and DS3 do).
+The geometry's non-empty layers must share their radial bins (DS2 and DS3 do). On a cell readout
+(:class:`~calogen.cell_geometry.CellGeometry` of hexagonal lattices, such as ``hgcal-like``) the radial profile
+is the energy per hexagonal ring, and the expected profiles integrate GFLASH's radial density over thin shells
+mapped to rings (:mod:`calogen.sim.gflash_cells`). Photon references are fitted with the photon's exponential
+first-conversion depth (mean 9/7 X0) drawn quasi-randomly with the other normals. An inclined reference
+(``incidence``) is fitted along the shower axis, layer depths scaled by 1 / cos theta; on cells its shells
+follow the trajectory's crossing of every layer and its projection onto the layer plane.
 
 Example:
     >>> from calogen.geometry import Geometry
@@ -49,21 +55,26 @@ from scipy import optimize
 from scipy.special import gammainc, ndtri
 from scipy.stats import qmc
 
+from calogen.cell_geometry import CellGeometry
 from calogen.errors import CalogenError
-from calogen.geometry import Geometry
+from calogen.geometry import Geometry, GeometryError
 from calogen.io import ShowerData, read_showers
 from calogen.sim.gflash import (
+    _PHOTON_CONVERSION_X0,
     STEP_X0,
     GflashParameters,
     GflashSimulation,
     calibrate_radial,
     depth_steps,
     gamma_rate,
+    hgcal_like_parameters,
     longitudinal_parameters,
     n_spots,
     origin,
     published_radial,
 )
+from calogen.sim.gflash_cells import ring_acceptance, ring_energies, shell_edges
+from calogen.sim.readout import Incidence
 
 __all__ = [
     "CalibrationError",
@@ -80,6 +91,7 @@ log = logging.getLogger(__name__)
 _MAX_DISCRETE = 8
 _QUANTILE_GROUPS = 4
 _ROUNDS = 2
+_PARTICLES = {"e-": "e-", "electron": "e-", "e+": "e+", "positron": "e+", "gamma": "gamma", "photon": "gamma"}
 
 
 class CalibrationError(CalogenError):
@@ -97,8 +109,32 @@ def _radial_edges(geometry: Geometry) -> np.ndarray:
     return np.asarray(edges.pop(), dtype=np.float64)
 
 
-def radial_energies(showers: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """Energy per radial bin summed over layers and alpha, ``(N, n_r)``."""
+@dataclass(frozen=True)
+class _RadialBins:
+    """Fine radius edges ``(K + 1,)`` mm of the expected profile and the probability ``(K, B)`` that a spot of
+    fine bin k lands in readout bin b (the identity for cylinders)."""
+
+    edges: np.ndarray
+    acceptance: np.ndarray
+
+
+def _radial_bins(geometry: Geometry | CellGeometry, incidence: Incidence, layer_weights: np.ndarray) -> _RadialBins:
+    """Radial bins of a cylindrical readout (its shared edges) or of a cell readout (shells mapped to rings, layers
+    weighted by ``layer_weights``)."""
+    if geometry.kind == "cells":
+        edges = shell_edges(geometry)
+        try:
+            return _RadialBins(edges, ring_acceptance(geometry, edges, incidence, layer_weights))
+        except GeometryError as exc:
+            raise CalibrationError(f"GFLASH calibration needs hexagonal-lattice cell layers: {exc}") from None
+    edges = _radial_edges(geometry)
+    return _RadialBins(edges, np.eye(edges.size - 1))
+
+
+def radial_energies(showers: np.ndarray, geometry: Geometry | CellGeometry) -> np.ndarray:
+    """Energy per radial bin summed over layers and alpha (per hexagonal ring on cells), ``(N, n_r)``."""
+    if geometry.kind == "cells":
+        return ring_energies(showers, geometry)
     edges = _radial_edges(geometry)
     r_bin = np.searchsorted(edges, geometry.voxel_r) - 1
     out = np.zeros((showers.shape[0], edges.size - 1))
@@ -118,7 +154,7 @@ def energy_groups(energies: np.ndarray) -> list[np.ndarray]:
     return [np.flatnonzero(label == k) for k in range(_QUANTILE_GROUPS) if np.any(label == k)]
 
 
-def hit_counts(showers: np.ndarray, geometry: Geometry) -> np.ndarray:
+def hit_counts(showers: np.ndarray, geometry: Geometry | CellGeometry) -> np.ndarray:
     """Number of voxels at or above the geometry threshold per shower, ``(N,)``."""
     return ((showers >= geometry.threshold) & (showers > 0)).sum(axis=1)
 
@@ -150,7 +186,7 @@ class ProfileAgreement:
         return self.longitudinal <= profile and self.radial <= profile and self.hits <= hits
 
 
-def profile_agreement(reference: np.ndarray, generated: np.ndarray, geometry: Geometry) -> ProfileAgreement:
+def profile_agreement(reference: np.ndarray, generated: np.ndarray, geometry: Geometry | CellGeometry) -> ProfileAgreement:
     """Compare mean longitudinal and radial profiles, hit counts and totals of ``(N, voxels)`` and ``(M, voxels)`` shower sets."""
 
     def worst(ref: np.ndarray, gen: np.ndarray) -> float:
@@ -173,6 +209,7 @@ class _Group:
 
     energies: np.ndarray  # (n_model,) energies of the model showers, MeV
     normals: np.ndarray  # (n_model, 2) fixed quasi-random normals for T and alpha
+    starts: np.ndarray  # (n_model,) photon first-conversion depths, X0 (0 for e+-)
     longitudinal: np.ndarray  # (L,) reference energy fraction per layer
     radial: np.ndarray  # (n_r,) reference energy fraction per radial bin
     response: float  # mean total / E
@@ -181,16 +218,20 @@ class _Group:
     hit_energies: np.ndarray  # (n_hits,) energies for hit-count simulations
 
 
-def _summarise(data: ShowerData, geometry: Geometry, n_model: int, n_hits: int, rng: np.random.Generator) -> list[_Group]:
+def _summarise(
+    data: ShowerData, geometry: Geometry | CellGeometry, photons: bool, n_model: int, n_hits: int, rng: np.random.Generator
+) -> list[_Group]:
     energies = data.energies.reshape(-1).astype(np.float64)
     totals = data.showers.sum(axis=1, dtype=np.float64)
     groups = []
     for idx in energy_groups(energies):
         e, ratio = energies[idx], totals[idx] / energies[idx]
+        u = np.clip(qmc.Halton(d=3 if photons else 2, seed=rng).random(n_model), 1e-9, 1 - 1e-9)
         groups.append(
             _Group(
                 energies=rng.choice(e, n_model),
-                normals=ndtri(np.clip(qmc.Halton(d=2, seed=rng).random(n_model), 1e-9, 1 - 1e-9)),
+                normals=ndtri(u[:, :2]),
+                starts=-np.log1p(-u[:, 2]) * _PHOTON_CONVERSION_X0 if photons else np.zeros(n_model),
                 longitudinal=_fractions(geometry.layer_energies(data.showers[idx])),
                 radial=_fractions(radial_energies(data.showers[idx], geometry)),
                 response=float(ratio.mean()),
@@ -210,17 +251,20 @@ def _chi2(model: np.ndarray, ref: np.ndarray) -> float:
 class _Expectation:
     """Expected (noise-free) layer and radial energy fractions of GFLASH showers at fixed normals."""
 
-    def __init__(self, geometry: Geometry) -> None:
-        self.z_lo = np.array([layer.z_range[0] for layer in geometry.layers])
-        self.z_hi = np.array([layer.z_range[1] for layer in geometry.layers])
-        self.active = np.array([not layer.is_empty for layer in geometry.layers])
-        self.edges = _radial_edges(geometry)
+    def __init__(self, geometry: Geometry | CellGeometry, incidence: Incidence, layer_weights: np.ndarray) -> None:
+        along_axis = 1.0 / math.cos(incidence.theta)  # a layer at depth z lies z / cos(theta) along the axis
+        self.z_lo = np.array([layer.z_range[0] for layer in geometry.layers]) * along_axis
+        self.z_hi = np.array([layer.z_range[1] for layer in geometry.layers]) * along_axis
+        self.active = np.array([not getattr(layer, "is_empty", False) for layer in geometry.layers])
+        bins = _radial_bins(geometry, incidence, layer_weights)
+        self.edges, self.acceptance = bins.edges, bins.acceptance
+        self.accepted = self.acceptance.sum(axis=1)  # (K,) probability that a spot of fine bin k is read out
 
     def longitudinal(self, group: _Group, params: GflashParameters, contained: np.ndarray | None = None) -> np.ndarray:
         """Energy fraction per layer (Gamma CDF differences at the layer edges, times ``contained``), ``(L,)``."""
         t_max, alpha = longitudinal_parameters(group.energies, group.normals, params)
         beta = gamma_rate(t_max, alpha, params)[:, None]
-        front = np.array([origin(float(e), params) for e in group.energies])[:, None]
+        front = (np.array([origin(float(e), params) for e in group.energies]) - group.starts)[:, None]
         lo = gammainc(alpha[:, None], beta * np.maximum(self.z_lo[None, :] / params.x0_mm + front, 0.0))
         hi = gammainc(alpha[:, None], beta * np.maximum(self.z_hi[None, :] / params.x0_mm + front, 0.0))
         layer = ((hi - lo) * self.active * group.energies[:, None]).sum(axis=0)
@@ -228,26 +272,24 @@ class _Expectation:
             layer = layer * contained
         return layer / layer.sum()
 
-    def _overlap(self, energy: float, n_steps: int, params: GflashParameters) -> np.ndarray:
-        """Fraction of each of a shower's depth steps inside each layer, ``(n_steps, L)``."""
+    def _overlap(self, energy: float, start: float, n_steps: int, params: GflashParameters) -> np.ndarray:
+        """Fraction of each of a shower's depth steps inside each layer, ``(n_steps, L)`` (``start`` X0: photon conversion)."""
         width = STEP_X0 * params.x0_mm
-        lo = ((np.arange(n_steps) * STEP_X0 - origin(energy, params)) * params.x0_mm)[:, None]
+        lo = ((np.arange(n_steps) * STEP_X0 + start - origin(energy, params)) * params.x0_mm)[:, None]
         return np.clip(np.minimum(lo + width, self.z_hi) - np.maximum(lo, self.z_lo), 0.0, None) / width
 
     def containment(self, group: _Group, params: GflashParameters) -> np.ndarray:
-        """Fraction of every layer's energy inside the last radial edge, ``(L,)`` (1 where a layer gets none).
+        """Fraction of every layer's energy that the radial readout sees, ``(L,)`` (1 where a layer gets none).
 
         Radial leakage grows with depth (the tail radius does), so the readout sees a steeper longitudinal
         tail than the Gamma profile alone; the longitudinal fit multiplies its expectation by this.
         """
         t_max, alpha = longitudinal_parameters(group.energies, group.normals, params)
-        r2 = (self.edges[-1] / params.moliere_radius_mm) ** 2
         inside, total = np.zeros(self.z_lo.size), np.zeros(self.z_lo.size)
-        for e, t, a in zip(group.energies, t_max, alpha, strict=True):
+        for e, s, t, a in zip(group.energies, group.starts, t_max, alpha, strict=True):
             steps = depth_steps(float(e), float(t), float(a), params)
-            rc, rt, p = steps.radial
-            cdf = p * r2 / (r2 + rc**2) + (1 - p) * r2 / (r2 + rt**2)
-            overlap = self._overlap(float(e), steps.energy.size, params)
+            cdf = self._read_out(*steps.radial, params)
+            overlap = self._overlap(float(e), float(s), steps.energy.size, params)
             weight = steps.energy * e
             inside += (weight * cdf) @ overlap
             total += weight @ overlap
@@ -258,23 +300,29 @@ class _Expectation:
         layers ``(S,)`` MeV and the incident energy of the step's shower ``(S,)`` MeV."""
         t_max, alpha = longitudinal_parameters(group.energies, group.normals, params)
         raws, weights = [], []
-        for e, t, a in zip(group.energies, t_max, alpha, strict=True):
+        for e, s, t, a in zip(group.energies, group.starts, t_max, alpha, strict=True):
             steps = depth_steps(float(e), float(t), float(a), params)
-            inside = self._overlap(float(e), steps.energy.size, params)[:, self.active].sum(axis=1)
+            inside = self._overlap(float(e), float(s), steps.energy.size, params)[:, self.active].sum(axis=1)
             raws.append(published_radial(steps.tau, float(e), params))
             weights.append(steps.energy * inside * e)
         energies = np.concatenate([np.full(w.size, e) for w, e in zip(weights, group.energies, strict=True)])
         return np.concatenate(raws, axis=1), np.concatenate(weights), energies
 
+    def _fine_bins(self, rc: np.ndarray, rt: np.ndarray, p: np.ndarray, params: GflashParameters) -> np.ndarray:
+        """Fraction of every step's energy in every fine radial bin, ``(S, K)``, from the analytic radial CDF."""
+        r2 = (self.edges / params.moliere_radius_mm)[None, :] ** 2
+        cdf = p[:, None] * r2 / (r2 + rc[:, None] ** 2) + (1 - p[:, None]) * r2 / (r2 + rt[:, None] ** 2)
+        return np.diff(cdf, axis=1)
+
+    def _read_out(self, rc: np.ndarray, rt: np.ndarray, p: np.ndarray, params: GflashParameters) -> np.ndarray:
+        """Fraction of every step's energy that lands in a readout bin, ``(S,)``."""
+        return self._fine_bins(rc, rt, p, params) @ self.accepted
+
     def radial(self, setup: tuple[np.ndarray, np.ndarray, np.ndarray], params: GflashParameters) -> tuple[np.ndarray, float]:
         """Energy fraction per radial bin ``(n_r,)``, and the expected contained energy (MeV, before energy_scale)."""
         raw, weight, energies = setup
-        rc, rt, p = calibrate_radial(raw, params, energies)
-        r2 = (self.edges / params.moliere_radius_mm)[None, :] ** 2
-        cdf = p[:, None] * r2 / (r2 + rc[:, None] ** 2) + (1 - p[:, None]) * r2 / (r2 + rt[:, None] ** 2)
-        per_bin = weight @ np.diff(cdf, axis=1)
-        contained = float(weight @ cdf[:, -1])
-        return per_bin / per_bin.sum(), contained
+        per_bin = (weight @ self._fine_bins(*calibrate_radial(raw, params, energies), params)) @ self.acceptance
+        return per_bin / per_bin.sum(), float(per_bin.sum())
 
 
 def _nelder_mead(cost: Callable[[np.ndarray], float], x0: list[float], steps: list[float]) -> optimize.OptimizeResult:
@@ -342,13 +390,16 @@ def _fit_radial(groups: list[_Group], model: _Expectation, params: GflashParamet
     return fitted, contained
 
 
-def _fit_spots(groups: list[_Group], geometry: Geometry, params: GflashParameters, particle: str, seed: int) -> GflashParameters:
+def _fit_spots(
+    groups: list[_Group], geometry: Geometry | CellGeometry, params: GflashParameters, particle: str, incidence: Incidence, seed: int
+) -> GflashParameters:
     """Per group, the spot-count factor that reproduces the reference hit count; then a power law through them."""
     log_e, log_n = [], []
     for k, g in enumerate(groups):
 
         def log_hits(log_m: float, g: _Group = g, k: int = k) -> float:
-            sim = GflashSimulation(geometry, particle, params.with_(spot_scale=params.spot_scale * math.exp(log_m)))
+            trial = params.with_(spot_scale=params.spot_scale * math.exp(log_m))
+            sim = GflashSimulation(geometry, particle, trial, incidence=incidence)
             return math.log(hit_counts(sim.simulate(g.hit_energies, seed=seed + k), geometry).mean())
 
         target = math.log(g.hits)
@@ -375,9 +426,10 @@ def _fit_spots(groups: list[_Group], geometry: Geometry, params: GflashParameter
 
 def calibrate_gflash(
     reference: ShowerData | str | os.PathLike[str],
-    geometry: Geometry,
+    geometry: Geometry | CellGeometry,
     *,
     particle: str = "e-",
+    incidence: Incidence = Incidence(),
     start: GflashParameters | None = None,
     n_model: int = 256,
     n_hits: int = 200,
@@ -387,10 +439,11 @@ def calibrate_gflash(
 
     Args:
         reference: showers of ``particle`` in ``geometry`` (ShowerData or a CaloChallenge file).
-        geometry: their readout; non-empty layers must share radial bins.
-        particle: ``e-`` or ``e+`` (photon calibration is not supported).
-        start: the medium and sampling term to start from (its calibration fields are refitted); the
-            published defaults when omitted.
+        geometry: their readout: cylinders whose non-empty layers share radial bins, or hexagonal-lattice cells.
+        particle: ``e-``, ``e+`` or ``gamma``.
+        incidence: the references' direction (the readout follows its trajectory); entry at the origin.
+        start: the medium and sampling term to start from (its calibration fields are refitted); when omitted,
+            the published defaults (Par04 medium) for cylinders and :func:`hgcal_like_parameters` for cells.
         n_model: GFLASH showers per energy group for the expected profiles.
         n_hits: GFLASH showers per energy group and iteration for the hit-count fit.
         seed: seed of the model showers.
@@ -402,18 +455,23 @@ def calibrate_gflash(
     source = "in-memory showers" if isinstance(reference, ShowerData) else str(reference)
     if data.showers.shape[1] != geometry.n_voxels:
         raise CalibrationError(f"reference showers have {data.showers.shape[1]} voxels, geometry {geometry.name!r} has {geometry.n_voxels}")
-    if particle not in ("e-", "e+", "electron", "positron"):
-        raise CalibrationError(f"GFLASH calibration supports e- and e+ references, not {particle!r}")
+    if particle not in _PARTICLES:
+        raise CalibrationError(f"GFLASH calibration supports e-, e+ and gamma references, not {particle!r}")
+    if incidence.entry != (0.0, 0.0):
+        raise CalibrationError(f"GFLASH calibration needs references entering at the origin, got entry {incidence.entry} mm")
     if len(data) < 10:
         raise CalibrationError(f"need at least 10 reference showers to calibrate, got {len(data)}")
     if n_model < 1 or n_hits < 1:
         raise CalibrationError(f"n_model and n_hits must be >= 1, got {n_model} and {n_hits}")
-    params = (start or GflashParameters.default()).with_(
+    if start is None:
+        start = hgcal_like_parameters() if geometry.kind == "cells" else GflashParameters.default()
+    params = start.with_(
         depth_offset=0.0, depth_slope=0.0, shape_offset=0.0, shape_slope=0.0, profile_tilt=0.0, origin_offset=0.0, origin_slope=0.0,
         core_radius_scale=1.0, tail_radius_scale=1.0, radius_slope=0.0, core_weight_offset=0.0, energy_scale=1.0, energy_slope=0.0,
     )
-    model = _Expectation(geometry)
-    groups = _summarise(data, geometry, n_model, n_hits, np.random.default_rng(seed))
+    model = _Expectation(geometry, incidence, geometry.layer_energies(data.showers).mean(axis=0))
+    photons = _PARTICLES[particle] == "gamma"
+    groups = _summarise(data, geometry, photons, n_model, n_hits, np.random.default_rng(seed))
     for _ in range(_ROUNDS):  # the longitudinal fit sees the radial containment of the previous round
         params = _fit_longitudinal(groups, model, params)
         params, contained = _fit_radial(groups, model, params)
@@ -425,11 +483,11 @@ def calibrate_gflash(
         energy_slope=float(slope),
         sampling_term=float(np.sqrt(np.mean([g.resolution**2 for g in groups]))),
     )
-    params = _fit_spots(groups, geometry, params, particle, seed)
+    params = _fit_spots(groups, geometry, params, particle, incidence, seed)
     points = ", ".join(f"{np.exp(np.mean(np.log(g.hit_energies))) / 1000:.3g}" for g in groups)
     return params.with_(
         provenance=f"calibrate_gflash on {len(data)} {particle} showers from {source} (energy groups at {points} GeV, "
-        f"geometry {geometry.name}), starting from the published Grindhammer-Peters coefficients; fitted depth/shape "
+        f"geometry {geometry.name}, theta {incidence.theta:.4f} rad, phi {incidence.phi:.4f} rad), starting from the published Grindhammer-Peters coefficients; fitted depth/shape "
         "and origin offsets (with their ln E slopes) and the profile tilt to the mean longitudinal profile including "
         "radial containment, radial scales (with their power of E) to the mean radial profile, energy scale and "
         "sampling term to the total energy, spot count to the mean number of hit voxels"
