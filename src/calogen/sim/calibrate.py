@@ -441,7 +441,7 @@ def calibrate_gflash(
         reference: showers of ``particle`` in ``geometry`` (ShowerData or a CaloChallenge file).
         geometry: their readout: cylinders whose non-empty layers share radial bins, or hexagonal-lattice cells.
         particle: ``e-``, ``e+`` or ``gamma``.
-        incidence: the references' direction (the readout follows its trajectory); entry at the origin.
+        incidence: the references' direction and entry point (the readout follows their trajectory).
         start: the medium and sampling term to start from (its calibration fields are refitted); when omitted,
             the published defaults (Par04 medium) for cylinders and :func:`hgcal_like_parameters` for cells.
         n_model: GFLASH showers per energy group for the expected profiles.
@@ -457,8 +457,6 @@ def calibrate_gflash(
         raise CalibrationError(f"reference showers have {data.showers.shape[1]} voxels, geometry {geometry.name!r} has {geometry.n_voxels}")
     if particle not in _PARTICLES:
         raise CalibrationError(f"GFLASH calibration supports e-, e+ and gamma references, not {particle!r}")
-    if incidence.entry != (0.0, 0.0):
-        raise CalibrationError(f"GFLASH calibration needs references entering at the origin, got entry {incidence.entry} mm")
     if len(data) < 10:
         raise CalibrationError(f"need at least 10 reference showers to calibrate, got {len(data)}")
     if n_model < 1 or n_hits < 1:
@@ -487,7 +485,8 @@ def calibrate_gflash(
     points = ", ".join(f"{np.exp(np.mean(np.log(g.hit_energies))) / 1000:.3g}" for g in groups)
     return params.with_(
         provenance=f"calibrate_gflash on {len(data)} {particle} showers from {source} (energy groups at {points} GeV, "
-        f"geometry {geometry.name}, theta {incidence.theta:.4f} rad, phi {incidence.phi:.4f} rad), starting from the published Grindhammer-Peters coefficients; fitted depth/shape "
+        f"geometry {geometry.name}, theta {incidence.theta:.4f} rad, phi {incidence.phi:.4f} rad), starting from the "
+        "published Grindhammer-Peters coefficients; fitted depth/shape "
         "and origin offsets (with their ln E slopes) and the profile tilt to the mean longitudinal profile including "
         "radial containment, radial scales (with their power of E) to the mean radial profile, energy scale and "
         "sampling term to the total energy, spot count to the mean number of hit voxels"
