@@ -25,9 +25,6 @@ Reference: the logit-and-standardise scheme of CaloDiffusion, Amram & Pedro, arX
 Example:
     >>> import numpy as np, torch
     >>> from calogen.geometry import Geometry
-
-if TYPE_CHECKING:
-    from calogen.cell_geometry import CellGeometry
     >>> g = Geometry.builtin("tiny")
     >>> rng = np.random.default_rng(0)
     >>> e = np.full((4, 1), 1e3); v = rng.exponential(1.0, (4, g.n_voxels))
