@@ -31,9 +31,12 @@ import numpy as np
 
 from calogen.errors import CalogenError
 from calogen.outputs import atomic_path
-from calogen.serve.protocol import ENERGY_INPUT, SHOWER_OUTPUT
+from calogen.serve.protocol import DIRECTION_INPUT, ENERGY_INPUT, SHOWER_OUTPUT
 
-__all__ = ["FASTSIM_INPUT", "ExportError", "OnnxCheck", "check_onnx", "export_onnx", "noise_input_name", "trace_to_onnx"]
+__all__ = [
+    "FASTSIM_INPUT", "ExportError", "OnnxCheck", "check_directions_grid", "check_onnx", "default_direction", "export_onnx",
+    "noise_input_name", "takes_directions", "trace_to_onnx",
+]  # fmt: skip
 
 DEFAULT_OPSET = 17
 
@@ -42,6 +45,9 @@ FASTSIM_INPUT = "FASTSIM_SHOWER"
 
 TOLERANCE = 1e-4
 """Largest accepted relative difference (max |onnx - torch| / max |torch|) of an exported graph."""
+
+CHECK_THETA_MAX = math.pi / 4
+"""Largest polar angle (rad) of the directions on which a direction-conditioned graph is checked (:func:`check_directions_grid`)."""
 
 
 class ExportError(CalogenError):
@@ -52,6 +58,25 @@ def noise_input_name(key: str) -> str:
     """The graph input name of noise ``key`` (``noise_shape`` -> ``NOISE_SHAPE``)."""
     name = key.upper()
     return name if name.startswith("NOISE_") else f"NOISE_{name}"
+
+
+def takes_directions(module: Any) -> bool:
+    """True when ``module`` is the :class:`~calogen.models.generator.Pipeline` of a model conditioned on the
+    incident direction: its ``forward`` then takes ``directions (B, 2)`` ``(theta, phi)`` rad after the noise."""
+    from calogen.models.generator import Pipeline
+
+    return isinstance(module, Pipeline) and bool(module.pair.config.directions)
+
+
+def default_direction(module: Any) -> tuple[float, float]:
+    """``(theta, phi)`` rad a :class:`~calogen.models.generator.Pipeline` generates at without a direction: the
+    training direction its preprocessing records when the training showers shared one, else ``(0, 0)``."""
+    return float(module.preprocessor.theta), float(module.preprocessor.phi)
+
+
+def check_directions_grid(n: int) -> np.ndarray:
+    """``(n, 2)`` float32 directions for checking a graph: theta evenly in ``[0, CHECK_THETA_MAX]``, phi in ``[-pi, pi]``."""
+    return np.stack([np.linspace(0, CHECK_THETA_MAX, n), np.linspace(-math.pi, math.pi, n)], axis=1).astype(np.float32)
 
 
 def export_onnx(
@@ -73,6 +98,9 @@ def export_onnx(
             ``forward`` order, e.g. a refiner's :data:`FASTSIM_INPUT`: their first row traces the graph, and
             with ``check_energies`` they hold one row per check energy.
 
+    A module that :func:`takes_directions` gets the last graph input :data:`DIRECTION_INPUT` ``(B, 2)``; it is
+    traced at its :func:`default_direction` and checked on :func:`check_directions_grid`.
+
     Returns:
         The comparison, or None without ``check_energies``.
 
@@ -82,10 +110,13 @@ def export_onnx(
     import torch
 
     extra = dict(inputs or {})
-    names = [ENERGY_INPUT, *extra, *(noise_input_name(k) for k in noise_shapes)]
+    directed = takes_directions(module)
+    names = [ENERGY_INPUT, *extra, *(noise_input_name(k) for k in noise_shapes), *([DIRECTION_INPUT] if directed else [])]
     generator = torch.Generator().manual_seed(0)
     fixed = (torch.from_numpy(np.repeat(np.asarray(v, dtype=np.float32)[:1], 2, axis=0)) for v in extra.values())
     example = (torch.full((2, 1), 1e4), *fixed, *(torch.randn((2, *shape), generator=generator) for shape in noise_shapes.values()))
+    if directed:
+        example = (*example, torch.tensor([default_direction(module)] * 2, dtype=torch.float32))
     check = None
     with atomic_path(path) as tmp:
         trace_to_onnx(module, example, tmp, names, [SHOWER_OUTPUT], opset)
@@ -131,9 +162,10 @@ class OnnxCheck:
 
 def check_onnx(
     path: str | os.PathLike[str], module, noise_shapes: Mapping[str, tuple[int, ...]], energies: np.ndarray, *,  # type: ignore[no-untyped-def]
-    seed: int = 0, inputs: Mapping[str, np.ndarray] | None = None,
+    seed: int = 0, inputs: Mapping[str, np.ndarray] | None = None, directions: np.ndarray | None = None,
 ) -> OnnxCheck:  # fmt: skip
-    """Run the ONNX file in onnxruntime and ``module`` in PyTorch on the same energies, further inputs and noise.
+    """Run the ONNX file in onnxruntime and ``module`` in PyTorch on the same energies, further inputs, noise
+    and (for a module that :func:`takes_directions`) directions.
 
     Args:
         path: the exported graph.
@@ -142,6 +174,8 @@ def check_onnx(
         energies: ``(B,)`` incident energies in MeV.
         seed: seed of the standard-normal noise.
         inputs: further inputs following the energy (name -> ``(B, *shape)`` values), as in :func:`export_onnx`.
+        directions: ``(B, 2)`` or one ``(2,)`` ``(theta, phi)`` rad (None: :func:`check_directions_grid`); only
+            for a module that takes them.
     """
     import onnxruntime as ort
     import torch
@@ -154,6 +188,12 @@ def check_onnx(
     noise = [rng.standard_normal((e.shape[0], *shape)).astype(np.float32) for shape in noise_shapes.values()]
     names = [ENERGY_INPUT, *extra, *(noise_input_name(k) for k in noise_shapes)]
     values = [e, *extra.values(), *noise]
+    if takes_directions(module):
+        d = check_directions_grid(e.shape[0]) if directions is None else np.asarray(directions, dtype=np.float32)
+        names.append(DIRECTION_INPUT)
+        values.append(np.array(np.broadcast_to(d, (e.shape[0], 2))))  # a writable copy
+    elif directions is not None:
+        raise ExportError("directions given, but the module is not conditioned on the incident direction")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run([SHOWER_OUTPUT], dict(zip(names, values)))[0]
     with torch.no_grad():

@@ -2,7 +2,11 @@
 
 A served model takes ``INCIDENT_ENERGY`` (FP32, ``[B, 1]``, MeV, within the served energy range) and an
 optional ``SEED`` (INT64, ``[B, 1]`` all equal, or one element; the request parameter ``seed`` does the
-same) and returns ``SHOWERS`` (FP32, ``[B, voxels]``, MeV). The transports only decode bytes into ``(name, datatype, shape, array)``
+same) and returns ``SHOWERS`` (FP32, ``[B, voxels]``, MeV). A trained model also takes ``INCIDENT_DIRECTION``
+(FP32, ``[B, 2]`` or ``[2]`` for every shower): ``(theta, phi)`` in radians, theta the polar angle to the layer
+normal, ``0 <= theta < pi/2`` and ``|phi| <= 2 pi``; without it the model's default direction is used (the
+config parameter ``default_direction_rad``). A model not conditioned on the direction accepts only that
+default (within :data:`DIRECTION_TOLERANCE`). The transports only decode bytes into ``(name, datatype, shape, array)``
 tensors; validation, the metadata and the model configuration live here, so both speak alike.
 
 Reference: KServe open inference protocol v2, https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/
@@ -20,6 +24,7 @@ import numpy as np
 from calogen.errors import CalogenError
 
 __all__ = [
+    "DIRECTION_INPUT",
     "ENERGY_INPUT",
     "SEED_INPUT",
     "SERVER_EXTENSIONS",
@@ -37,6 +42,10 @@ __all__ = [
 ]
 
 ENERGY_INPUT = "INCIDENT_ENERGY"
+DIRECTION_INPUT = "INCIDENT_DIRECTION"
+DIRECTION_TOLERANCE = 1e-6
+"""Largest difference (rad) between a requested direction and the fixed training direction of a model not
+conditioned on the direction for the two to count as equal (float32 rounding of the request is ~1e-7)."""
 SEED_INPUT = "SEED"
 SHOWER_OUTPUT = "SHOWERS"
 SERVER_EXTENSIONS = ("binary_tensor_data", "model_configuration", "parameters", "statistics")
@@ -124,6 +133,9 @@ class ModelSpec:
         parameters: free-form facts shown in the config (geometry, engine, NFE of a few-step sampler).
         max_queue_delay_us: the dynamic batcher's wait for more requests, for the config.
         preferred_batch_size: the batch the dynamic batcher aims at, for the config.
+        direction: ``(theta, phi)`` rad a trained model generates at when a request carries no
+            ``INCIDENT_DIRECTION``; None: the generator takes no direction (a simulation engine).
+        direction_conditioned: the model takes any direction, else only ``direction``.
     """
 
     name: str
@@ -134,6 +146,12 @@ class ModelSpec:
     parameters: Mapping[str, str] = field(default_factory=dict)
     max_queue_delay_us: int = 0
     preferred_batch_size: int = 0
+    direction: tuple[float, float] | None = None
+    direction_conditioned: bool = False
+
+    def __post_init__(self) -> None:
+        if self.direction_conditioned and self.direction is None:
+            raise CalogenError(f"model {self.name!r} is conditioned on the incident direction but has no default direction")
 
     def check(self, name: str, version: str = "") -> None:
         """Raise :class:`ModelNotFound` unless ``name`` (and ``version`` when given) is this model."""
@@ -143,7 +161,9 @@ class ModelSpec:
             raise ModelNotFound(f"unknown version {version!r} of model {name!r}; the served version is {self.version!r}")
 
     def metadata(self) -> dict[str, object]:
-        """The KServe v2 model metadata (same fields over HTTP JSON and gRPC)."""
+        """The KServe v2 model metadata (same fields over HTTP JSON and gRPC); a direction-conditioned model
+        lists ``INCIDENT_DIRECTION`` too."""
+        directions = [{"name": DIRECTION_INPUT, "datatype": "FP32", "shape": [-1, 2]}] if self.direction_conditioned else []
         return {
             "name": self.name,
             "versions": [self.version],
@@ -151,6 +171,7 @@ class ModelSpec:
             "inputs": [
                 {"name": ENERGY_INPUT, "datatype": "FP32", "shape": [-1, 1]},
                 {"name": SEED_INPUT, "datatype": "INT64", "shape": [-1, 1]},
+                *directions,
             ],
             "outputs": [{"name": SHOWER_OUTPUT, "datatype": "FP32", "shape": [-1, self.n_voxels]}],
         }
@@ -159,13 +180,17 @@ class ModelSpec:
         """The Triton ``ModelConfig`` protobuf describing this model (inputs without the batch dimension).
 
         One CPU instance (the batcher's worker), no pinned memory; the served energy range is the
-        parameter ``energy_range_mev`` (``min:max``).
+        parameter ``energy_range_mev`` (``min:max``), the default direction ``default_direction_rad``
+        (``theta:phi``, for a trained model), and a direction-conditioned model has the optional input
+        ``INCIDENT_DIRECTION``.
         """
         from tritonclient.grpc import model_config_pb2 as mc
 
         config = mc.ModelConfig(name=self.name, platform="calogen", backend="calogen", max_batch_size=self.max_batch_size)
         config.input.add(name=ENERGY_INPUT, data_type=mc.TYPE_FP32, dims=[1])
         config.input.add(name=SEED_INPUT, data_type=mc.TYPE_INT64, dims=[1], optional=True)
+        if self.direction_conditioned:
+            config.input.add(name=DIRECTION_INPUT, data_type=mc.TYPE_FP32, dims=[2], optional=True)
         config.output.add(name=SHOWER_OUTPUT, data_type=mc.TYPE_FP32, dims=[self.n_voxels])
         config.dynamic_batching.max_queue_delay_microseconds = self.max_queue_delay_us
         if self.preferred_batch_size:
@@ -174,7 +199,10 @@ class ModelSpec:
         config.instance_group.add(name=f"{self.name}_0", kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
         config.optimization.input_pinned_memory.enable = False
         config.optimization.output_pinned_memory.enable = False
-        for key, value in {**self.parameters, "energy_range_mev": "{:g}:{:g}".format(*self.energy_range)}.items():
+        facts = {**self.parameters, "energy_range_mev": "{:g}:{:g}".format(*self.energy_range)}
+        if self.direction is not None:
+            facts["default_direction_rad"] = "{!r}:{!r}".format(*self.direction)
+        for key, value in facts.items():
             config.parameters[key].string_value = str(value)
         return config
 
@@ -195,8 +223,11 @@ def decode_tensor(name: str, datatype: str, shape: Sequence[int], raw: bytes) ->
 
 def parse_inputs(
     spec: ModelSpec, inputs: Sequence[InputTensor], parameters: Mapping[str, object], outputs: Sequence[str] = ()
-) -> tuple[np.ndarray, int | None]:
-    """Validate a request's tensors and return ``(energies (B,) float32 MeV, seed or None)``.
+) -> tuple[np.ndarray, int | None, np.ndarray | None]:
+    """Validate a request's tensors and return ``(energies (B,) float32 MeV, seed or None, directions)``.
+
+    ``directions``: ``(B, 2)`` float64 ``(theta, phi)`` rad for a direction-conditioned model (the request's
+    ``INCIDENT_DIRECTION``, else ``spec.direction`` for every shower); None for any other model.
 
     Args:
         spec: the model the request is for.
@@ -205,9 +236,12 @@ def parse_inputs(
         outputs: names of the requested outputs (empty means all).
     """
     by_name: dict[str, InputTensor] = {}
+    optional = (SEED_INPUT, *((DIRECTION_INPUT,) if spec.direction is not None else ()))
     for tensor in inputs:
-        if tensor.name not in (ENERGY_INPUT, SEED_INPUT):
-            raise InferenceError(f"unexpected input {tensor.name!r}; model {spec.name!r} takes {ENERGY_INPUT!r} and optionally {SEED_INPUT!r}")
+        if tensor.name not in (ENERGY_INPUT, *optional):
+            raise InferenceError(
+                f"unexpected input {tensor.name!r}; model {spec.name!r} takes {ENERGY_INPUT!r} and optionally {' and '.join(map(repr, optional))}"
+            )
         if tensor.name in by_name:
             raise InferenceError(f"input {tensor.name!r} given twice")
         by_name[tensor.name] = tensor
@@ -218,7 +252,7 @@ def parse_inputs(
         raise InferenceError(f"missing input {ENERGY_INPUT!r} (FP32, shape [batch, 1], MeV)")
     energies = _energies(spec, by_name[ENERGY_INPUT])
     seed = _seed(by_name.get(SEED_INPUT), parameters.get("seed"), energies.size)
-    return energies, seed
+    return energies, seed, _directions(spec, by_name.get(DIRECTION_INPUT), energies.size)
 
 
 def _energies(spec: ModelSpec, tensor: InputTensor) -> np.ndarray:
@@ -242,6 +276,31 @@ def _energies(spec: ModelSpec, tensor: InputTensor) -> np.ndarray:
             f"served for model {spec.name!r} (see its config parameter 'energy_range_mev'; the server's --energy-range sets it)"
         )
     return energies
+
+
+def _directions(spec: ModelSpec, tensor: InputTensor | None, batch: int) -> np.ndarray | None:
+    """The directions of a request to a model with a ``spec.direction`` (see :func:`parse_inputs`), checked by
+    :func:`calogen.models.preprocess.check_directions`; a model not conditioned on the direction refuses any but its own."""
+    conditioned = spec.direction_conditioned
+    if tensor is None or spec.direction is None:
+        return np.tile(np.asarray(spec.direction, dtype=np.float64), (batch, 1)) if conditioned else None
+    if tensor.datatype != "FP32":
+        raise InferenceError(f"input {DIRECTION_INPUT!r} must be FP32 (theta, phi in radians), got {tensor.datatype}")
+    from calogen.models.preprocess import check_directions
+
+    try:
+        directions = check_directions(tensor.data, batch)  # type: ignore[arg-type]  # FP32: decoded
+    except CalogenError as exc:
+        raise InferenceError(f"input {DIRECTION_INPUT!r}: {exc}") from None
+    if conditioned:
+        return directions
+    theta, phi = spec.direction
+    if np.abs(directions - np.array([theta, phi])).max() > DIRECTION_TOLERANCE:
+        raise InferenceError(
+            f"model {spec.name!r} is not conditioned on the incident direction and generates only at its training direction "
+            f"(theta, phi) = ({theta:.6g}, {phi:.6g}) rad; send that or leave out {DIRECTION_INPUT!r}"
+        )
+    return None
 
 
 def _seed(tensor: InputTensor | None, parameter: object, batch: int) -> int | None:

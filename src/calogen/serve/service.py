@@ -1,7 +1,11 @@
 """One served Generator: its KServe description, its dynamic batcher and default seeds.
 
 The HTTP and gRPC front ends both call :meth:`InferenceService.submit` with decoded tensors; the
-service validates them (:mod:`calogen.serve.protocol`), picks the seed and queues the request.
+service validates them (:mod:`calogen.serve.protocol`), picks the seed and queues the request. A model
+conditioned on the incident direction gets every request's directions (the request's ``INCIDENT_DIRECTION``,
+else the model's default direction, as ``calogen generate`` without ``--theta``): the dynamic batcher carries
+only ``(energies, seed)``, so such a request is queued under a ticket in place of its seed, by which
+:class:`DirectedSampler` finds the seed and directions when the batch runs.
 
 Example:
     >>> import numpy as np
@@ -26,6 +30,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +40,54 @@ from calogen.serve.batching import BatchingConfig, DynamicBatcher, SampleMany, b
 from calogen.serve.limits import RequestLimits, generator_energy_range
 from calogen.serve.protocol import InferenceError, InputTensor, ModelNotFound, ModelSpec, parse_inputs
 
-__all__ = ["InferenceService"]
+__all__ = ["DirectedSampler", "InferenceService"]
+
+
+class DirectedSampler:
+    """Creates the :data:`~calogen.serve.batching.SampleMany` of a direction-conditioned model, whose requests
+    also carry directions.
+
+    :meth:`hold` files a request's seed and directions ``(n, 2)`` rad under a new ticket; the batcher runs
+    ``(energies, ticket)`` pairs, and the call looks every ticket up: with ``merge``, each request's noise is
+    drawn from its own seed and all run in one network pass (as :func:`~calogen.serve.batching.batched_sampler`),
+    else one ``sample`` per request. :meth:`release` forgets a ticket once its request is done.
+
+    Args:
+        generator: a trained model (``draw_noise``, ``sample_with_noise`` and ``sample`` taking ``directions``).
+        nfe: network evaluations per sample (None: the model's).
+        merge: one network pass for merged requests.
+    """
+
+    def __init__(self, generator: Generator, *, nfe: int | None = None, merge: bool = True) -> None:
+        self.generator, self.nfe, self.merge = generator, nfe, merge
+        self._held: dict[int, tuple[int, np.ndarray]] = {}
+        self._tickets = itertools.count()
+        self._lock = threading.Lock()
+
+    def hold(self, seed: int, directions: np.ndarray) -> int:
+        """A new ticket for a request with ``seed`` and ``directions (n, 2)`` rad."""
+        with self._lock:
+            ticket = next(self._tickets)
+            self._held[ticket] = (seed, directions)
+        return ticket
+
+    def release(self, ticket: int) -> None:
+        """Forget ``ticket`` (its request finished, failed or was refused)."""
+        with self._lock:
+            self._held.pop(ticket, None)
+
+    def __call__(self, requests: Sequence[tuple[np.ndarray, int]]) -> list[np.ndarray]:
+        with self._lock:
+            held = [self._held[ticket] for _, ticket in requests]
+        g: Any = self.generator
+        if not self.merge:
+            return [g.sample(e, seed=seed, nfe=self.nfe, directions=d) for (e, _), (seed, d) in zip(requests, held)]
+        noise = [g.draw_noise(e.size, seed=seed) for (e, _), (seed, _) in zip(requests, held)]
+        showers = g.sample_with_noise(
+            np.concatenate([e for e, _ in requests]), np.concatenate([n[0] for n in noise]), np.concatenate([n[1] for n in noise]),
+            self.nfe, directions=np.concatenate([d for _, d in held]),
+        )  # fmt: skip
+        return np.split(showers, np.cumsum([e.size for e, _ in requests])[:-1])
 
 
 class InferenceService:
@@ -48,7 +100,8 @@ class InferenceService:
         parameters: facts shown in the model config (engine, geometry, NFE, ...).
         seed: server seed; a request without a seed gets ``derive_seed(seed, request_number)``
             and the response reports it.
-        sample_many: overrides :func:`~calogen.serve.batching.batched_sampler` of ``generator``.
+        sample_many: overrides :func:`~calogen.serve.batching.batched_sampler` of ``generator``; for a model
+            conditioned on the incident direction a :class:`DirectedSampler` (default: one with the model's NFE, merging).
         limits: energy range and request sizes (the energy range defaults to the generator's,
             :func:`~calogen.serve.limits.generator_energy_range`).
     """
@@ -68,6 +121,11 @@ class InferenceService:
         batching = batching or BatchingConfig()
         self.limits = limits or RequestLimits()
         params = {"geometry": generator.geometry.name, **(parameters or {})}
+        direction = getattr(generator, "direction", None) or getattr(generator, "default_direction", None)
+        conditioned = direction is not None and bool(getattr(getattr(generator, "config", None), "directions", False))
+        if conditioned and sample_many is not None and not isinstance(sample_many, DirectedSampler):
+            raise CalogenError("a model conditioned on the incident direction is served with a DirectedSampler, not another sample_many")
+        self._directed = (sample_many or DirectedSampler(generator)) if conditioned else None
         self.spec = ModelSpec(
             name=name,
             n_voxels=generator.geometry.n_voxels,
@@ -76,8 +134,10 @@ class InferenceService:
             parameters=params,
             max_queue_delay_us=round(batching.max_queue_delay_ms * 1e3),
             preferred_batch_size=batching.max_batch_size,
+            direction=None if direction is None else (float(direction[0]), float(direction[1])),
+            direction_conditioned=conditioned,
         )
-        self.batcher = DynamicBatcher(sample_many or batched_sampler(generator), batching)
+        self.batcher = DynamicBatcher(self._directed or sample_many or batched_sampler(generator), batching)
         self._seed = int(seed)
         self._counter = itertools.count()
         self._counter_lock = threading.Lock()
@@ -127,7 +187,8 @@ class InferenceService:
             model.engine()  # built now: a refiner without a recorded FastSim engine fails before serving
             params.update(engine="hybrid", fastsim=str(model.fastsim.get("engine")), exact="true")  # no explicit noise: one pass per request
         model_name = name or Path(str(model_dir)).resolve().name
-        many = batched_sampler(model, nfe=nfe, merge=not exact)
+        conditioned = getattr(model, "default_direction", None) is not None and model.config.directions
+        many = DirectedSampler(model, nfe=nfe, merge=not exact) if conditioned else batched_sampler(model, nfe=nfe, merge=not exact)
         return cls(model, name=model_name, batching=batching, parameters=params, seed=seed, sample_many=many, limits=limits)
 
     def __enter__(self) -> InferenceService:
@@ -166,18 +227,31 @@ class InferenceService:
             self.batcher.stats.record_request("not_found", None)
             raise
         try:
-            energies, seed = parse_inputs(self.spec, inputs, parameters, outputs)
+            energies, seed, directions = parse_inputs(self.spec, inputs, parameters, outputs)
         except InferenceError:
             self.record_refused(received)
             raise
         if seed is None:
             with self._counter_lock:
                 seed = derive_seed(self._seed, next(self._counter))
-        future = self.batcher.submit(energies, seed, timeout_s=timeout_s, received=received, input_s=time.monotonic() - start)
+        future = self._queue(energies, seed, directions, timeout_s=timeout_s, received=received, input_s=time.monotonic() - start)
         with self._activity:
             self._in_flight += 1
         future.add_done_callback(self._finished)
         return future, seed
+
+    def _queue(self, energies: np.ndarray, seed: int, directions: np.ndarray | None, **timing: Any) -> concurrent.futures.Future[np.ndarray]:
+        """Submit to the batcher; a direction-conditioned model's request under a ticket holding its seed and directions."""
+        if self._directed is None or directions is None:
+            return self.batcher.submit(energies, seed, **timing)
+        ticket = self._directed.hold(seed, directions)
+        try:
+            future = self.batcher.submit(energies, ticket, **timing)
+        except BaseException:
+            self._directed.release(ticket)
+            raise
+        future.add_done_callback(lambda _: self._directed.release(ticket))  # type: ignore[union-attr]
+        return future
 
     def _finished(self, future: concurrent.futures.Future[np.ndarray]) -> None:
         with self._activity:

@@ -29,8 +29,8 @@ import numpy as np
 
 from calogen.errors import CalogenError
 from calogen.outputs import check_output_dir
-from calogen.serve.export import OnnxCheck, export_onnx, noise_input_name
-from calogen.serve.protocol import ENERGY_INPUT, SHOWER_OUTPUT
+from calogen.serve.export import OnnxCheck, default_direction, export_onnx, noise_input_name, takes_directions
+from calogen.serve.protocol import DIRECTION_INPUT, ENERGY_INPUT, SHOWER_OUTPUT
 
 __all__ = ["RepositoryError", "TritonSettings", "check_model_name", "check_repository", "model_config", "write_repository"]
 
@@ -82,10 +82,12 @@ def check_model_name(name: str) -> str:
 
 def model_config(  # type: ignore[no-untyped-def]
     name: str, noise_shapes: Mapping[str, tuple[int, ...]], n_voxels: int, settings: TritonSettings, parameters: Mapping[str, str] | None = None,
-    inputs: Mapping[str, tuple[int, ...]] | None = None,
+    inputs: Mapping[str, tuple[int, ...]] | None = None, direction: tuple[float, float] | None = None,
 ):  # fmt: skip
     """The Triton ``ModelConfig`` of an exported generator named ``name``; ``inputs``: per-shower shapes of
-    further FP32 inputs (a refiner's ``FASTSIM_SHOWER``)."""
+    further FP32 inputs (a refiner's ``FASTSIM_SHOWER``); ``direction``: the default ``(theta, phi)`` rad of a
+    direction-conditioned graph, which then takes ``INCIDENT_DIRECTION`` ``[2]`` (the parameter
+    ``default_direction_rad``, ``theta:phi``, tells clients what to send for the model's default)."""
     from tritonclient.grpc import model_config_pb2 as mc
 
     config = mc.ModelConfig(name=name, platform="onnxruntime_onnx", backend="onnxruntime", max_batch_size=settings.max_batch_size)
@@ -94,6 +96,9 @@ def model_config(  # type: ignore[no-untyped-def]
         config.input.add(name=key, data_type=mc.TYPE_FP32, dims=list(shape))
     for key, shape in noise_shapes.items():
         config.input.add(name=noise_input_name(key), data_type=mc.TYPE_FP32, dims=list(shape))
+    if direction is not None:
+        config.input.add(name=DIRECTION_INPUT, data_type=mc.TYPE_FP32, dims=[2])
+        config.parameters["default_direction_rad"].string_value = "{!r}:{!r}".format(*direction)
     config.output.add(name=SHOWER_OUTPUT, data_type=mc.TYPE_FP32, dims=[n_voxels])
     config.dynamic_batching.max_queue_delay_microseconds = settings.max_queue_delay_us
     if settings.preferred_batch_size:
@@ -120,7 +125,8 @@ def write_repository(
     """Export ``module`` to ``OUT/<name>/1/model.onnx`` and write ``OUT/<name>/config.pbtxt``, checked first.
 
     Args:
-        module: the export module ``(energies (B, 1), *noise) -> (B, n_voxels)``.
+        module: the export module ``(energies (B, 1), *noise) -> (B, n_voxels)``; a direction-conditioned
+            model's also takes ``INCIDENT_DIRECTION`` (:func:`~calogen.serve.export.takes_directions`).
         noise_shapes: per-shower noise shapes, in ``forward`` order.
         n_voxels: voxels per shower.
         out: the repository root (created if missing).
@@ -147,7 +153,8 @@ def write_repository(
     if folder.is_symlink() or (folder.exists() and _contents(folder) != _OWN_FILES):
         raise RepositoryError(f"{folder} exists and is not a model folder written by calogen export; remove it or choose another --name")
     shapes = {key: tuple(np.shape(values)[1:]) for key, values in (inputs or {}).items()}
-    config = model_config(name, noise_shapes, n_voxels, settings or TritonSettings(), parameters, inputs=shapes)
+    direction = default_direction(module) if takes_directions(module) else None
+    config = model_config(name, noise_shapes, n_voxels, settings or TritonSettings(), parameters, inputs=shapes, direction=direction)
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.", suffix=".partial"))
     try:
