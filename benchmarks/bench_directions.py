@@ -67,22 +67,34 @@ class McRun:
     path: Path
 
 
-def heavy(cmd: list[str]) -> None:
-    """Run a calogen command under the heavy-work lock; raise on failure."""
-    print("$", " ".join(cmd), flush=True)
-    if subprocess.run(["flock", LOCK, *cmd], check=False).returncode:
-        raise SystemExit(f"bench_directions: failed: {' '.join(cmd)}")
+_held = 0
 
 
 @contextlib.contextmanager
 def heavy_lock() -> Iterator[None]:
-    """Hold the heavy-work lock for in-process work."""
+    """Hold the heavy-work lock (re-entrant: nested uses keep the outer hold), so a group of steps shares one wait."""
+    global _held
+    if _held:
+        _held += 1
+        yield
+        _held -= 1
+        return
     with open(LOCK, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
+        _held = 1
         try:
             yield
         finally:
+            _held = 0
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def heavy(cmd: list[str]) -> None:
+    """Run a calogen command holding the heavy-work lock; exit on failure."""
+    with heavy_lock():
+        print("$", " ".join(cmd), flush=True)
+        if subprocess.run(cmd, check=False).returncode:
+            raise SystemExit(f"bench_directions: failed: {' '.join(cmd)}")
 
 
 def tag(theta: float) -> str:
@@ -249,25 +261,26 @@ def main() -> None:
     runs = [McRun(t, s, args.n_train, mc / f"train_{tag(t)}.h5") for t, s in zip(TRAIN_ANGLES, args.train_seeds)]
     held = {t: McRun(t, s, args.n_heldout, mc / f"heldout_{tag(t)}.h5") for t, s in zip((TARGET, CONTROL), args.heldout_seeds)}
     held.update({t: McRun(t, 37 + i, args.n_heldout, mc / f"heldout_{tag(t)}.h5") for i, t in enumerate(args.diagnose_angles)})
-    for run in (*runs, held[TARGET], held[CONTROL]):
-        simulate(run)
     data, preset = args.out / "train.h5", args.out / "preset.json"
-    with heavy_lock():
+    with heavy_lock():  # one wait per group of steps on the shared machine
+        for run in (*runs, *held.values()):
+            simulate(run)
         interleave(runs, data)
     if not preset.exists():
         write_preset(preset, args.steps, args.train_seed)
-    model = fit_occupancy(args.out, train(args.out, data, preset), data, args.occupancy_steps)
+    with heavy_lock():
+        model = fit_occupancy(args.out, train(args.out, data, preset), data, args.occupancy_steps)
     results: dict[str, object] = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "shifts": {}, "evaluation": {}}
-    for theta in (TARGET, CONTROL, *args.diagnose_angles):
-        simulate(held[theta])
-        gen = args.out / f"gen_{tag(theta)}.h5"
-        generate(model, held[theta], gen, nfe=args.nfe, seed=args.gen_seed)
-        if theta in (TARGET, CONTROL):
-            results["shifts"][tag(theta)] = table = shift_table(held[theta].path, gen, theta, args.min_share)
-            print_shifts(table)
-        results["evaluation"][tag(theta)] = row = evaluate(held[theta].path, gen, args.out / f"eval_{tag(theta)}")
-        print(f"{theta:g} deg: AUC low {row['auc_cls-low']:.3f} +- {row['auc_cls-low_std']:.3f}, AUC high {row['auc_cls-high']:.3f} "
-              f"+- {row['auc_cls-high_std']:.3f}, FPD {row['fpd']:.4f} +- {row['fpd_error']:.4f}", flush=True)  # fmt: skip
+    with heavy_lock():
+        for theta in (TARGET, CONTROL, *args.diagnose_angles):
+            gen = args.out / f"gen_{tag(theta)}.h5"
+            generate(model, held[theta], gen, nfe=args.nfe, seed=args.gen_seed)
+            if theta in (TARGET, CONTROL):
+                results["shifts"][tag(theta)] = table = shift_table(held[theta].path, gen, theta, args.min_share)
+                print_shifts(table)
+            results["evaluation"][tag(theta)] = row = evaluate(held[theta].path, gen, args.out / f"eval_{tag(theta)}")
+            print(f"{theta:g} deg: AUC low {row['auc_cls-low']:.3f} +- {row['auc_cls-low_std']:.3f}, AUC high {row['auc_cls-high']:.3f} "
+                  f"+- {row['auc_cls-high_std']:.3f}, FPD {row['fpd']:.4f} +- {row['fpd_error']:.4f}", flush=True)  # fmt: skip
     ev, shift = results["evaluation"], results["shifts"][tag(TARGET)]
     verdict = {kind: ev[tag(TARGET)][f"auc_{kind}"] <= ev[tag(CONTROL)][f"auc_{kind}"] + AUC_TOLERANCE for kind in ("cls-low", "cls-high")}
     verdict["shift"] = shift["max_rel_diff"] <= SHIFT_TOLERANCE
