@@ -126,6 +126,15 @@ def test_server_fills_the_default_direction(models: tuple[FlowModel, FlowModel])
         assert np.abs(mixed - default).max() > 1e-2 * float(default.max())
 
 
+def test_exact_server_equals_sample_at_each_direction(models: tuple[FlowModel, FlowModel]) -> None:
+    model = models[0]
+    e = ENERGIES[:3]
+    rows = np.array([ALONG, AGAINST, (0.0, 0.0)], np.float32)
+    with InferenceService.from_source(model.directory, name="directed", exact=True) as service:
+        np.testing.assert_array_equal(_showers(service, _energy(e), _direction(rows)), model.sample(e, seed=7, directions=rows))
+        np.testing.assert_array_equal(_showers(service, _energy(e)), model.sample(e, seed=7))
+
+
 @pytest.mark.parametrize(
     ("values", "datatype", "message"),
     [
