@@ -13,9 +13,15 @@ cells (26 layers of 4.5 mm Pb + 3.0 mm Cu + 0.3 mm Si, 12 mm hexagons) and print
   follow the trajectory);
 - ``ms``: simulation time per shower.
 
+With ``--gflash-vs-mc MC.h5 PARAMS.json`` it instead compares GFLASH (uncalibrated ``hgcal_like_parameters()``
+and the calibrated PARAMS.json, ``--n`` showers at the file's energy and incidence) with the MC file's mean layer
+energies: total over E, t_max, mean layer, the largest relative deviation over layers holding > 1%, chi2 per
+layer (> 1%) with both samples' standard errors, the largest deviation of the energy per hexagonal ring, hits.
+
 Usage:
     NUMBA_CACHE_DIR=.cache/numba OMP_NUM_THREADS=1 python benchmarks/bench_hgcal_physics.py --particle gamma \\
         --energies 5 50 500 --n 400 200 40 --seed 1
+    python benchmarks/bench_hgcal_physics.py --gflash-vs-mc mc50.h5 gflash_hgcal.json --n 300 --seed 21
 """
 
 from __future__ import annotations
@@ -23,14 +29,19 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import curve_fit
 from scipy.special import gammaln
 
 from calogen.cell_geometry import CellGeometry
+from calogen.commands.calibrate_gflash import reference_incidence
+from calogen.io import read_showers
+from calogen.sim.calibrate import profile_agreement
 from calogen.sim.detector import LayerStack
 from calogen.sim.full import FullSimulation
+from calogen.sim.gflash import GflashParameters, GflashSimulation, hgcal_like_parameters
 from calogen.sim.readout import Incidence
 
 SHOWN_LAYERS = (1, 5, 10, 15, 20, 26)
@@ -76,6 +87,33 @@ def measure(sim: FullSimulation, geometry: CellGeometry, energy_gev: float, n: i
     }
 
 
+def gflash_vs_mc(mc_path: Path, params_path: Path, n: int, seed: int) -> None:
+    """Print GFLASH (uncalibrated, calibrated) against the MC file's mean layer energies (see the module docstring)."""
+    geometry = CellGeometry.builtin("hgcal-like")
+    data, incidence = read_showers(mc_path), reference_incidence(mc_path)
+    energy = float(data.energies[0, 0])
+    samples = {"MC": data.showers}
+    for name, params in (("GFLASH uncalibrated", hgcal_like_parameters()), ("GFLASH calibrated", GflashParameters.load(params_path))):
+        samples[name] = GflashSimulation(geometry, "gamma", params, incidence=incidence).sample(np.full(n, energy), seed=seed)
+    layers = {k: geometry.layer_energies(v) for k, v in samples.items()}
+    ref, ref_err = layers["MC"].mean(0), layers["MC"].std(0) / math.sqrt(len(data))
+    keep = ref / ref.sum() > 0.01
+    print(f"E = {energy / 1000:g} GeV, theta {incidence.theta:.4f} rad, N(MC) = {len(data)}, N(GFLASH) = {n}, seed {seed}")
+    print("| sample | sum / E | t_max (layers) | mean layer | max abs dev (layers > 1%) | chi2 / layer | ring max abs dev | hits |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, per_layer in layers.items():
+        mean, err = per_layer.mean(0), per_layer.std(0) / math.sqrt(len(per_layer))
+        chi2 = np.sum((mean - ref)[keep] ** 2 / (err[keep] ** 2 + ref_err[keep] ** 2)) / keep.sum()
+        rings = profile_agreement(data.showers, samples[name], geometry).radial
+        print(f"| {name} | {samples[name].sum(1).mean() / energy:.3f} | {shower_max(mean):.2f} | "
+              f"{(mean * (np.arange(mean.size) + 0.5)).sum() / mean.sum():.2f} | {100 * np.abs(mean / ref - 1)[keep].max():.1f}% | "
+              f"{chi2:.1f} | {100 * rings:.1f}% | {(samples[name] > 0).sum(1).mean():.0f} |")  # fmt: skip
+    print("mean layer energy (GeV), layers 1-26:")
+    for name, per_layer in layers.items():
+        print(f"{name:20s}", " ".join(f"{v / 1000:.2f}" for v in per_layer.mean(0)))
+    print(f"{'MC standard error':20s}", " ".join(f"{v / 1000:.2f}" for v in ref_err))
+
+
 STACK = LayerStack.hgcal_like()
 LAYER_X0 = 7.8 / STACK.radiation_length()
 
@@ -88,7 +126,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--eta", type=float, default=2.0, help="the inclined run's pseudorapidity")
     parser.add_argument("--phi", type=float, default=math.pi / 2, help="the inclined run's azimuth, rad")
+    parser.add_argument("--gflash-vs-mc", nargs=2, type=Path, metavar=("MC.h5", "PARAMS.json"), help="compare GFLASH with an MC file")
     args = parser.parse_args()
+    if args.gflash_vs_mc:
+        gflash_vs_mc(*args.gflash_vs_mc, n=args.n[0], seed=args.seed)
+        return
     geometry = CellGeometry.builtin("hgcal-like")
     print(f"stack: {STACK.depth:g} mm, X0 {STACK.radiation_length():.3f} mm, {STACK.depth / STACK.radiation_length():.2f} X0, "
           f"{LAYER_X0:.4f} X0/layer, R_M {STACK.moliere_radius():.2f} mm, Ec {STACK.critical_energy():.2f} MeV")  # fmt: skip
