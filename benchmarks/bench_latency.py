@@ -62,16 +62,16 @@ def _stage_calls(model, energies: np.ndarray, nfe: int, sampler: str) -> dict[st
                            sampler=module.energy_sampler, nfe=module.energy_nfe)  # fmt: skip
             chunks.append((e, ne, ns, cond, layers, torch.cat([cond, layers], dim=1), module.stages(e, ne, ns)))
 
-    def energy(_: int) -> None:
-        for e, ne, _ns, cond, *_ in chunks:
-            solve(pair.energy, pair.energy.prior(ne[:, : pre.layer_dim]), module.energy_schedule, cond=cond,
-                  sampler=module.energy_sampler, nfe=module.energy_nfe)  # fmt: skip
+    def energy(_: int) -> None:  # the pipeline's own solves: traced under inference mode (calogen.models.traced_solve)
+        with torch.inference_mode():
+            for e, ne, _ns, cond, *_ in chunks:
+                module.solve_energy(pair.energy.prior(ne[:, : pre.layer_dim]), cond)
 
     def radial(_: int) -> None:
-        for _e, ne, _ns, _cond, _layers, shape_cond, _ in chunks:
-            if pair.radial is not None:
-                solve(pair.radial, pair.radial.prior(ne[:, pre.layer_dim : module.count_offset]), module.energy_schedule,
-                      cond=shape_cond, sampler=module.energy_sampler, nfe=module.energy_nfe)  # fmt: skip
+        with torch.inference_mode():
+            for _e, ne, _ns, _cond, _layers, shape_cond, _ in chunks:
+                if module.solve_radial is not None:
+                    module.solve_radial(pair.radial.prior(ne[:, pre.layer_dim : module.count_offset]), shape_cond)
 
     def shape(_: int) -> None:
         for _e, _ne, ns, _cond, _layers, shape_cond, _ in chunks:

@@ -52,6 +52,7 @@ from calogen.models.radial import RadialNet
 from calogen.models.rescale import cut_and_rescale, group_members
 from calogen.models.samplers import solve, steps_for_nfe
 from calogen.models.students import INTERVAL_FEATURES, STUDENT_OBJECTIVES, Student, widen_from
+from calogen.models.traced_solve import TracedSolve
 from calogen.models.unet import ShapeNet
 
 __all__ = ["FlowModel", "ModelError", "ModelPair", "Pipeline", "load", "parameter_count", "save_model"]
@@ -206,7 +207,8 @@ class Pipeline(nn.Module):
     energy noise also holds the radial network's noise, and voxels are rescaled to ring energies. With an
     occupancy stage the energy noise ends with one value per ring for its hit count, and :meth:`finish`
     places the drawn hits instead of cutting at the threshold.
-    ``forward`` is :meth:`finish` of :meth:`stages`, which expose the generated group energies.
+    ``forward`` is :meth:`finish` of :meth:`stages`, which expose the generated group energies. Under
+    inference mode the energy and radial solves run as traces (:mod:`calogen.models.traced_solve`), bit for bit.
 
     Args:
         pair: the (EMA) denoisers.
@@ -228,6 +230,8 @@ class Pipeline(nn.Module):
         self.energy_sampler, self.energy_nfe = energy_sampler or sampler, energy_nfe or nfe
         self.threshold = float(geometry.threshold)
         self.energy_schedule = pair.energy.schedule(steps_for_nfe(self.energy_sampler, self.energy_nfe)[0]).tolist()
+        self.solve_energy = TracedSolve(pair.energy, self.energy_schedule, self.energy_sampler, self.energy_nfe)
+        self.solve_radial = None if pair.radial is None else TracedSolve(pair.radial, self.energy_schedule, self.energy_sampler, self.energy_nfe)
         self.shape_schedule = pair.shape.schedule(steps_for_nfe(sampler, nfe)[0]).tolist()
         groups = energy_groups(geometry, "rings" if pair.radial is not None else pair.config.energy_groups)
         if pair.radial is not None:
@@ -248,8 +252,7 @@ class Pipeline(nn.Module):
         pre = self.preprocessor
         cond = pre.condition(energies, directions, conditioned=self.pair.config.directions)
         noise_layers = noise_energy[:, : pre.layer_dim]
-        layers = solve(self.pair.energy, self.pair.energy.prior(noise_layers), self.energy_schedule, cond=cond,
-                       sampler=self.energy_sampler, nfe=self.energy_nfe)  # fmt: skip
+        layers = self.solve_energy(self.pair.energy.prior(noise_layers), cond)
         shape_cond = torch.cat([cond, layers], dim=1)
         if source is None:
             start = self.pair.shape.prior(noise_shape)
@@ -258,10 +261,9 @@ class Pipeline(nn.Module):
         voxels = solve(self.pair.shape, start, self.shape_schedule, cond=shape_cond,
                        sampler=self.sampler, nfe=self.nfe)  # fmt: skip
         targets = pre.layers_inverse(layers, energies)
-        if self.pair.radial is not None:
+        if self.pair.radial is not None and self.solve_radial is not None:
             noise_radial = noise_energy[:, pre.layer_dim : self.count_offset]
-            radial = solve(self.pair.radial, self.pair.radial.prior(noise_radial), self.energy_schedule, cond=shape_cond,
-                           sampler=self.energy_sampler, nfe=self.energy_nfe)  # fmt: skip
+            radial = self.solve_radial(self.pair.radial.prior(noise_radial), shape_cond)
             rings = targets[:, :, None] * pre.radial_inverse(radial, self.radial_used)
             targets = rings.flatten(1)[:, self.radial_slots]
         logits = pre.voxels_logit(voxels)
