@@ -3,10 +3,10 @@
 On a cell readout (:class:`~calogen.cell_geometry.CellGeometry`) the radial profile is the energy per hexagonal
 ring around the central cell (``cell_ring``), summed over layers. GFLASH's radial density is a function of a
 spot's distance r from the shower axis, so the calibration (:mod:`calogen.sim.calibrate`) integrates it over thin
-shells ``[r_k, r_k+1)`` around the central cell's centre and maps shells to rings with :func:`ring_acceptance`:
-the probability that a spot of the shell, at uniform azimuth, lies in a cell of ring b,
+shells ``[r_k, r_k+1)`` around the shower axis and maps shells to rings with :func:`ring_acceptance`: the
+probability that a spot of the shell, at uniform azimuth phi, lies in a cell of ring b,
 
-    A[k, b] = P(ring(r cos phi, r sin phi) = b | r_k <= r < r_k+1),
+    A[k, b] = P(ring(axis + r (cos phi, sin phi)) = b | r_k <= r < r_k+1),
 
 sampled on a grid of radii and azimuths and averaged over layers (weighted, e.g. by their mean energy). A
 shell's row sums to less than 1 where part of it lies outside the layer's cells (lateral leakage).
