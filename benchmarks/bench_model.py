@@ -24,7 +24,8 @@ def _untrained(preset_name: str, geometry_name: str, directory: Path):  # type: 
     """An untrained model of ``preset`` on ``geometry`` (same cost as a trained one)."""
     from calogen.geometry import Geometry
     from calogen.models import load
-    from calogen.models.generator import ModelPair, save_model
+    from calogen.models.generator import save_model
+    from calogen.models.pair import ModelPair
     from calogen.models.preprocess import Preprocessor
     from calogen.train.config import Preset
 

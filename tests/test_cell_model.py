@@ -13,7 +13,8 @@ from calogen.cell_geometry import CellGeometry
 from calogen.errors import CalogenError
 from calogen.io import write_showers
 from calogen.models.cell_map import CellGridMap, cell_overlap_matrix, grid_size
-from calogen.models.generator import ModelPair, load
+from calogen.models.generator import load
+from calogen.models.pair import ModelPair
 from calogen.models.preprocess import Preprocessor, energy_groups, layer_vector, radial_slots, radial_vector
 from calogen.train.config import PRESETS
 from calogen.train.loop import train

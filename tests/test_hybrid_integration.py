@@ -34,7 +34,8 @@ def make_refiner_dir(directory: Path, fastsim: dict | None = None) -> Path:
     import torch
 
     from calogen.models.config import ModelConfig
-    from calogen.models.generator import ModelPair, save_model
+    from calogen.models.generator import save_model
+    from calogen.models.pair import ModelPair
     from calogen.models.preprocess import Preprocessor
 
     rng = np.random.default_rng(0)

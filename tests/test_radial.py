@@ -11,7 +11,8 @@ from _model_data import one_thread, toy_showers  # noqa: F401
 from calogen.errors import CalogenError
 from calogen.geometry import Geometry
 from calogen.models.config import ModelConfig
-from calogen.models.generator import ModelPair, Pipeline
+from calogen.models.pair import ModelPair
+from calogen.models.pipeline import Pipeline
 from calogen.models.preprocess import Preprocessor, energy_groups, group_sums, radial_slots, radial_used, radial_vector
 from calogen.models.radial import RadialNet
 

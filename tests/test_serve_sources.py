@@ -29,7 +29,8 @@ def make_model_dir(directory: Path) -> Path:
     import torch
 
     from calogen.models.config import ModelConfig
-    from calogen.models.generator import ModelPair, save_model
+    from calogen.models.generator import save_model
+    from calogen.models.pair import ModelPair
     from calogen.models.preprocess import Preprocessor
 
     geometry = Geometry.builtin("tiny")

@@ -15,7 +15,8 @@ from calogen.cli import main
 from calogen.errors import CalogenError
 from calogen.geometry import Geometry
 from calogen.io import ShowerWriter
-from calogen.models.generator import ModelPair, load
+from calogen.models.generator import load
+from calogen.models.pair import ModelPair
 from calogen.models.samplers import solve
 from calogen.models.energy import EnergyNet
 from calogen.models.flow_matching import FlowMatching

@@ -97,7 +97,7 @@ class CellGridMap(nn.Module):
         self.sizes = [layer.n_cells for layer in geometry.layers]
         self.encoders = nn.ParameterList()
         self.decoders = nn.ParameterList()
-        if torch.empty(0).is_meta:  # counting parameters (generator.parameter_count): shapes only, no overlap estimate
+        if torch.empty(0).is_meta:  # counting parameters (pair.parameter_count): shapes only, no overlap estimate
             for n in self.sizes:
                 self.encoders.append(nn.Parameter(torch.empty(n_a * n_r, n), requires_grad=learned))
                 self.decoders.append(nn.Parameter(torch.empty(n, n_a * n_r), requires_grad=learned))

@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from calogen.errors import CalogenError
 from calogen.generator import derive_seed
@@ -43,19 +42,13 @@ from calogen.models.config import ModelConfig, check_sampler_objective
 from calogen.models.directory import (
     FORMAT, VERSION, ModelError, check_preprocessing, check_weights, geometry_from_dict, geometry_to_dict, model_config_from_dict, read_config,
 )  # fmt: skip
-from calogen.models.edm import EDM
-from calogen.models.energy import EnergyNet
-from calogen.models.flow_matching import Denoiser, FlowMatching
 from calogen.models.occupancy import Occupancy, load_occupancy
-from calogen.models.preprocess import DIRECTION_FEATURES, Preprocessor, check_directions, energy_groups, radial_slots, radial_used
-from calogen.models.radial import RadialNet
-from calogen.models.rescale import cut_and_rescale, group_members
-from calogen.models.samplers import solve, steps_for_nfe
-from calogen.models.students import INTERVAL_FEATURES, STUDENT_OBJECTIVES, Student, widen_from
-from calogen.models.traced_solve import TracedSolve
-from calogen.models.unet import ShapeNet
+from calogen.models.pair import MAX_PARAMETERS, ModelPair
+from calogen.models.pipeline import Pipeline
+from calogen.models.preprocess import Preprocessor, check_directions
+from calogen.models.samplers import steps_for_nfe
 
-__all__ = ["FlowModel", "ModelError", "ModelPair", "Pipeline", "load", "parameter_count", "save_model"]
+__all__ = ["EVALUATION_CHUNK", "FlowModel", "ModelError", "load", "save_model"]
 
 EVALUATION_CHUNK = 256
 """Showers the networks see at once: every call is evaluated in consecutive chunks of this many showers
@@ -63,228 +56,8 @@ EVALUATION_CHUNK = 256
 took 9.9-10.8 ms/shower in whole batches of 1000 and 6.5-8.4 ms/shower in chunks of 128-256, whose
 activations fit in cache."""
 
-MAX_PARAMETERS = 200_000_000
-"""Default limit on the parameters of a model (0.8 GB per float32 copy; the ``ds3-base`` preset has
-about 5.5 million): a larger ``config.json`` is refused before anything is allocated. Pass
-``max_parameters`` to :func:`load` or :class:`ModelPair` to change it."""
-
 MAX_VOXELS = 10_000_000
 """Default limit on the voxels of a model's geometry (DS3 has 40,500); pass ``max_voxels`` to :func:`load`."""
-
-
-def _wrap(net: nn.Module, config: ModelConfig, *, shape: bool = False) -> Denoiser:
-    if config.objective == "refiner":  # only the shape flow starts at the FastSim shower
-        from calogen.models.refiner import Bridge
-
-        if shape:
-            return Bridge(net, time_sampling=config.time_sampling, sigma=config.bridge_sigma)
-        return FlowMatching(net, time_sampling=config.time_sampling)
-    if config.objective == "edm":
-        return EDM(net)
-    if config.objective in STUDENT_OBJECTIVES:
-        return STUDENT_OBJECTIVES[config.objective](net)
-    return FlowMatching(net, time_sampling=config.time_sampling)
-
-
-def parameter_count(geometry: Geometry, config: ModelConfig, layer_dim: int) -> int:
-    """Parameters of ``ModelPair(geometry, config, layer_dim)``, counted on the meta device (nothing allocated).
-
-    The networks' constructors build their small constant buffers on the CPU and skip random
-    initialisation on the meta device: arithmetic on meta tensors runs Python decompositions whose
-    first use imports ``torch._dynamo`` (2 s), and would slow every :func:`load` down.
-    """
-    with torch.device("meta"):
-        return sum(p.numel() for p in ModelPair(geometry, config, layer_dim, max_parameters=None).parameters())
-
-
-class ModelPair(nn.Module):
-    """The energy, radial (optional) and shape denoisers, trained together.
-
-    Args:
-        geometry: the readout.
-        config: architecture.
-        layer_dim: size ``1 + L`` of the layer-energy vector.
-        max_parameters: refuse (:class:`ModelError`, before allocating) a larger model; None: no limit.
-    """
-
-    def __init__(self, geometry: Geometry, config: ModelConfig, layer_dim: int, *, max_parameters: int | None = MAX_PARAMETERS) -> None:
-        if max_parameters is not None and (count := parameter_count(geometry, config, layer_dim)) > max_parameters:
-            raise ModelError(
-                f"the model would have {count:,} parameters, more than the limit of {max_parameters:,}; "
-                "reduce model.channels / widths, or raise max_parameters if this is intended"
-            )
-        super().__init__()
-        self.config = config
-        extra = INTERVAL_FEATURES if config.objective == "average-velocity" else 0  # the interval columns of the condition
-        c = 1 + (DIRECTION_FEATURES if config.directions else 0)  # scaled energy [+ direction]
-        self.energy = _wrap(EnergyNet(layer_dim, c + extra, width=config.energy_width, depth=config.energy_depth), config)
-        self.radial: Denoiser | None = None
-        if config.radial_width:
-            n_r = radial_slots(geometry)[1]
-            net = RadialNet(layer_dim - 1, n_r, c + layer_dim + extra, width=config.radial_width, depth=config.radial_depth, first_layer=c + 1)
-            self.radial = _wrap(net, config)
-        shape = ShapeNet(
-            geometry, c + layer_dim + extra, channels=config.channels, attention_levels=config.attention_levels,
-            compress_layers=config.compress_layers, emb_dim=config.emb_dim, cell_alpha=config.cell_alpha, alpha_coordinates=config.directions,
-        )  # fmt: skip
-        self.shape = _wrap(shape, config, shape=True)
-        self.loop_networks = frozenset(("energy", "radial", "shape"))
-        """The networks :meth:`forward` gives losses for (the others: zero)."""
-
-    def denoisers(self) -> dict[str, Denoiser]:
-        """The energy, radial (if any) and shape denoisers by name."""
-        return {name: d for name, d in (("energy", self.energy), ("radial", self.radial), ("shape", self.shape)) if d is not None}
-
-    def start_from(self, teacher: ModelPair, *, skip: frozenset[str] = frozenset()) -> None:
-        """Make this student a copy of the flow-matching ``teacher`` (:func:`~calogen.models.students.widen_from`)
-        whose losses distil it (its objective's rule). Networks named in ``skip`` keep their own weights and
-        no teacher: a distilled student's energy and radial networks, regressed from scratch on the
-        teacher's solves (:mod:`calogen.train.one_step`).
-
-        A refiner (``objective: refiner``) takes the teacher's weights the same way and learns from data alone.
-
-        Raises:
-            ModelError: this is not a student or refiner, the teacher is not a flow-matching model, or their networks differ.
-        """
-        if self.config.objective not in (*STUDENT_OBJECTIVES, "refiner") or teacher.config.objective != "flow":
-            raise ModelError(f"a {self.config.objective!r} model cannot distil a {teacher.config.objective!r} teacher; "
-                             f"students ({', '.join(STUDENT_OBJECTIVES)}) learn from flow-matching models")  # fmt: skip
-        mine, theirs = self.denoisers(), teacher.denoisers()
-        if set(mine) != set(theirs):
-            raise ModelError(f"the student has the networks {sorted(mine)}, the teacher {sorted(theirs)}")
-        for name, student in mine.items():
-            if name in skip:
-                continue
-            try:
-                widen_from(student.net, theirs[name].net)
-            except ValueError as exc:
-                raise ModelError(f"the {name} network does not match the teacher's: {exc}") from None
-            if isinstance(student, Student):  # always, given the objective checked above
-                student.set_teacher(theirs[name])
-
-    def forward(
-        self,
-        cond: torch.Tensor,
-        layers: torch.Tensor,
-        radial: torch.Tensor | None,
-        voxels: torch.Tensor,
-        generator: torch.Generator | None = None,
-        energy_batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None,
-        source: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-sample losses of the energy, radial (zero without one) and shape models.
-
-        Args:
-            cond: scaled incident energy ``(B, 1)``, and the direction features ``(B, 1 + 3)`` for a model
-                conditioned on the direction (:meth:`~calogen.models.preprocess.Preprocessor.condition`).
-            layers: standardised layer vector ``(B, 1 + L)`` (the reference one: teacher forcing).
-            radial: standardised radial vector ``(B, L * R)``, or None without a radial model.
-            voxels: standardised voxels ``(B, voxels)``.
-            generator: source of the training noise.
-            energy_batch: ``(cond, layers, radial)`` of a separate, usually larger batch for the energy
-                and radial models (default: the same showers).
-            source: a refiner's paired FastSim voxels ``(B, voxels)``, standardised like ``voxels``.
-        """
-        e_cond, e_layers, e_radial = energy_batch if energy_batch is not None else (cond, layers, radial)
-        zero = torch.zeros(1, device=cond.device)
-        loss_energy = self.energy.loss(e_layers, e_cond, generator) if "energy" in self.loop_networks else zero
-        loss_radial = zero
-        if self.radial is not None and e_radial is not None and "radial" in self.loop_networks:
-            loss_radial = self.radial.loss(e_radial, torch.cat([e_cond, e_layers], dim=1), generator)
-        shape_cond = torch.cat([cond, layers], dim=1)
-        if source is not None:
-            loss_shape = self.shape.loss(voxels, shape_cond, generator, source=source)
-        else:
-            loss_shape = self.shape.loss(voxels, shape_cond, generator)
-        return loss_energy, loss_radial, loss_shape
-
-
-class Pipeline(nn.Module):
-    """The whole generator with a fixed, unrolled sampler and explicit noise.
-
-    ``forward(energies (B, 1) MeV, noise_energy (B, 1 + L [+ L * R]), noise_shape (B, voxels)) -> (B, voxels) MeV``,
-    float32, no randomness inside; traceable with a dynamic batch dimension. With a radial model the
-    energy noise also holds the radial network's noise, and voxels are rescaled to ring energies. With an
-    occupancy stage the energy noise ends with one value per ring for its hit count, and :meth:`finish`
-    places the drawn hits instead of cutting at the threshold.
-    ``forward`` is :meth:`finish` of :meth:`stages`, which expose the generated group energies. Under
-    inference mode the energy and radial solves run as traces (:mod:`calogen.models.traced_solve`), bit for bit.
-
-    Args:
-        pair: the (EMA) denoisers.
-        preprocessor: fitted preprocessing.
-        geometry: the readout (group membership and threshold).
-        sampler, nfe: the ODE solver and its number of shape-network evaluations.
-        energy_sampler, energy_nfe: the same for the energy network (default: ``sampler``, ``nfe``).
-        occupancy: the occupancy stage (needs ring energies: a radial model or ``energy_groups: rings``).
-    """
-
-    def __init__(
-        self, pair: ModelPair, preprocessor: Preprocessor, geometry: Geometry, *, sampler: str, nfe: int,
-        energy_sampler: str | None = None, energy_nfe: int | None = None, occupancy: Occupancy | None = None,
-    ) -> None:  # fmt: skip
-        super().__init__()
-        self.pair, self.preprocessor, self.occupancy = pair, preprocessor, occupancy
-        self.count_offset = preprocessor.layer_dim + (preprocessor.radial_dim if pair.radial is not None else 0)
-        self.sampler, self.nfe = sampler, nfe
-        self.energy_sampler, self.energy_nfe = energy_sampler or sampler, energy_nfe or nfe
-        self.threshold = float(geometry.threshold)
-        self.energy_schedule = pair.energy.schedule(steps_for_nfe(self.energy_sampler, self.energy_nfe)[0]).tolist()
-        self.solve_energy = TracedSolve(pair.energy, self.energy_schedule, self.energy_sampler, self.energy_nfe)
-        self.solve_radial = None if pair.radial is None else TracedSolve(pair.radial, self.energy_schedule, self.energy_sampler, self.energy_nfe)
-        self.shape_schedule = pair.shape.schedule(steps_for_nfe(sampler, nfe)[0]).tolist()
-        groups = energy_groups(geometry, "rings" if pair.radial is not None else pair.config.energy_groups)
-        if pair.radial is not None:
-            self.register_buffer("radial_slots", torch.from_numpy(radial_slots(geometry)[0]), persistent=False)
-            self.register_buffer("radial_used", torch.from_numpy(radial_used(geometry)), persistent=False)
-        self.register_buffer("groups", torch.from_numpy(groups.astype(np.int64)), persistent=False)
-        self.register_buffer("members", torch.from_numpy(group_members(groups)), persistent=False)
-
-    def stages(
-        self, energies: torch.Tensor, noise_energy: torch.Tensor, noise_shape: torch.Tensor, source: torch.Tensor | None = None,
-        directions: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-        """Generated group energies ``(B, G)`` MeV, raw voxels ``(B, voxels)`` MeV (clipped at zero) and
-        their logits ``(B, voxels)``: everything :func:`~calogen.models.rescale.cut_and_rescale` needs.
-        A refiner's shape flow starts at the FastSim showers ``source (B, voxels)`` MeV instead of the noise
-        (``noise_shape`` then perturbs that start, :meth:`~calogen.models.refiner.Bridge.start`). A model conditioned on
-        the direction uses ``directions (B, 2)`` ``(theta, phi)`` rad (None: the preprocessing's default direction)."""
-        pre = self.preprocessor
-        cond = pre.condition(energies, directions, conditioned=self.pair.config.directions)
-        noise_layers = noise_energy[:, : pre.layer_dim]
-        layers = self.solve_energy(self.pair.energy.prior(noise_layers), cond)
-        shape_cond = torch.cat([cond, layers], dim=1)
-        if source is None:
-            start = self.pair.shape.prior(noise_shape)
-        else:
-            start = self.pair.shape.start(pre.voxels_forward(source, energies), noise_shape)  # type: ignore[attr-defined]  # a Bridge
-        voxels = solve(self.pair.shape, start, self.shape_schedule, cond=shape_cond,
-                       sampler=self.sampler, nfe=self.nfe)  # fmt: skip
-        targets = pre.layers_inverse(layers, energies)
-        if self.pair.radial is not None and self.solve_radial is not None:
-            noise_radial = noise_energy[:, pre.layer_dim : self.count_offset]
-            radial = self.solve_radial(self.pair.radial.prior(noise_radial), shape_cond)
-            rings = targets[:, :, None] * pre.radial_inverse(radial, self.radial_used)
-            targets = rings.flatten(1)[:, self.radial_slots]
-        logits = pre.voxels_logit(voxels)
-        return targets, pre.voxels_from_logit(logits, energies), logits
-
-    def finish(
-        self, targets: torch.Tensor, raw: torch.Tensor, logits: torch.Tensor, energies: torch.Tensor | None = None,
-        noise_energy: torch.Tensor | None = None,
-    ) -> torch.Tensor:  # fmt: skip
-        """Showers ``(B, voxels)`` MeV from :meth:`stages`: cut at the threshold, groups rescaled exactly; with an
-        occupancy stage (which needs ``energies`` and ``noise_energy``), the drawn hits of every ring instead."""
-        if self.occupancy is not None and energies is not None and noise_energy is not None:
-            return self.occupancy(logits, targets, energies, noise_energy[:, self.count_offset :])
-        if self.occupancy is not None:
-            raise ValueError("a pipeline with an occupancy stage needs energies and noise_energy in finish()")
-        return cut_and_rescale(raw, targets, self.groups, self.threshold, scores=logits, members=self.members)
-
-    def forward(
-        self, energies: torch.Tensor, noise_energy: torch.Tensor, noise_shape: torch.Tensor, directions: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        return self.finish(*self.stages(energies, noise_energy, noise_shape, directions=directions), energies, noise_energy)
 
 
 # --- the model directory ------------------------------------------------------------------------

@@ -55,7 +55,7 @@ class RadialNet(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, n_r)
         self._layer_films = [ConstantCache() for _ in range(depth)]  # the layer embeddings' scale-and-shift terms
-        if not self.layer_embedding.is_meta:  # on the meta device parameters are only counted (generator.parameter_count)
+        if not self.layer_embedding.is_meta:  # on the meta device parameters are only counted (pair.parameter_count)
             nn.init.normal_(self.layer_embedding, std=0.1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)

@@ -87,7 +87,7 @@ class RefinerPipeline(nn.Module):
     The FastSim that produced ``fastsim`` is not part of it.
 
     Args:
-        pipeline: the refiner model's :class:`~calogen.models.generator.Pipeline`.
+        pipeline: the refiner model's :class:`~calogen.models.pipeline.Pipeline`.
     """
 
     def __init__(self, pipeline: nn.Module) -> None:

@@ -18,7 +18,7 @@ targets exactly (to float rounding) and whose every voxel is 0 or at least the t
 4. A group still empty (its energy spread over too many voxels to pass the cut) gets its whole target
    on its voxel with the largest logit.
 
-Every step is a torch operation on whole batches, so :class:`~calogen.models.generator.Pipeline` and
+Every step is a torch operation on whole batches, so :class:`~calogen.models.pipeline.Pipeline` and
 its ONNX export contain it.
 
 Example:

@@ -61,15 +61,15 @@ def noise_input_name(key: str) -> str:
 
 
 def takes_directions(module: Any) -> bool:
-    """True when ``module`` is the :class:`~calogen.models.generator.Pipeline` of a model conditioned on the
+    """True when ``module`` is the :class:`~calogen.models.pipeline.Pipeline` of a model conditioned on the
     incident direction: its ``forward`` then takes ``directions (B, 2)`` ``(theta, phi)`` rad after the noise."""
-    from calogen.models.generator import Pipeline
+    from calogen.models.pipeline import Pipeline
 
     return isinstance(module, Pipeline) and bool(module.pair.config.directions)
 
 
 def default_direction(module: Any) -> tuple[float, float]:
-    """``(theta, phi)`` rad a :class:`~calogen.models.generator.Pipeline` generates at without a direction: the
+    """``(theta, phi)`` rad a :class:`~calogen.models.pipeline.Pipeline` generates at without a direction: the
     training direction its preprocessing records when the training showers shared one, else ``(0, 0)``."""
     return float(module.preprocessor.theta), float(module.preprocessor.phi)
 

@@ -26,7 +26,7 @@ import torch
 
 from calogen.generator import derive_seed
 from calogen.models.flow_matching import Denoiser
-from calogen.models.generator import ModelPair
+from calogen.models.pair import ModelPair
 from calogen.models.samplers import solve, steps_for_nfe
 from calogen.train.config import TrainConfig
 

@@ -34,7 +34,7 @@ from calogen.errors import CalogenError
 from calogen.generator import derive_seed
 from calogen.geometry import Geometry
 from calogen.io import ShowerData
-from calogen.models.generator import ModelPair
+from calogen.models.pair import ModelPair
 from calogen.models.preprocess import (
     Preprocessor,
     energy_groups,
@@ -108,7 +108,7 @@ class Trainer:
         shards: parts of the global batch with their own noise (see the module docstring); a multiple of
             ``dist.world`` dividing ``train.batch_size`` and ``train.energy_batch_size`` (default: ``dist.world``).
         teacher: the flow-matching model a student (``model.objective`` consistency or average-velocity) starts
-            from and distils (:meth:`~calogen.models.generator.ModelPair.start_from`), or a refiner starts from.
+            from and distils (:meth:`~calogen.models.pair.ModelPair.start_from`), or a refiner starts from.
         source: a refiner's FastSim showers.
     """
 
