@@ -2,7 +2,7 @@
 
 A served model takes ``INCIDENT_ENERGY`` (FP32, ``[B, 1]``, MeV, within the served energy range) and an
 optional ``SEED`` (INT64, ``[B, 1]`` all equal, or one element; the request parameter ``seed`` does the
-same) and returns ``SHOWERS`` (FP32, ``[B, voxels]``, MeV). A trained model also takes ``INCIDENT_DIRECTION``
+same) and returns ``SHOWERS`` (FP32, ``[B, voxels]``, MeV). A trained model (not a hybrid refiner) also takes ``INCIDENT_DIRECTION``
 (FP32, ``[B, 2]`` or ``[2]`` for every shower): ``(theta, phi)`` in radians, theta the polar angle to the layer
 normal, ``0 <= theta < pi/2`` and ``|phi| <= 2 pi``; without it the model's default direction is used (the
 config parameter ``default_direction_rad``). A model not conditioned on the direction accepts only that

@@ -90,6 +90,11 @@ class DirectedSampler:
         return np.split(showers, np.cumsum([e.size for e, _ in requests])[:-1])
 
 
+def _takes_directions(generator: Generator) -> bool:
+    """True for a trained model conditioned on the incident direction (``config.directions``, a ``default_direction``)."""
+    return getattr(generator, "default_direction", None) is not None and bool(getattr(getattr(generator, "config", None), "directions", False))
+
+
 class InferenceService:
     """A Generator behind a dynamic batcher, described as a KServe v2 model.
 
@@ -122,10 +127,12 @@ class InferenceService:
         self.limits = limits or RequestLimits()
         params = {"geometry": generator.geometry.name, **(parameters or {})}
         direction = getattr(generator, "direction", None) or getattr(generator, "default_direction", None)
-        conditioned = direction is not None and bool(getattr(getattr(generator, "config", None), "directions", False))
+        conditioned = _takes_directions(generator)
         if conditioned and sample_many is not None and not isinstance(sample_many, DirectedSampler):
             raise CalogenError("a model conditioned on the incident direction is served with a DirectedSampler, not another sample_many")
-        self._directed = (sample_many or DirectedSampler(generator)) if conditioned else None
+        self._directed: DirectedSampler | None = None
+        if conditioned:
+            self._directed = sample_many if isinstance(sample_many, DirectedSampler) else DirectedSampler(generator)
         self.spec = ModelSpec(
             name=name,
             n_voxels=generator.geometry.n_voxels,
@@ -187,8 +194,7 @@ class InferenceService:
             model.engine()  # built now: a refiner without a recorded FastSim engine fails before serving
             params.update(engine="hybrid", fastsim=str(model.fastsim.get("engine")), exact="true")  # no explicit noise: one pass per request
         model_name = name or Path(str(model_dir)).resolve().name
-        conditioned = getattr(model, "default_direction", None) is not None and model.config.directions
-        many = DirectedSampler(model, nfe=nfe, merge=not exact) if conditioned else batched_sampler(model, nfe=nfe, merge=not exact)
+        many = DirectedSampler(model, nfe=nfe, merge=not exact) if _takes_directions(model) else batched_sampler(model, nfe=nfe, merge=not exact)
         return cls(model, name=model_name, batching=batching, parameters=params, seed=seed, sample_many=many, limits=limits)
 
     def __enter__(self) -> InferenceService:
@@ -234,23 +240,24 @@ class InferenceService:
         if seed is None:
             with self._counter_lock:
                 seed = derive_seed(self._seed, next(self._counter))
-        future = self._queue(energies, seed, directions, timeout_s=timeout_s, received=received, input_s=time.monotonic() - start)
+        future = self._enqueue(energies, seed, directions, timeout_s=timeout_s, received=received, input_s=time.monotonic() - start)
         with self._activity:
             self._in_flight += 1
         future.add_done_callback(self._finished)
         return future, seed
 
-    def _queue(self, energies: np.ndarray, seed: int, directions: np.ndarray | None, **timing: Any) -> concurrent.futures.Future[np.ndarray]:
+    def _enqueue(self, energies: np.ndarray, seed: int, directions: np.ndarray | None, **timing: Any) -> concurrent.futures.Future[np.ndarray]:
         """Submit to the batcher; a direction-conditioned model's request under a ticket holding its seed and directions."""
-        if self._directed is None or directions is None:
+        directed = self._directed
+        if directed is None or directions is None:
             return self.batcher.submit(energies, seed, **timing)
-        ticket = self._directed.hold(seed, directions)
+        ticket = directed.hold(seed, directions)
         try:
             future = self.batcher.submit(energies, ticket, **timing)
         except BaseException:
-            self._directed.release(ticket)
+            directed.release(ticket)
             raise
-        future.add_done_callback(lambda _: self._directed.release(ticket))  # type: ignore[union-attr]
+        future.add_done_callback(lambda _: directed.release(ticket))
         return future
 
     def _finished(self, future: concurrent.futures.Future[np.ndarray]) -> None:
