@@ -64,4 +64,7 @@ def test_calibrate_gflash_command_reads_the_incidence(tmp_path, capsys):
     fitted = GflashParameters.load(tmp_path / "p.json")
     assert f"theta {2 * math.atan(math.exp(-2.0)):.4f} rad" in fitted.provenance
     assert fitted.x0_mm == pytest.approx(hgcal_like_parameters().x0_mm)  # started from the hgcal-like medium
+    # the reference is GFLASH itself (core scale 1); shells centred on the central cell instead of on each layer's
+    # crossing, unprojected, fitted 1.8 here
+    assert 0.6 < fitted.core_radius_scale < 1.4
     assert main([*argv, "--particle", "pi+", "-o", str(tmp_path / "q.json")]) == 2
