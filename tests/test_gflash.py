@@ -236,8 +236,8 @@ def test_calibration_input_errors():
     with pytest.raises(CalibrationError, match="different radial bins"):
         photons = Geometry.builtin("ds1-photons")
         calibrate_gflash(ShowerData(energies, np.zeros((20, photons.n_voxels), np.float32)), photons)
-    with pytest.raises(CalibrationError, match="supports e- and e\\+ references, not 'gamma'"):
-        calibrate_gflash(ShowerData(energies, showers), DS2, particle="gamma")
+    with pytest.raises(CalibrationError, match="supports e-, e\\+ and gamma references, not 'pi\\+'"):
+        calibrate_gflash(ShowerData(energies, showers), DS2, particle="pi+")
     with pytest.raises(CalibrationError, match="at least 10 reference showers"):
         calibrate_gflash(ShowerData(energies[:3], showers[:3]), DS2)
     with pytest.raises(CalibrationError, match="6480"):
