@@ -19,8 +19,9 @@ Stages, each skipped when its output exists (rerun the same command to resume):
    criterion of issue 16 is ``AUC(15) <= AUC(20) + 0.05`` and ``|X_l(model) / X_l(MC) - 1| <= 5%``.
    ``--diagnose-angles`` adds held-out MC, generation and evaluation at further angles (seeds 37, 38, ...).
 
-Every heavy step runs under ``flock /tmp/calogen-heavy.lock``. The figures go to ``results.json`` in the
-output folder and to stdout.
+The script takes ``--lock`` (default ``/tmp/calogen-heavy.lock``) itself, once per group of steps (MC, training,
+evaluation); do not wrap it in ``flock`` on the same file, which would deadlock. The figures go to
+``results.json`` in the output folder and to stdout.
 
 Usage:
     NUMBA_CACHE_DIR=.cache/numba OMP_NUM_THREADS=1 python benchmarks/bench_directions.py --out /tmp/dirs \\
