@@ -81,7 +81,8 @@ def test_graph_takes_the_direction_and_matches_pytorch(models: tuple[FlowModel, 
 def test_triton_repository_lists_the_direction(models: tuple[FlowModel, FlowModel], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = models[0]
     assert main(["export", str(model.directory), "--format", "triton", "-o", str(tmp_path / "repo"), "--name", "directed"]) == 0
-    assert "relative" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "relative" in out and "input INCIDENT_DIRECTION (B, 2) theta, phi rad" in out
     config = check_repository(tmp_path / "repo" / "directed")  # the config agrees with the graph
     assert [(i.name, list(i.dims)) for i in config.input][-1] == ("INCIDENT_DIRECTION", [2])
     assert config.parameters["default_direction_rad"].string_value == "0.0:0.0"

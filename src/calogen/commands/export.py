@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from calogen.models import load
-    from calogen.serve.export import TOLERANCE, export_onnx
+    from calogen.serve.export import TOLERANCE, default_direction, export_onnx, takes_directions
+    from calogen.serve.protocol import DIRECTION_INPUT
     from calogen.serve.triton_repo import TritonSettings, check_model_name, write_repository
 
     model = load(args.model_dir)
@@ -77,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
             inputs=inputs,
         )  # fmt: skip
     kind = "" if refiner is None else ", hybrid refiner: input FASTSIM_SHOWER, the FastSim runs outside the graph"
+    if takes_directions(module):
+        theta, phi = default_direction(module)
+        kind += f", input {DIRECTION_INPUT} (B, 2) theta, phi rad; the model's default is ({theta:.6g}, {phi:.6g})"
     print(f"wrote {args.out} ({args.format}, {sampler} sampler, nfe={nfe}{kind})")
     if check is not None:
         print(
