@@ -122,3 +122,21 @@ def test_generate_cli_direction(tmp_path, capsys):
     assert main(["generate", str(tmp_path / "model"), "--n", "2", "--energy", "10GeV", "--theta", "95", "-o", str(tmp_path / "x.h5")]) == 2
     err = capsys.readouterr().err
     assert "out of range" in err and len(err.strip().splitlines()) == 1
+
+
+def test_at_normal_incidence_every_phi_is_the_same_direction():
+    from pathlib import Path
+
+    from calogen.models.preprocess import same_direction
+
+    assert same_direction(np.array([[0.0, 1.2], [0.0, -3.0]]), (0.0, 0.0))
+    assert same_direction(np.array([0.3, 0.5 + 2 * math.pi]), (0.3, 0.5))
+    assert not same_direction(np.array([[0.0, 0.0], [1e-4, 0.0]]), (0.0, 0.0))
+    assert not same_direction(np.array([0.3, 0.6]), (0.3, 0.5))
+
+    shipped = load(Path(__file__).resolve().parents[1] / "src" / "calogen" / "data" / "pretrained" / "cpu-small-ds2")  # normal incidence
+    e = np.array([5e3, 2e4])
+    default = shipped.sample(e, seed=3)
+    np.testing.assert_array_equal(shipped.sample(e, seed=3, directions=np.array([0.0, 1.2])), default)
+    with pytest.raises(CalogenError, match="not conditioned on the incident direction"):
+        shipped.sample(e, seed=3, directions=np.array([0.01, 0.0]))

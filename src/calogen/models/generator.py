@@ -45,7 +45,7 @@ from calogen.models.directory import (
 from calogen.models.occupancy import Occupancy, load_occupancy
 from calogen.models.pair import MAX_PARAMETERS, ModelPair
 from calogen.models.pipeline import Pipeline
-from calogen.models.preprocess import Preprocessor, check_directions
+from calogen.models.preprocess import Preprocessor, check_directions, same_direction
 from calogen.models.samplers import steps_for_nfe
 
 __all__ = ["EVALUATION_CHUNK", "FlowModel", "ModelError", "load", "save_model"]
@@ -311,7 +311,7 @@ class FlowModel:
         d = check_directions(directions, n)
         if self.config.directions:
             return d
-        if np.abs(d - np.asarray(self.default_direction)).max(initial=0.0) > 1e-6:
+        if not same_direction(d, self.default_direction):
             theta, phi = self.default_direction
             raise CalogenError(
                 f"{self.directory}: this model is not conditioned on the incident direction; it generates only at its training "

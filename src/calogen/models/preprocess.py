@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DIRECTION_FEATURES", "ENERGY_GROUPS", "LOGIT_ALPHA", "Preprocessor", "check_directions", "direction_features", "energy_groups", "group_sums",
-    "layer_rings", "layer_vector", "model_layers", "radial_slots", "radial_used", "radial_vector", "sigmoid",
+    "layer_rings", "layer_vector", "model_layers", "radial_slots", "radial_used", "radial_vector", "same_direction", "sigmoid",
 ]  # fmt: skip
 
 LOGIT_ALPHA = 1e-6
@@ -114,6 +114,17 @@ def check_directions(directions: np.ndarray, n: int) -> np.ndarray:
             "need 0 <= theta < pi/2 (polar angle to the layer normal) and |phi| <= 2 pi"
         )
     return np.ascontiguousarray(d)
+
+
+def same_direction(directions: np.ndarray, direction: tuple[float, float], tolerance: float = 1e-6) -> bool:
+    """True when every direction ``(n, 2)`` ``(theta, phi)`` rad points along ``direction`` to within ``tolerance``
+    (distance of the unit vectors, about the angle between them): at normal incidence every ``phi`` is the same direction."""
+    def unit(d: np.ndarray) -> np.ndarray:
+        theta, phi = d[..., 0], d[..., 1]
+        return np.stack([np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta)], axis=-1)
+
+    d = np.asarray(directions, dtype=np.float64).reshape(-1, 2)
+    return bool(np.linalg.norm(unit(d) - unit(np.asarray(direction, dtype=np.float64)), axis=1).max(initial=0.0) <= tolerance)
 
 
 ENERGY_GROUPS = ("layers", "rings")

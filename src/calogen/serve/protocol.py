@@ -44,8 +44,9 @@ __all__ = [
 ENERGY_INPUT = "INCIDENT_ENERGY"
 DIRECTION_INPUT = "INCIDENT_DIRECTION"
 DIRECTION_TOLERANCE = 1e-6
-"""Largest difference (rad) between a requested direction and the fixed training direction of a model not
-conditioned on the direction for the two to count as equal (float32 rounding of the request is ~1e-7)."""
+"""Largest angle (rad, as the distance of the unit vectors) between a requested direction and the fixed training
+direction of a model not conditioned on the direction for the two to count as equal (float32 rounding of the
+request is ~1e-7; at normal incidence every phi is the same direction)."""
 SEED_INPUT = "SEED"
 SHOWER_OUTPUT = "SHOWERS"
 SERVER_EXTENSIONS = ("binary_tensor_data", "model_configuration", "parameters", "statistics")
@@ -286,7 +287,7 @@ def _directions(spec: ModelSpec, tensor: InputTensor | None, batch: int) -> np.n
         return np.tile(np.asarray(spec.direction, dtype=np.float64), (batch, 1)) if conditioned else None
     if tensor.datatype != "FP32":
         raise InferenceError(f"input {DIRECTION_INPUT!r} must be FP32 (theta, phi in radians), got {tensor.datatype}")
-    from calogen.models.preprocess import check_directions
+    from calogen.models.preprocess import check_directions, same_direction
 
     try:
         directions = check_directions(tensor.data, batch)  # type: ignore[arg-type]  # FP32: decoded
@@ -295,7 +296,7 @@ def _directions(spec: ModelSpec, tensor: InputTensor | None, batch: int) -> np.n
     if conditioned:
         return directions
     theta, phi = spec.direction
-    if np.abs(directions - np.array([theta, phi])).max() > DIRECTION_TOLERANCE:
+    if not same_direction(directions, (theta, phi), DIRECTION_TOLERANCE):
         raise InferenceError(
             f"model {spec.name!r} is not conditioned on the incident direction and generates only at its training direction "
             f"(theta, phi) = ({theta:.6g}, {phi:.6g}) rad; send that or leave out {DIRECTION_INPUT!r}"
