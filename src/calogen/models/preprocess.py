@@ -119,12 +119,8 @@ def check_directions(directions: np.ndarray, n: int) -> np.ndarray:
 def same_direction(directions: np.ndarray, direction: tuple[float, float], tolerance: float = 1e-6) -> bool:
     """True when every direction ``(n, 2)`` ``(theta, phi)`` rad points along ``direction`` to within ``tolerance``
     (distance of the unit vectors, about the angle between them): at normal incidence every ``phi`` is the same direction."""
-    def unit(d: np.ndarray) -> np.ndarray:
-        theta, phi = d[..., 0], d[..., 1]
-        return np.stack([np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta)], axis=-1)
-
-    d = np.asarray(directions, dtype=np.float64).reshape(-1, 2)
-    return bool(np.linalg.norm(unit(d) - unit(np.asarray(direction, dtype=np.float64)), axis=1).max(initial=0.0) <= tolerance)
+    units = direction_features(torch.as_tensor(np.asarray([direction, *np.asarray(directions).reshape(-1, 2)], dtype=np.float64)))
+    return bool((units[1:] - units[:1]).norm(dim=1).le(tolerance).all())
 
 
 ENERGY_GROUPS = ("layers", "rings")

@@ -33,6 +33,7 @@ import numba as nb
 import numpy as np
 
 from calogen.cell_geometry import CellGeometry, cell_voxel
+from calogen.models.preprocess import group_sums
 from calogen.sim.readout import Incidence, readout_arrays
 
 __all__ = ["ring_acceptance", "ring_energies", "shell_edges"]
@@ -43,11 +44,7 @@ SHELLS_PER_PITCH = 6
 
 def ring_energies(showers: np.ndarray, geometry: CellGeometry) -> np.ndarray:
     """Energy per hexagonal ring summed over layers, ``(N, n_rings)`` float64, of ``(N, n_voxels)`` showers."""
-    rings = geometry.cell_ring
-    out = np.zeros((showers.shape[0], int(rings.max()) + 1))
-    for b in range(out.shape[1]):
-        out[:, b] = showers[:, rings == b].sum(axis=1, dtype=np.float64)
-    return out
+    return group_sums(showers, geometry.cell_ring)
 
 
 def shell_edges(geometry: CellGeometry) -> np.ndarray:

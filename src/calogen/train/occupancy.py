@@ -250,7 +250,8 @@ def hit_threshold(geometry: Geometry | CellGeometry, showers: np.ndarray, quanti
     of the non-zero voxel energies of ``showers (N, voxels)``."""
     if geometry.threshold > 0:
         return 0.0
-    deposits = np.asarray(showers)[np.asarray(showers) > 0]
+    showers = np.asarray(showers)
+    deposits = showers[showers > 0]
     if deposits.size == 0:
         raise CalogenError("occupancy fit: the training showers hold no energy")
     return float(np.quantile(deposits.astype(np.float64), quantile))
