@@ -33,7 +33,8 @@ import numpy as np
 from calogen.geometry import Geometry
 from calogen.io import ShowerData, ShowerFile, write_showers
 from calogen.sim.calibrate import calibrate_gflash, profile_agreement
-from calogen.sim.gflash import GflashParameters, GflashSimulation
+from calogen.sim.gflash import GflashSimulation
+from calogen.sim.gflash_params import GflashParameters
 
 GEOMETRY = Geometry.builtin("ds2")
 ENERGIES_GEV = (10, 100)

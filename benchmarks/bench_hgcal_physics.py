@@ -41,7 +41,8 @@ from calogen.io import read_showers
 from calogen.sim.calibrate import profile_agreement
 from calogen.sim.detector import LayerStack
 from calogen.sim.full import FullSimulation
-from calogen.sim.gflash import GflashParameters, GflashSimulation, hgcal_like_parameters
+from calogen.sim.gflash import GflashSimulation
+from calogen.sim.gflash_params import GflashParameters, hgcal_like_parameters
 from calogen.sim.readout import Incidence
 
 SHOWN_LAYERS = (1, 5, 10, 15, 20, 26)

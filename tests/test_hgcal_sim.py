@@ -12,7 +12,8 @@ from calogen.cell_geometry import CellGeometry, cell_voxel
 from calogen.cli import main
 from calogen.sim.detector import LayerStack
 from calogen.sim.full import FullSimulation
-from calogen.sim.gflash import GflashSimulation, hgcal_like_parameters
+from calogen.sim.gflash import GflashSimulation
+from calogen.sim.gflash_params import hgcal_like_parameters
 from calogen.sim.physics import photoelectric
 from calogen.sim.readout import Incidence, readout_arrays
 

@@ -285,7 +285,8 @@ def test_cli_read_only_directory(tmp_path, capsys):
 
 # --- end to end with the real engines -------------------------------------------------------------
 def test_gflash_end_to_end(tmp_path):
-    from calogen.sim.gflash import GflashParameters, GflashSimulation
+    from calogen.sim.gflash import GflashSimulation
+    from calogen.sim.gflash_params import GflashParameters
 
     params = GflashParameters.default().with_(spot_scale=0.5)
     params.save(tmp_path / "params.json")
@@ -312,7 +313,8 @@ def test_full_end_to_end(tmp_path):
 
 def test_calibrate_gflash_command(tmp_path, capsys):
     from calogen.io import write_showers
-    from calogen.sim.gflash import GflashParameters, GflashSimulation
+    from calogen.sim.gflash import GflashSimulation
+    from calogen.sim.gflash_params import GflashParameters
 
     ds2 = Geometry.builtin("ds2")
     energies = np.repeat([5_000.0, 20_000.0], 30).astype(np.float32)

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from calogen.geometry import resolve_geometry
     from calogen.outputs import check_destination
     from calogen.sim.calibrate import calibrate_gflash
-    from calogen.sim.gflash import GflashParameters
+    from calogen.sim.gflash_params import GflashParameters
 
     check_destination(args.output)
     geometry = resolve_geometry(args.geometry)

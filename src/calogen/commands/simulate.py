@@ -93,7 +93,7 @@ def _incidence(args: argparse.Namespace) -> Any:
 
 def _gflash_parameters(value: str) -> Any:
     """GFLASH parameters from a JSON file, or the packaged set named ``value``."""
-    from calogen.sim.gflash import GflashParameters
+    from calogen.sim.gflash_params import GflashParameters
 
     if value.endswith(".json") or Path(value).exists():
         return GflashParameters.load(value)

@@ -1,6 +1,6 @@
 """Calibrating GFLASH to reference showers (usually the detailed Monte Carlo).
 
-:func:`calibrate_gflash` tunes a :class:`~calogen.sim.gflash.GflashParameters` in four stages, each on
+:func:`calibrate_gflash` tunes a :class:`~calogen.sim.gflash_params.GflashParameters` in four stages, each on
 the reference's incident-energy groups (one group per distinct energy, or up to four log-energy
 quantile groups when energies are continuous):
 
@@ -32,7 +32,8 @@ follow the trajectory's crossing of every layer and its projection onto the laye
 Example:
     >>> from calogen.geometry import Geometry
     >>> from calogen.io import ShowerData
-    >>> from calogen.sim.gflash import GflashParameters, GflashSimulation
+    >>> from calogen.sim.gflash import GflashSimulation
+    >>> from calogen.sim.gflash_params import GflashParameters
     >>> g = Geometry.builtin("ds2")
     >>> truth = GflashParameters.default().with_(depth_offset=0.7)
     >>> e = np.repeat([10_000.0, 50_000.0], 200).reshape(-1, 1)
@@ -59,21 +60,18 @@ from calogen.cell_geometry import CellGeometry
 from calogen.errors import CalogenError
 from calogen.geometry import Geometry, GeometryError
 from calogen.io import ShowerData, read_showers
-from calogen.sim.gflash import (
-    _PHOTON_CONVERSION_X0,
-    STEP_X0,
-    GflashParameters,
-    GflashSimulation,
-    calibrate_radial,
-    depth_steps,
+from calogen.sim.gflash import GflashSimulation
+from calogen.sim.gflash_cells import ring_acceptance, ring_energies, shell_edges
+from calogen.sim.gflash_longitudinal import (
+    PHOTON_CONVERSION_X0,
     gamma_rate,
-    hgcal_like_parameters,
     longitudinal_parameters,
     n_spots,
     origin,
-    published_radial,
 )
-from calogen.sim.gflash_cells import ring_acceptance, ring_energies, shell_edges
+from calogen.sim.gflash_params import GflashParameters, hgcal_like_parameters
+from calogen.sim.gflash_radial import calibrate_radial, published_radial
+from calogen.sim.gflash_spots import STEP_X0, depth_steps
 from calogen.sim.readout import Incidence
 
 __all__ = [
@@ -231,7 +229,7 @@ def _summarise(
             _Group(
                 energies=rng.choice(e, n_model),
                 normals=ndtri(u[:, :2]),
-                starts=-np.log1p(-u[:, 2]) * _PHOTON_CONVERSION_X0 if photons else np.zeros(n_model),
+                starts=-np.log1p(-u[:, 2]) * PHOTON_CONVERSION_X0 if photons else np.zeros(n_model),
                 longitudinal=_fractions(geometry.layer_energies(data.showers[idx])),
                 radial=_fractions(radial_energies(data.showers[idx], geometry)),
                 response=float(ratio.mean()),
