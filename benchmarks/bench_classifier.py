@@ -23,13 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from synthetic import synthetic_energies, synthetic_showers  # noqa: E402
 
-from calogen.eval.classifier import (  # noqa: E402
-    KINDS,
-    ClassifierResult,
-    ClassifierSettings,
-    low_level_inputs,
-    run_classifier,
-)
+from calogen.eval.classifier import run_classifier  # noqa: E402
+from calogen.eval.classifier_inputs import low_level_inputs  # noqa: E402
+from calogen.eval.classifier_settings import KINDS, ClassifierResult, ClassifierSettings  # noqa: E402
 from calogen.features import compute_features, high_level_vector  # noqa: E402
 from calogen.geometry import Geometry  # noqa: E402
 

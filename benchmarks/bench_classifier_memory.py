@@ -31,7 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from calogen.eval.classifier import ClassifierSettings, run_classifier, stack_low_level
+from calogen.eval.classifier import run_classifier
+from calogen.eval.classifier_inputs import stack_low_level
+from calogen.eval.classifier_settings import ClassifierSettings
 from calogen.features import FeatureAccumulator, high_level_vector
 from calogen.geometry import Geometry
 from calogen.io import ShowerFile

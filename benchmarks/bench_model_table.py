@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from calogen.eval.evaluate import EvaluationSettings, evaluate
+from calogen.eval.evaluate import evaluate
+from calogen.eval.settings import EvaluationSettings
 from calogen.generator import Generator
 from calogen.io import ShowerFile, write_showers
 from calogen.models import load

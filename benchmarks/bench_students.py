@@ -28,7 +28,8 @@ import torch
 from bench_latency import median_ms, onnx_runner
 from bench_model_table import batch1_ms_per_shower, cpu_ms_per_shower
 
-from calogen.eval.evaluate import EvaluationSettings, evaluate
+from calogen.eval.evaluate import evaluate
+from calogen.eval.settings import EvaluationSettings
 from calogen.io import ShowerFile, write_showers
 from calogen.models import load
 

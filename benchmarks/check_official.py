@@ -227,7 +227,8 @@ def compare_distances(args: argparse.Namespace, work: Path, ref: Path, gen: Path
 
 
 def compare_cls_high(args: argparse.Namespace, work: Path, ref: Path, gen: Path, geometry: Geometry) -> dict:
-    from calogen.eval.classifier import ClassifierSettings, run_classifier
+    from calogen.eval.classifier import run_classifier
+    from calogen.eval.classifier_settings import ClassifierSettings
 
     out_dir = work / "official_cls"
     out_dir.mkdir(exist_ok=True)

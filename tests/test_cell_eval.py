@@ -16,8 +16,9 @@ from calogen.eval.cell_eval import (
     challenge_bins,
     compare_cell_samples,
 )
-from calogen.eval.evaluate import EvaluationSettings, evaluate
+from calogen.eval.evaluate import evaluate
 from calogen.eval.hexmaps import hexmap_figure, maximum_layers
+from calogen.eval.settings import EvaluationSettings
 from calogen.io import write_showers
 
 TINY_HEX = CellGeometry.builtin("tiny-hex")

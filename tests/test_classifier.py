@@ -10,14 +10,9 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 
 from calogen.errors import CalogenError
-from calogen.eval.classifier import (
-    ClassifierError,
-    ClassifierSettings,
-    jsd_from_probabilities,
-    low_level_inputs,
-    run_classifier,
-    stack_low_level,
-)
+from calogen.eval.classifier import jsd_from_probabilities, run_classifier
+from calogen.eval.classifier_inputs import low_level_inputs, stack_low_level
+from calogen.eval.classifier_settings import ClassifierError, ClassifierSettings
 from calogen.geometry import Geometry
 
 TINY = Geometry.builtin("tiny")

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from calogen.cli import main
-from calogen.eval.evaluate import EvaluationSettings, conventions, evaluate
+from calogen.eval.evaluate import evaluate
+from calogen.eval.settings import EvaluationSettings, conventions
 from calogen.geometry import Geometry
 from calogen.io import write_showers
 

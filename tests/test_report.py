@@ -76,7 +76,8 @@ def test_report_without_families_hides_the_section(tmp_path):
 def test_report_shows_the_demos_weighted_and_hybrid_rows(tmp_path):
     """The demo's rows: one GFLASH file evaluated plain and with DCTR weights (its ESS shown, its histograms
     weighted), and a hybrid sample, in the order given."""
-    from calogen.eval.evaluate import EvaluationSettings, evaluate
+    from calogen.eval.evaluate import evaluate
+    from calogen.eval.settings import EvaluationSettings
     from calogen.eval.weights_file import write_weights
 
     rng = np.random.default_rng(3)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from calogen.cli import main
-from calogen.eval.classifier import ClassifierSettings, run_classifier
+from calogen.eval.classifier import run_classifier
+from calogen.eval.classifier_settings import ClassifierSettings
 from calogen.eval.histograms import compare_features, weighted_voxel_counts
 from calogen.eval.reweight import ClipRule, ReweightSettings, dctr_inputs, fit_weights
 from calogen.eval.weights_file import ReweightError, effective_sample_size, read_weights, weights_for_sample, write_weights

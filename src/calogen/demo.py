@@ -125,7 +125,8 @@ def _timing(generator: Generator, spec: str, settings: DemoSettings) -> dict[int
 
 def run_demo(out_dir: str | os.PathLike[str], settings: DemoSettings = DemoSettings(), *, progress: bool = True) -> dict[str, Any]:
     """Run the demo into ``out_dir`` and return the metrics record (see the module docstring)."""
-    from calogen.eval.evaluate import EvaluationSettings, evaluate
+    from calogen.eval.evaluate import evaluate
+    from calogen.eval.settings import EvaluationSettings
     from calogen.sim.engines import configure_numba_cache, engine_spec, make_engine
     from calogen.sim.run import simulate_to_file
 

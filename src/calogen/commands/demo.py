@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     from calogen.demo import DemoSettings, run_demo
     from calogen.energies import EnergySpec
-    from calogen.eval.evaluate import format_table, summary_rows
+    from calogen.eval.summary import format_table, summary_rows
     from calogen.outputs import check_output_dir
 
     check_output_dir(args.out)

@@ -115,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
     import tempfile
 
     from calogen.errors import CalogenError
-    from calogen.eval.evaluate import DEFAULT_METRICS, EvaluationSettings, evaluate, format_table, parse_metrics, summary_rows
+    from calogen.eval.evaluate import evaluate
+    from calogen.eval.settings import DEFAULT_METRICS, EvaluationSettings, parse_metrics
+    from calogen.eval.summary import format_table, summary_rows
     from calogen.outputs import check_output_dir
 
     out = check_output_dir(args.out)

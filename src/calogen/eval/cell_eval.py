@@ -50,17 +50,14 @@ import numpy as np
 from calogen.cell_features import CellFeatures, challenge_vector, compute_cell_features
 from calogen.cell_geometry import CellGeometry
 from calogen.errors import CalogenError
-from calogen.eval.evaluate import (
-    EvaluationSettings,
-    SampleEvaluation,
-    _low_level_from_file,
-    write_evaluation,
-)
+from calogen.eval.evaluate import _low_level_from_file
 from calogen.eval.histograms import (
     HistogramComparison,
     compare_values,
     voxel_spectrum_comparison,
 )
+from calogen.eval.record import SampleEvaluation, write_evaluation
+from calogen.eval.settings import EvaluationSettings
 from calogen.features import VoxelSpectrum
 from calogen.io import ShowerFile
 

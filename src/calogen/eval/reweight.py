@@ -75,7 +75,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from calogen.eval.classifier import ClassifierSettings, fit_classifier, predict_logits
+from calogen.eval.classifier_settings import ClassifierSettings
+from calogen.eval.classifier_training import fit_classifier, predict_logits
 from calogen.eval.weights_file import ReweightError, effective_sample_size, write_weights
 from calogen.generator import derive_seed
 
