@@ -207,3 +207,78 @@ def test_prometheus_text_reports_batches_and_latency() -> None:
     assert 'calogen_batch_size_bucket{model="m",le="2"} 0' in text
     assert 'calogen_batch_size_bucket{model="m",le="4"} 1' in text
     assert 'calogen_request_latency_seconds{model="m",quantile="0.99"}' in text
+
+
+class DirectedNoiseGenerator:
+    """A fake direction-conditioned model with explicit noise: shower ``i`` depends on its energy, its noise
+    (from ``derive_seed(seed, i)``) and its direction ``(theta, phi)``, whatever else shares its batch."""
+
+    def __init__(self) -> None:
+        self.geometry = Geometry.builtin("tiny")
+
+    def draw_noise(self, n: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = [np.random.default_rng(derive_seed(seed, i)).standard_normal(1 + self.geometry.n_voxels) for i in range(n)]
+        noise = np.asarray(rows, dtype=np.float32).reshape(n, -1)
+        return noise[:, :1], noise[:, 1:]
+
+    def sample_with_noise(
+        self, energies: np.ndarray, noise_energy: np.ndarray, noise_shape: np.ndarray, nfe: int | None = None, *, directions: np.ndarray | None = None
+    ) -> np.ndarray:
+        e = np.asarray(energies, dtype=np.float64).reshape(-1, 1)
+        d = np.zeros((e.shape[0], 2)) if directions is None else np.broadcast_to(np.asarray(directions, dtype=np.float64), (e.shape[0], 2))
+        tilt = 1 + np.cos(d[:, :1]) * np.cos(d[:, 1:] + np.arange(self.geometry.n_voxels))
+        return (e * np.exp(0.1 * noise_energy) * np.abs(noise_shape) * tilt / self.geometry.n_voxels).astype(np.float32)
+
+    def sample(self, energies: np.ndarray, *, seed: int, nfe: int | None = None, directions: np.ndarray | None = None) -> np.ndarray:
+        e = np.asarray(energies, dtype=np.float32).reshape(-1)
+        return self.sample_with_noise(e, *self.draw_noise(e.size, seed=seed), nfe, directions=directions)
+
+
+class DirectedGate(Gate):
+    """A :class:`Gate` that passes the requests' directions on."""
+
+    def __call__(self, requests, directions=None):  # type: ignore[no-untyped-def]
+        self.entered.set()
+        assert self.release.wait(10)
+        return self.sample_many(requests) if directions is None else self.sample_many(requests, directions=directions)
+
+
+@pytest.mark.parametrize("merge", [True, False])
+def test_merged_requests_keep_their_own_directions(merge: bool) -> None:
+    gen = DirectedNoiseGenerator()
+    gate = DirectedGate(batched_sampler(gen, merge=merge))
+    requests = [(energies(2, k), 10 + k, np.array([[0.1 * k, 0.0], [0.2 * k, -1.0 * k]])) for k in range(3)]
+    with DynamicBatcher(gate, BatchingConfig(max_batch_size=8, max_queue_delay_ms=0)) as batcher:
+        first = batcher.submit(energies(1), seed=1, directions=np.zeros((1, 2)))
+        assert gate.entered.wait(10)
+        futures = [batcher.submit(e, seed=s, directions=d) for e, s, d in requests]  # queued: one merged batch
+        gate.release.set()
+        results = [f.result(10) for f in futures]
+        assert first.result(10).shape == (1, 120)
+    assert batcher.stats.snapshot()["batches"] == 2
+    for (e, s, d), got in zip(requests, results):
+        np.testing.assert_array_equal(got, gen.sample(e, seed=s, directions=d))
+        assert not np.array_equal(got, gen.sample(e, seed=s, directions=np.array([0.7, 2.0])))  # the direction matters
+
+
+def test_requests_with_and_without_directions_run_apart() -> None:
+    calls: list[bool] = []
+
+    def many(requests, directions=None):  # type: ignore[no-untyped-def]
+        calls.append(directions is not None)
+        return [np.zeros((e.size, 3), np.float32) for e, _ in requests]
+
+    gate = DirectedGate(many)
+    with DynamicBatcher(gate, BatchingConfig(max_batch_size=8, max_queue_delay_ms=0)) as batcher:
+        first = batcher.submit(energies(1), seed=0)
+        assert gate.entered.wait(10)
+        futures = [batcher.submit(energies(1), seed=1), batcher.submit(energies(1), seed=2, directions=np.zeros((1, 2))), batcher.submit(energies(1), seed=3)]
+        gate.release.set()
+        assert [f.result(10).shape for f in [first, *futures]] == [(1, 3)] * 4
+    assert calls == [False, False, True, False]
+
+
+def test_directions_of_another_shape_are_refused() -> None:
+    with DynamicBatcher(DirectedNoiseGenerator().sample, BatchingConfig(max_batch_size=4)) as batcher:
+        with pytest.raises(InferenceError, match=r"one \(theta, phi\) per energy, \(3, 2\); got directions of shape \(2, 2\)"):
+            batcher.submit(energies(3), seed=0, directions=np.zeros((2, 2)))

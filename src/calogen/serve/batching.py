@@ -7,7 +7,10 @@ The merged batch runs as one ``sample_many`` call; if that call fails, its reque
 one failing request never fails the others.
 
 Reproducibility: a request carries its own seed, and ``sample_many([(e1, s1), (e2, s2)])`` must equal
-``[sample(e1, seed=s1), sample(e2, seed=s2)]``. Generators that can merge requests in one pass offer
+``[sample(e1, seed=s1), sample(e2, seed=s2)]``. A request to a direction-conditioned model also carries its
+incident directions ``(n, 2)`` ``(theta, phi)`` rad; they travel beside the energies, reach ``sample_many`` as
+``directions=[d1, d2]`` (one array per request, merged and split like the energies) and must give
+``[sample(e1, seed=s1, directions=d1), ...]``. Requests with and without directions never share a batch. Generators that can merge requests in one pass offer
 ``sample_many`` themselves (for instance by seeding shower ``i`` of a request from
 ``derive_seed(seed, i)``). :func:`batched_sampler` builds one for trained models from their explicit
 noise (each request's noise drawn from its own seed, then one network pass: equal to separate calls up
@@ -44,8 +47,11 @@ __all__ = ["BatchingConfig", "DynamicBatcher", "SampleMany", "batched_sampler"]
 
 log = logging.getLogger(__name__)
 
-SampleMany = Callable[[Sequence[tuple[np.ndarray, int]]], list[np.ndarray]]
-"""Showers for several ``(energies (n_k,) MeV, seed)`` requests: one ``(n_k, voxels)`` array per request."""
+SampleMany = Callable[..., list[np.ndarray]]
+"""Showers for several ``(energies (n_k,) MeV, seed)`` requests: one ``(n_k, voxels)`` array per request.
+
+Called as ``sample_many(requests)``, or, when the requests carry incident directions, as
+``sample_many(requests, directions=[(n_k, 2) (theta, phi) rad, ...])``."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,8 @@ def batched_sampler(generator: Generator, *, nfe: int | None = None, merge: bool
     In order of preference: the generator's own ``sample_many``; for generators with explicit
     noise (``draw_noise(n, seed=)`` and ``sample_with_noise(energies, noise_energy, noise_shape, nfe)``,
     as trained models have), each request's noise is drawn from its own seed and the merged batch runs
-    as one network pass; otherwise one ``sample`` call per request.
+    as one network pass; otherwise one ``sample`` call per request. Requests' directions, if given, are
+    merged and passed on as the ``directions`` of ``sample_with_noise`` (or of each ``sample``).
 
     Args:
         generator: the Generator to serve.
@@ -93,18 +100,21 @@ def batched_sampler(generator: Generator, *, nfe: int | None = None, merge: bool
     options = {} if nfe is None else {"nfe": nfe}
     if merge and callable(getattr(generator, "draw_noise", None)) and callable(getattr(generator, "sample_with_noise", None)):
 
-        def with_noise(requests: Sequence[tuple[np.ndarray, int]]) -> list[np.ndarray]:
+        def with_noise(requests: Sequence[tuple[np.ndarray, int]], directions: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
             noise = [generator.draw_noise(energies.size, seed=seed) for energies, seed in requests]  # type: ignore[attr-defined]
             energies = np.concatenate([e for e, _ in requests])
             noise_energy = np.concatenate([n[0] for n in noise])
             noise_shape = np.concatenate([n[1] for n in noise])
-            showers = generator.sample_with_noise(energies, noise_energy, noise_shape, **options)  # type: ignore[attr-defined]
+            merged = {} if directions is None else {"directions": np.concatenate(directions)}
+            showers = generator.sample_with_noise(energies, noise_energy, noise_shape, **options, **merged)  # type: ignore[attr-defined]
             return np.split(showers, np.cumsum([e.size for e, _ in requests])[:-1])
 
         return with_noise
 
-    def one_by_one(requests: Sequence[tuple[np.ndarray, int]]) -> list[np.ndarray]:
-        return [generator.sample(energies, seed=seed, **options) for energies, seed in requests]
+    def one_by_one(requests: Sequence[tuple[np.ndarray, int]], directions: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+        if directions is None:
+            return [generator.sample(energies, seed=seed, **options) for energies, seed in requests]
+        return [generator.sample(e, seed=seed, directions=d, **options) for (e, seed), d in zip(requests, directions, strict=True)]  # type: ignore[call-arg]
 
     return one_by_one
 
@@ -113,6 +123,7 @@ def batched_sampler(generator: Generator, *, nfe: int | None = None, merge: bool
 class _Request:
     energies: np.ndarray
     seed: int
+    directions: np.ndarray | None  # (n, 2) (theta, phi) rad, or None: the generator takes no direction
     future: concurrent.futures.Future[np.ndarray]
     received: float  # when the server got the request (time.monotonic)
     input_s: float  # time spent validating its tensors
@@ -150,9 +161,11 @@ class DynamicBatcher:
         return not self._closing
 
     def submit(
-        self, energies: np.ndarray, seed: int, *, timeout_s: float | None = None, received: float | None = None, input_s: float = 0.0
-    ) -> concurrent.futures.Future[np.ndarray]:
-        """Queue showers for ``energies`` (``(n,)`` MeV, ``1 <= n <= max_batch_size``) with ``seed``.
+        self, energies: np.ndarray, seed: int, *, directions: np.ndarray | None = None, timeout_s: float | None = None,
+        received: float | None = None, input_s: float = 0.0,
+    ) -> concurrent.futures.Future[np.ndarray]:  # fmt: skip
+        """Queue showers for ``energies`` (``(n,)`` MeV, ``1 <= n <= max_batch_size``) with ``seed``, at
+        ``directions`` (``(n, 2)`` ``(theta, phi)`` rad, checked by the caller; None: the generator takes none).
 
         Returns a future of the ``(n, voxels)`` float32 showers. Raises :class:`ServerBusy` when the
         queue is full and :class:`ServerUnavailable` after :meth:`close`. ``received`` (``time.monotonic()``
@@ -161,10 +174,14 @@ class DynamicBatcher:
         energies = np.ascontiguousarray(energies, dtype=np.float32).reshape(-1)
         if not 1 <= energies.size <= self.config.max_batch_size:
             raise InferenceError(f"a request needs 1 to {self.config.max_batch_size} energies, got {energies.size}")
+        if directions is not None:
+            directions = np.array(directions, dtype=np.float64)  # a writable copy: torch refuses read-only views
+            if directions.shape != (energies.size, 2):
+                raise InferenceError(f"a request needs one (theta, phi) per energy, ({energies.size}, 2); got directions of shape {directions.shape}")
         now = time.monotonic()
         received = now if received is None else received
         timeout = self.config.timeout_s if timeout_s is None else min(timeout_s, self.config.timeout_s)
-        request = _Request(energies, int(seed), concurrent.futures.Future(), received, input_s, now, now + timeout)
+        request = _Request(energies, int(seed), directions, concurrent.futures.Future(), received, input_s, now, now + timeout)
         with self._cond:
             if self._closing:
                 self.stats.record_request("unavailable", now - received)
@@ -198,7 +215,8 @@ class DynamicBatcher:
             self._execute(batch)
 
     def _next_batch(self) -> list[_Request] | None:
-        """Block until a batch is ready: full, or the oldest request waited ``max_queue_delay_ms``."""
+        """Block until a batch is ready: full, or the oldest request waited ``max_queue_delay_ms``, or the next
+        request differs from the oldest in carrying directions."""
         delay = self.config.max_queue_delay_ms * 1e-3
         with self._cond:
             while not self._queue:
@@ -210,7 +228,8 @@ class DynamicBatcher:
             release = batch[0].enqueued + delay
             while size < self.config.max_batch_size:
                 if self._queue:
-                    if size + self._queue[0].energies.size > self.config.max_batch_size:
+                    following = self._queue[0]
+                    if size + following.energies.size > self.config.max_batch_size or (following.directions is None) != (batch[0].directions is None):
                         break
                     batch.append(self._queue.popleft())
                     size += batch[-1].energies.size
@@ -245,7 +264,11 @@ class DynamicBatcher:
         """
         start = time.monotonic()
         try:
-            showers = self._sample_many([(r.energies, r.seed) for r in live])
+            requests = [(r.energies, r.seed) for r in live]
+            if live[0].directions is None:
+                showers = self._sample_many(requests)
+            else:
+                showers = self._sample_many(requests, directions=[r.directions for r in live])
             if len(showers) != len(live) or any(s.shape[0] != r.energies.size for s, r in zip(showers, live)):
                 raise RuntimeError("sample_many returned showers that do not match the requests")
         except Exception as exc:  # the generator failed

@@ -3,9 +3,8 @@
 The HTTP and gRPC front ends both call :meth:`InferenceService.submit` with decoded tensors; the
 service validates them (:mod:`calogen.serve.protocol`), picks the seed and queues the request. A model
 conditioned on the incident direction gets every request's directions (the request's ``INCIDENT_DIRECTION``,
-else the model's default direction, as ``calogen generate`` without ``--theta``): the dynamic batcher carries
-only ``(energies, seed)``, so such a request is queued under a ticket in place of its seed, by which
-:class:`DirectedSampler` finds the seed and directions when the batch runs.
+else the model's default direction, as ``calogen generate`` without ``--theta``), queued with the request's
+energies and seed (:meth:`~calogen.serve.batching.DynamicBatcher.submit`).
 
 Example:
     >>> import numpy as np
@@ -30,7 +29,6 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -40,54 +38,7 @@ from calogen.serve.batching import BatchingConfig, DynamicBatcher, SampleMany, b
 from calogen.serve.limits import RequestLimits, generator_energy_range
 from calogen.serve.protocol import InferenceError, InputTensor, ModelNotFound, ModelSpec, parse_inputs
 
-__all__ = ["DirectedSampler", "InferenceService"]
-
-
-class DirectedSampler:
-    """Creates the :data:`~calogen.serve.batching.SampleMany` of a direction-conditioned model, whose requests
-    also carry directions.
-
-    :meth:`hold` files a request's seed and directions ``(n, 2)`` rad under a new ticket; the batcher runs
-    ``(energies, ticket)`` pairs, and the call looks every ticket up: with ``merge``, each request's noise is
-    drawn from its own seed and all run in one network pass (as :func:`~calogen.serve.batching.batched_sampler`),
-    else one ``sample`` per request. :meth:`release` forgets a ticket once its request is done.
-
-    Args:
-        generator: a trained model (``draw_noise``, ``sample_with_noise`` and ``sample`` taking ``directions``).
-        nfe: network evaluations per sample (None: the model's).
-        merge: one network pass for merged requests.
-    """
-
-    def __init__(self, generator: Generator, *, nfe: int | None = None, merge: bool = True) -> None:
-        self.generator, self.nfe, self.merge = generator, nfe, merge
-        self._held: dict[int, tuple[int, np.ndarray]] = {}
-        self._tickets = itertools.count()
-        self._lock = threading.Lock()
-
-    def hold(self, seed: int, directions: np.ndarray) -> int:
-        """A new ticket for a request with ``seed`` and ``directions (n, 2)`` rad."""
-        with self._lock:
-            ticket = next(self._tickets)
-            self._held[ticket] = (seed, directions)
-        return ticket
-
-    def release(self, ticket: int) -> None:
-        """Forget ``ticket`` (its request finished, failed or was refused)."""
-        with self._lock:
-            self._held.pop(ticket, None)
-
-    def __call__(self, requests: Sequence[tuple[np.ndarray, int]]) -> list[np.ndarray]:
-        with self._lock:
-            held = [self._held[ticket] for _, ticket in requests]
-        g: Any = self.generator
-        if not self.merge:
-            return [g.sample(e, seed=seed, nfe=self.nfe, directions=d) for (e, _), (seed, d) in zip(requests, held)]
-        noise = [g.draw_noise(e.size, seed=seed) for (e, _), (seed, _) in zip(requests, held)]
-        showers = g.sample_with_noise(
-            np.concatenate([e for e, _ in requests]), np.concatenate([n[0] for n in noise]), np.concatenate([n[1] for n in noise]),
-            self.nfe, directions=np.concatenate([d for _, d in held]),
-        )  # fmt: skip
-        return np.split(showers, np.cumsum([e.size for e, _ in requests])[:-1])
+__all__ = ["InferenceService"]
 
 
 def _takes_directions(generator: Generator) -> bool:
@@ -106,7 +57,8 @@ class InferenceService:
         seed: server seed; a request without a seed gets ``derive_seed(seed, request_number)``
             and the response reports it.
         sample_many: overrides :func:`~calogen.serve.batching.batched_sampler` of ``generator``; for a model
-            conditioned on the incident direction a :class:`DirectedSampler` (default: one with the model's NFE, merging).
+            conditioned on the incident direction it must take the requests' ``directions`` (see
+            :data:`~calogen.serve.batching.SampleMany`).
         limits: energy range and request sizes (the energy range defaults to the generator's,
             :func:`~calogen.serve.limits.generator_energy_range`).
     """
@@ -128,11 +80,6 @@ class InferenceService:
         params = {"geometry": generator.geometry.name, **(parameters or {})}
         direction = getattr(generator, "direction", None) or getattr(generator, "default_direction", None)
         conditioned = _takes_directions(generator)
-        if conditioned and sample_many is not None and not isinstance(sample_many, DirectedSampler):
-            raise CalogenError("a model conditioned on the incident direction is served with a DirectedSampler, not another sample_many")
-        self._directed: DirectedSampler | None = None
-        if conditioned:
-            self._directed = sample_many if isinstance(sample_many, DirectedSampler) else DirectedSampler(generator)
         self.spec = ModelSpec(
             name=name,
             n_voxels=generator.geometry.n_voxels,
@@ -144,7 +91,7 @@ class InferenceService:
             direction=None if direction is None else (float(direction[0]), float(direction[1])),
             direction_conditioned=conditioned,
         )
-        self.batcher = DynamicBatcher(self._directed or sample_many or batched_sampler(generator), batching)
+        self.batcher = DynamicBatcher(sample_many or batched_sampler(generator), batching)
         self._seed = int(seed)
         self._counter = itertools.count()
         self._counter_lock = threading.Lock()
@@ -194,7 +141,7 @@ class InferenceService:
             model.engine()  # built now: a refiner without a recorded FastSim engine fails before serving
             params.update(engine="hybrid", fastsim=str(model.fastsim.get("engine")), exact="true")  # no explicit noise: one pass per request
         model_name = name or Path(str(model_dir)).resolve().name
-        many = DirectedSampler(model, nfe=nfe, merge=not exact) if _takes_directions(model) else batched_sampler(model, nfe=nfe, merge=not exact)
+        many = batched_sampler(model, nfe=nfe, merge=not exact)
         return cls(model, name=model_name, batching=batching, parameters=params, seed=seed, sample_many=many, limits=limits)
 
     def __enter__(self) -> InferenceService:
@@ -240,25 +187,11 @@ class InferenceService:
         if seed is None:
             with self._counter_lock:
                 seed = derive_seed(self._seed, next(self._counter))
-        future = self._enqueue(energies, seed, directions, timeout_s=timeout_s, received=received, input_s=time.monotonic() - start)
+        future = self.batcher.submit(energies, seed, directions=directions, timeout_s=timeout_s, received=received, input_s=time.monotonic() - start)
         with self._activity:
             self._in_flight += 1
         future.add_done_callback(self._finished)
         return future, seed
-
-    def _enqueue(self, energies: np.ndarray, seed: int, directions: np.ndarray | None, **timing: Any) -> concurrent.futures.Future[np.ndarray]:
-        """Submit to the batcher; a direction-conditioned model's request under a ticket holding its seed and directions."""
-        directed = self._directed
-        if directed is None or directions is None:
-            return self.batcher.submit(energies, seed, **timing)
-        ticket = directed.hold(seed, directions)
-        try:
-            future = self.batcher.submit(energies, ticket, **timing)
-        except BaseException:
-            directed.release(ticket)
-            raise
-        future.add_done_callback(lambda _: directed.release(ticket))
-        return future
 
     def _finished(self, future: concurrent.futures.Future[np.ndarray]) -> None:
         with self._activity:
