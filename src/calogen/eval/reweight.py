@@ -17,7 +17,7 @@ networks for full phase-space reweighting and parameter tuning", arXiv:1907.0820
    ``log10 E_tot - log10 E_inc``): the same information (an invertible linear map), but a response shift
    becomes a shift of a few columns instead of a small difference of two columns that each span two
    decades, which a network trained by Adam does not find on a few thousand showers. The network and
-   training loop are the evaluation's (:func:`calogen.eval.classifier.fit_classifier`, standardised
+   training loop are the evaluation's (:func:`calogen.eval.classifier_training.fit_classifier`, standardised
    inputs, epoch kept on the validation loss), with smaller batches (256) and more epochs (up to 50,
    patience 5) than its defaults.
 2. **Cross-fitting**: both samples are shuffled (seeded) into ``folds`` parts. For part ``j`` a
