@@ -15,7 +15,7 @@ from calogen.io import ShowerData
 from calogen.sim.calibrate import CalibrationError, calibrate_gflash, profile_agreement, radial_energies
 from calogen.sim.gflash import GflashSimulation
 from calogen.sim.gflash_longitudinal import mean_log_shape, n_spots, origin
-from calogen.sim.gflash_params import GflashParameterError, GflashParameters
+from calogen.sim.gflash_params import PACKAGED, GflashParameterError, GflashParameters, default_parameters
 from calogen.sim.gflash_radial import radial_parameters
 from calogen.sim.gflash_spots import STEP_X0, depth_steps
 from calogen.sim.readout import ReadoutTables, score_deposits
@@ -68,10 +68,18 @@ def test_parameter_files_errors(tmp_path):
         GflashParameters.packaged("ds9-muon")
 
 
-def test_packaged_parameters_are_calibrated():
-    params = GflashParameters.packaged("ds2-electron")
+@pytest.mark.parametrize("name", sorted(PACKAGED))
+def test_packaged_parameters_are_calibrated(name):
+    params = GflashParameters.packaged(name)
     assert params != GflashParameters.default()
     assert "calibrate_gflash" in params.provenance
+
+
+def test_default_parameters_follow_the_geometry_kind():
+    assert GflashSimulation(DS2, "gamma").params == GflashParameters.packaged("ds2-electron") == default_parameters("cylindrical", "e-")
+    assert default_parameters("cells", "gamma") == GflashParameters.packaged("hgcal-like-gamma")
+    with pytest.raises(GflashParameterError, match="no default GFLASH parameters for a 'voxels' geometry"):
+        default_parameters("voxels", "gamma")
 
 
 # --- the simulation -------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 
 from calogen.cell_geometry import CellGeometry, CellLayer
 from calogen.cli import main
-from calogen.io import ShowerData
+from calogen.io import ShowerData, read_showers
 from calogen.sim.calibrate import CalibrationError, calibrate_gflash, profile_agreement
 from calogen.sim.gflash import GflashSimulation
 from calogen.sim.gflash_cells import ring_acceptance, ring_energies, shell_edges
@@ -40,7 +40,7 @@ def test_calibration_on_hgcal_like_photons_recovers_the_profile():
     assert fit.core_radius_scale == pytest.approx(1.3, rel=0.1)
     assert fit.energy_scale == pytest.approx(0.97, rel=0.02)
     many = np.full(400, 20_000.0)
-    before = profile_agreement(reference, GflashSimulation(HGCAL, "gamma").sample(many, seed=5), HGCAL)
+    before = profile_agreement(reference, GflashSimulation(HGCAL, "gamma", hgcal_like_parameters()).sample(many, seed=5), HGCAL)
     after = profile_agreement(reference, GflashSimulation(HGCAL, "gamma", fit).sample(many, seed=5), HGCAL)
     assert before.longitudinal > 0.3 and before.hits > 0.15  # the uncalibrated model is far off
     assert after.within(profile=0.12, hits=0.05), after  # the truth itself deviates by 6% (120 reference showers)
@@ -56,8 +56,10 @@ def test_calibration_needs_lattice_cells():
 
 
 def test_calibrate_gflash_command_reads_the_incidence(tmp_path, capsys):
-    ref = tmp_path / "ref.h5"
-    simulate = ["simulate", "--engine", "gflash", "--geometry", "hgcal-like", "--particle", "gamma", "--eta", "2.0"]
+    ref, published = tmp_path / "ref.h5", tmp_path / "published.json"
+    hgcal_like_parameters().save(published)  # uncalibrated: the packaged set is the default on cells
+    simulate = ["simulate", "--engine", "gflash", "--geometry", "hgcal-like", "--particle", "gamma", "--eta", "2.0",
+                "--gflash-params", str(published)]  # fmt: skip
     assert main([*simulate, "--phi", "1.5708", "--energy", "10GeV", "--n", "40", "--seed", "2", "-o", str(ref), "--no-progress"]) == 0
     argv = ["calibrate-gflash", str(ref), "--geometry", "hgcal-like", "--particle", "gamma", "--n-model=16", "--n-hits=8"]
     assert main([*argv, "-o", str(tmp_path / "p.json")]) == 0
@@ -69,3 +71,23 @@ def test_calibrate_gflash_command_reads_the_incidence(tmp_path, capsys):
     # crossing, unprojected, fitted 1.8 here
     assert 0.6 < fitted.core_radius_scale < 1.4
     assert main([*argv, "--particle", "pi+", "-o", str(tmp_path / "q.json")]) == 2
+
+
+def test_packaged_hgcal_photon_set_is_the_default_on_cells(tmp_path):
+    packaged = GflashParameters.packaged("hgcal-like-gamma")  # loads and validates (from_dict)
+    published = hgcal_like_parameters()
+    medium = ("x0_mm", "critical_energy_mev", "moliere_radius_mm", "z_eff", "sampling_frequency", "e_hat")
+    assert all(getattr(packaged, f) == pytest.approx(getattr(published, f)) for f in medium)  # the HGCal-like stack
+    assert packaged.depth_offset != 0.0 and packaged.spot_scale != 1.0 and packaged.core_radius_scale != 1.0  # calibrated
+    assert all(s in packaged.provenance for s in ("calibrate-gflash", "--seed 16", "--n 1600", "2026-12-06", "commit"))
+    assert GflashSimulation(HGCAL, "gamma").params == packaged
+    assert GflashSimulation(CellGeometry.builtin("tiny-hex"), "photon").params == packaged
+    assert GflashSimulation(HGCAL, "e-").params == published  # e+- keep the published set on cells
+    out = tmp_path / "g.h5"
+    argv = ["simulate", "--engine", "gflash", "--geometry", "hgcal-like", "--particle", "gamma", "--energy", "20GeV",
+            "--n", "3", "--seed", "4", "-o", str(out), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    showers = read_showers(out).showers
+    energies = np.full(3, 20_000.0)
+    np.testing.assert_array_equal(showers, GflashSimulation(HGCAL, "gamma", packaged).sample(energies, seed=4))
+    assert not np.array_equal(showers, GflashSimulation(HGCAL, "gamma", published).sample(energies, seed=4))

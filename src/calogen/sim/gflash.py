@@ -46,26 +46,9 @@ import numpy as np
 from calogen.cell_geometry import CellGeometry
 from calogen.generator import derive_seed
 from calogen.geometry import Geometry
-from calogen.sim.gflash_longitudinal import (
-    PHOTON_CONVERSION_X0,
-    longitudinal_parameters,
-    mean_log_shape,
-    n_spots,
-    origin,
-    response,
-)
-from calogen.sim.gflash_params import (
-    GflashParameterError,
-    GflashParameters,
-    hgcal_like_parameters,
-)
-from calogen.sim.gflash_spots import (
-    Spots,
-    depth_steps,
-    place_spots,
-    score_spots,
-    spot_weights,
-)
+from calogen.sim.gflash_longitudinal import PHOTON_CONVERSION_X0, longitudinal_parameters, mean_log_shape, n_spots, origin, response
+from calogen.sim.gflash_params import GflashParameterError, GflashParameters, default_parameters
+from calogen.sim.gflash_spots import Spots, depth_steps, place_spots, score_spots, spot_weights
 from calogen.sim.readout import Incidence, readout_arrays, score_points
 
 __all__ = ["GflashSimulation", "check_energies"]
@@ -116,10 +99,12 @@ class GflashSimulation:
         geometry: the readout to score into (a cylindrical Geometry or a CellGeometry).
         particle: ``e-``/``electron``, ``e+``/``positron`` or ``gamma``/``photon`` (photons start after an
             exponential conversion depth of mean 9/7 X0).
-        params: the model parameters; when omitted, for cylindrical readouts the packaged set calibrated to
-            the detailed MC on the Par04 detector (the detector every cylindrical built-in models), for cell
-            readouts :func:`hgcal_like_parameters`. ``GflashParameters.default()`` gives the published,
-            uncalibrated Par04 set.
+        params: the model parameters; when omitted (:func:`~calogen.sim.gflash_params.default_parameters`),
+            for cylindrical readouts the packaged ``ds2-electron`` set calibrated to the detailed MC on the Par04
+            detector (the detector every cylindrical built-in models), for cell readouts the packaged
+            ``hgcal-like-gamma`` set calibrated to the detailed MC of photons on the HGCal-like stack (photons) or
+            the published :func:`~calogen.sim.gflash_params.hgcal_like_parameters` (e+-).
+            ``GflashParameters.default()`` gives the published, uncalibrated Par04 set.
         incidence: direction and entry point of the primary; the readout follows its trajectory.
     """
 
@@ -137,7 +122,7 @@ class GflashSimulation:
         self.particle = _particle(particle)
         self.incidence = incidence
         if params is None:
-            params = hgcal_like_parameters() if geometry.kind == "cells" else GflashParameters.packaged()
+            params = default_parameters(geometry.kind, self.particle)
         self.params = params
         self._polar = incidence.is_normal and geometry.kind == "cylindrical"
         self._readout = readout_arrays(geometry, incidence)
