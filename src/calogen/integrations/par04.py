@@ -21,6 +21,18 @@ direction, geometry one-hot), and the model's output, multiplied by E, gives the
 (:func:`vae_input`). The CaloDiT-2 type (also used by DDML's CaloDiT models) sends
 ``[E / GeV, phi, theta, one-hot of 5 geometries]`` (:func:`calodit_input`).
 
+Par04's angle is the polar angle ``theta_p`` of the particle's momentum to the beam (z) axis
+(``G4ThreeVector::theta()``, in ``[0, pi]``): a particle from the beam line meets the barrel's layers at normal
+incidence at ``theta_p = pi/2``. calogen's direction ``(theta, phi)`` is relative to the layer normal, ``phi``
+measured from the shower mesh's ``alpha = 0`` axis, which Par04 turns onto the particle's ``d/d theta_p``
+direction (its rotation ``R_z(phi_p) R_y(theta_p)``). In that frame the layer normal (radial, for a particle
+from the beam line) leans by ``pi/2 - theta_p`` towards ``alpha = 0``, so (:func:`layer_direction`)::
+
+    theta = |pi/2 - theta_p|,    phi = pi if theta_p < pi/2 else 0
+
+(unit vector ``(-cos theta_p, 0, sin theta_p)``, continuous in ``theta_p``). A direction along the beam
+(``theta_p`` 0 or pi) never enters a barrel and is outside calogen's range (:func:`par04_directions` refuses it).
+
 Example:
     >>> import numpy as np
     >>> from calogen.geometry import Geometry
@@ -34,6 +46,9 @@ Example:
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 
 from calogen.errors import CalogenError
@@ -46,6 +61,8 @@ __all__ = [
     "VAE_CONDITION_SIZE",
     "calodit_input",
     "from_par04_order",
+    "layer_direction",
+    "par04_directions",
     "par04_permutation",
     "to_par04_order",
     "vae_input",
@@ -118,3 +135,32 @@ def calodit_input(energies: np.ndarray, phi: np.ndarray | float, theta: np.ndarr
     onehot = np.zeros((n, len(CALODIT_GEOMETRIES)))
     onehot[:, CALODIT_GEOMETRIES.index(geometry)] = 1.0
     return np.concatenate([e / 1000.0, _column(phi, n), _column(theta, n), onehot], axis=1).astype(np.float32)
+
+
+def layer_direction(theta: Any) -> tuple[Any, Any]:
+    """calogen's ``(theta, phi)`` rad relative to the layer normal for Par04 polar angles ``theta`` rad to the beam
+    axis (a numpy array or a torch tensor, unchecked; see the module docstring): ``|pi/2 - theta|`` and ``pi`` or ``0``."""
+    return abs(math.pi / 2 - theta), (theta < math.pi / 2) * math.pi
+
+
+def par04_directions(theta: np.ndarray | float, n: int) -> np.ndarray:
+    """calogen's incident directions ``(n, 2)`` float64 ``(theta, phi)`` rad of Par04 angles ``theta`` (rad to the
+    beam axis, one or ``(n,)``), by :func:`layer_direction`.
+
+    Raises:
+        CalogenError: another number of angles, or an angle not in ``0 < theta < pi`` (along the beam, or not finite).
+    """
+    from calogen.models.preprocess import check_directions
+
+    t = np.asarray(theta, dtype=np.float64).reshape(-1)
+    if t.size not in (1, n):
+        raise CalogenError(f"need one Par04 angle or one per shower ({n}); got {t.size}")
+    t = np.broadcast_to(t, (n,))
+    bad = ~((t > 0) & (t < math.pi))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise CalogenError(
+            f"Par04 angle {i} (theta {t[i]:.4g} rad to the beam axis) does not enter a barrel; need 0 < theta < pi "
+            "(normal incidence at pi/2)"
+        )
+    return check_directions(np.stack(layer_direction(t), axis=1), n)

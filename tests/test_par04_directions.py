@@ -1,0 +1,98 @@
+"""The Par04 graph of a direction-conditioned model: Par04's polar angle becomes calogen's incident direction."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from _model_data import one_thread, toy_showers  # noqa: F401
+
+from calogen.errors import CalogenError
+from calogen.geometry import Geometry
+from calogen.integrations.par04 import from_par04_order, layer_direction, par04_directions, vae_input
+from calogen.integrations.par04_graph import PAR04_INPUT, PAR04_OUTPUT, export_par04
+from calogen.io import write_showers
+from calogen.models.generator import FlowModel, load
+from calogen.models.preprocess import direction_features
+from calogen.train.config import Preset
+from calogen.train.loop import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ENERGIES = np.array([4_000.0, 16_000.0, 64_000.0], dtype=np.float32)
+"""1024 GeV / 256, / 64 and / 16 (MeV): exact in float32 after Par04's division."""
+FORWARD, BACKWARD = 1.0, 2.0
+"""Two Par04 angles (rad to the beam axis): calogen theta 0.571 at phi pi, and 0.429 at phi 0."""
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> FlowModel:
+    """A tiny model conditioned on the direction, trained a few steps on toy showers at random directions."""
+    root = tmp_path_factory.mktemp("par04-directions")
+    geometry = Geometry.builtin("tiny")
+    e, v = toy_showers(geometry, 200, seed=0)
+    rng = np.random.default_rng(1)
+    d = np.stack([rng.uniform(0, 0.6, 200), rng.uniform(-math.pi, math.pi, 200)], axis=1).astype(np.float32)
+    write_showers(root / "train.h5", e, v, directions=d)
+    settings = {"model": {"directions": True}, "train": {"max_steps": 5, "eval_every": 5, "checkpoint_every": 5}}
+    train(root / "train.h5", geometry, Preset.from_dict("directed", settings, base=Preset.resolve("tiny")), root / "model")
+    directed = load(root / "model")
+    assert directed.config.directions and directed.default_direction == (0.0, 0.0)
+    return directed
+
+
+@pytest.fixture(scope="module")
+def graph(model: FlowModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("par04-graph") / "directed.onnx"
+    check = export_par04(model, path)
+    assert check is not None and check.max_rel_diff <= 1e-5  # checked at Par04 angles pi/2 +- pi/4
+    return path
+
+
+def _run(graph: Path, model: FlowModel, theta: float, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """The graph's showers (MeV, CaloChallenge order) at Par04 angle ``theta``, and ``sample_with_noise`` on the same noise."""
+    noise_energy, noise_shape = model.draw_noise(ENERGIES.size, seed=seed)
+    x = vae_input(ENERGIES, theta, np.hstack([noise_energy, noise_shape]))
+    cells = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"]).run([PAR04_OUTPUT], {PAR04_INPUT: x})[0]
+    want = model.sample_with_noise(ENERGIES, noise_energy, noise_shape, directions=par04_directions(theta, ENERGIES.size))
+    return from_par04_order(cells * ENERGIES[:, None], model.geometry), want
+
+
+def test_graph_follows_the_par04_angle(graph: Path, model: FlowModel) -> None:
+    got = {}
+    for theta in (FORWARD, BACKWARD):
+        got[theta], want = _run(graph, model, theta)
+        assert np.abs(got[theta] - want).max() <= 1e-5 * np.abs(want).max()
+    # the angle changes the showers by far more than the graph's error (6e-3 against 2e-7 of the largest cell, 5 training steps)
+    assert np.abs(got[FORWARD] - got[BACKWARD]).max() > 1e-3 * np.abs(got[FORWARD]).max()
+
+
+def test_graph_at_normal_incidence_is_the_default_direction(graph: Path, model: FlowModel) -> None:
+    got, _ = _run(graph, model, math.pi / 2)
+    noise_energy, noise_shape = model.draw_noise(ENERGIES.size, seed=3)
+    want = model.sample_with_noise(ENERGIES, noise_energy, noise_shape)  # no direction: the default, normal incidence
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+@pytest.mark.parametrize(
+    ("theta_p", "theta", "phi"),
+    [(math.pi / 2, 0.0, 0.0), (math.pi / 3, math.pi / 6, math.pi), (2 * math.pi / 3, math.pi / 6, 0.0), (0.1, math.pi / 2 - 0.1, math.pi)],
+)
+def test_par04_angle_to_layer_direction(theta_p: float, theta: float, phi: float) -> None:
+    d = par04_directions(theta_p, 2)
+    np.testing.assert_allclose(d, [[theta, phi]] * 2, atol=1e-12)
+    unit = direction_features(torch.as_tensor(d)).numpy()
+    np.testing.assert_allclose(unit, [[-math.cos(theta_p), 0.0, math.sin(theta_p)]] * 2, atol=1e-12)  # leans towards alpha = 0 past pi/2
+    np.testing.assert_allclose(np.stack(layer_direction(np.array([theta_p])), axis=1), [[theta, phi]], atol=1e-12)
+
+
+@pytest.mark.parametrize("theta_p", [0.0, math.pi, -0.2, 3.5, math.nan])
+def test_par04_angle_along_the_beam_is_refused(theta_p: float) -> None:
+    with pytest.raises(CalogenError, match=r"does not enter a barrel; need 0 < theta < pi"):
+        par04_directions(theta_p, 1)
+    with pytest.raises(CalogenError, match="one per shower"):
+        par04_directions(np.full(2, math.pi / 2), 3)
