@@ -3,7 +3,7 @@
 Example:
     calogen fit-occupancy runs/cpu-small --data ds2_train.h5 --out runs/cpu-small-occ
     calogen fit-occupancy runs/student --data ds2_train.h5 --counts-from runs/cpu-small-occ --nfe 1 2
-    calogen fit-occupancy runs/hgcal --data hgcal_train.h5 --out runs/hgcal-occ --floors 0 1 2 4 8 16
+    calogen fit-occupancy runs/hgcal --data hgcal_train.h5 --out runs/hgcal-occ --floors 0 1 2 4 8 16 --placement sampled
 """
 
 from __future__ import annotations
@@ -43,18 +43,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="grid of least hit energies (MeV) of the spectrum fit (default: 0 0.3 0.6 1 1.5 2 3; cell geometries "
                              "with hits of tens of MeV need larger ones)")
     parser.add_argument("--seed", type=seed_int, default=0, help="seed of the fit (default: 0)")
+    parser.add_argument("--no-centre", dest="centre", action="store_false",
+                        help="leave each ring's centre of energy where the gamma flattening puts it (the stage before 2026-12-06; "
+                             "default: restore the shape network's centre)")
+    parser.add_argument("--placement", choices=("largest", "sampled"), default="largest",  # occupancy.PLACEMENTS (torch loads lazily)
+                        help="which voxels of a ring hold its hits: the largest logits, or drawn weighted by exp(logit) "
+                             "(hits move from shower to shower; one more noise value per voxel) (default: largest)")
     parser.add_argument("--counts-from", metavar="MODEL_DIR",
                         help="reuse the count network of this model's occupancy stage (a student's teacher) and fit only the spectra")
 
 
 def run(args: argparse.Namespace) -> int:
     """Fit, write the two files, print where; returns 0."""
+    from calogen.models.occupancy import OccupancyConfig
     from calogen.train.occupancy import FitSettings, fit_occupancy
 
     settings = FitSettings(steps=args.steps, n_spectrum=args.spectrum_showers, seed=args.seed, nfes=tuple(args.nfe),
                            **({"floors": tuple(args.floors)} if args.floors else {}))  # fmt: skip
     record = fit_occupancy(args.model, args.data, out=args.out, n_showers=args.n_showers, settings=settings,
-                           log=lambda line: print(line, file=sys.stderr), counts_from=args.counts_from)  # fmt: skip
+                           config=OccupancyConfig(centre=args.centre, placement=args.placement), log=lambda line: print(line, file=sys.stderr),
+                           counts_from=args.counts_from)  # fmt: skip
     spectrum = record["spectrum"]
     print(
         f"occupancy stage fitted on {record['n_showers']} showers: count NLL {record['counts'].get('best_val_nll_per_shower', float('nan')):.2f}/shower, "

@@ -197,7 +197,7 @@ class FlowModel:
 
     @property
     def _energy_noise_dim(self) -> int:
-        counts = self.occupancy.n_groups if self.occupancy is not None else 0
+        counts = self.occupancy.noise_dim if self.occupancy is not None else 0
         return self.preprocessor.layer_dim + (self.preprocessor.radial_dim if self.pair.radial is not None else 0) + counts
 
     def export_module(self, nfe: int, sampler: str | None = None) -> Pipeline:
@@ -226,18 +226,21 @@ class FlowModel:
         return cached[1]
 
     def draw_noise(self, n: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Standard-normal noise for ``n`` showers: energy ``(n, 1 + L [+ L * R] [+ rings])`` and shape ``(n, voxels)``, float32.
+        """Standard-normal noise for ``n`` showers: energy ``(n, 1 + L [+ L * R] [+ rings [+ voxels]])`` and shape ``(n, voxels)``, float32.
 
-        Each shower's stream holds the energy, then the shape, then the hit-count noise, so a model with
-        an occupancy stage generates the same energies and shapes as the same model without it."""
-        d_c = self.occupancy.n_groups if self.occupancy is not None else 0
+        Each shower's stream holds the energy, then the shape, then each part of the occupancy stage's noise (counts,
+        placement) in its own draw, so a model with an occupancy stage generates the same energies, shapes and
+        counts as the same model without it, or with fewer parts."""
+        parts = self.occupancy.noise_parts if self.occupancy is not None else ()
+        d_c = sum(parts)
         d_e, d_s = self._energy_noise_dim - d_c, self.geometry.n_voxels
         noise = torch.empty((n, d_e + d_s + d_c))
+        ends = np.cumsum([d_e + d_s, *parts]).tolist()
         gen = torch.Generator()
         for i in range(n):
             gen.manual_seed(derive_seed(seed, i))  # a fresh stream: reseeding also drops any cached normal sample
-            torch.randn(d_e + d_s, generator=gen, out=noise[i, : d_e + d_s])
-            torch.randn(d_c, generator=gen, out=noise[i, d_e + d_s :])
+            for start, end in zip([0, *ends[:-1]], ends):  # one draw per part: randn's first values depend on its size
+                torch.randn(end - start, generator=gen, out=noise[i, start:end])
         out = noise.numpy()
         return np.concatenate([out[:, :d_e], out[:, d_e + d_s :]], axis=1), out[:, d_e : d_e + d_s]
 

@@ -13,7 +13,8 @@ threshold cut of :func:`~calogen.models.rescale.cut_and_rescale` when a model ha
    ``u = Phi(z)`` of an explicit standard-normal noise ``z``, over the counts that are possible:
    ``k = 0`` for an empty ring, else ``1 <= k <= min(size_g, T_g / t)``.
 2. **Placement.** :func:`keep_largest` keeps exactly the ``k_g`` voxels of each ring with the largest
-   shape-network logits.
+   shape-network logits, or (``placement: sampled``) with the largest logits plus :func:`gumbel` noise: ``k_g``
+   voxels drawn without replacement with probabilities ``~ exp(logit)``, so the hits move from shower to shower.
 3. **Energies.** :func:`occupy` gives each kept voxel ``f_g + (T_g - k_g f_g) w_i / sum_g w`` with
    ``w_i = sigmoid(x_i)^gamma`` (``x_i`` the voxel's logit; ``gamma < 1`` narrows the spread of the
    shape network's values) and ``f_g = min(floor, T_g / k_g)``, so every ring sums exactly to
@@ -23,6 +24,10 @@ threshold cut of :func:`~calogen.models.rescale.cut_and_rescale` when a model ha
    showers need a higher one. The spread of the logits grows with the number of shape-network
    evaluations, so ``gamma`` and the floor are fitted per solver (``spectra``, keyed ``"euler:4"``);
    :meth:`Occupancy.for_solver` picks them, and a solver without its own uses the default pair.
+4. **Centres** (``OccupancyConfig.centre``, on in new fits). ``gamma < 1`` also pulls each ring's centre of
+   energy toward the ring's centre: a DS2 model at 15 degrees lost 40% of the centre offset in its first layers.
+   :func:`recentre` tilts each ring's energy above ``f_g`` linearly in x and y until its centre is that of
+   ``sigmoid(x_i)`` over the kept voxels, keeping ``T_g`` and every voxel at least ``f_g``.
 
 The threshold ``t`` is the geometry's readout threshold. A geometry that records every deposit above 0
 MeV (the cell geometries) has none, so the stage gets its own (``OccupancyConfig.threshold``, fitted to a low
@@ -60,14 +65,14 @@ from calogen.geometry import Geometry
 from calogen.models.energy import ResidualBlock
 from calogen.models.layers import ConstantCache
 from calogen.models.preprocess import energy_groups, model_layers, radial_slots, sigmoid
-from calogen.models.rescale import group_members, group_totals, group_values, readout_targets
+from calogen.models.rescale import group_max, group_members, group_totals, group_values, readout_targets
 
 if TYPE_CHECKING:
     from calogen.cell_geometry import CellGeometry
 
 __all__ = [
-    "COUNT_SLACK", "OCCUPANCY_FILES", "HitCountNet", "Occupancy", "OccupancyConfig", "OccupancyError", "floor_at", "keep_largest", "load_occupancy",
-    "occupy", "ring_features", "save_occupancy",
+    "COUNT_SLACK", "OCCUPANCY_FILES", "PLACEMENTS", "HitCountNet", "Occupancy", "OccupancyConfig", "OccupancyError", "floor_at", "gumbel", "keep_largest", "load_occupancy",
+    "occupy", "recentre", "ring_features", "ring_positions", "save_occupancy",
 ]  # fmt: skip
 
 OCCUPANCY_FILES = ("occupancy.json", "occupancy.safetensors")
@@ -76,8 +81,19 @@ OCCUPANCY_FILES = ("occupancy.json", "occupancy.safetensors")
 _ENERGY_SCALE = 10.0
 """Ring energies enter the count network as ``log1p(T / threshold) / 10`` (order one up to ~20 TeV / t)."""
 
+PLACEMENTS = ("largest", "sampled")
+"""``OccupancyConfig.placement``: keep the ``k`` largest logits of a ring, or draw ``k`` without replacement."""
+
 COUNT_SLACK = 1 + 1e-5
 """``k <= T / (t * COUNT_SLACK)``: float rounding of ``T / k`` can never take a kept voxel below ``t``."""
+
+
+_RIDGE = 0.03
+"""Ridge of :func:`recentre`'s tilt solve, relative to the spread of a ring's kept voxels."""
+
+_MAX_MISS, _MAX_TILT = 4.0, 1e4
+"""Bounds of :func:`recentre`'s centre miss per energy above base (ring radii; more than a tilt can move) and of its
+tilt (per ring radius): keep both finite for rings with almost no energy above their base."""
 
 
 class OccupancyError(CalogenError):
@@ -99,6 +115,11 @@ class OccupancyConfig:
             (same nodes as ``floor``).
         threshold: least energy (MeV) of a hit: at least the geometry's readout threshold (0: that threshold).
             A geometry read out above 0 MeV (cell geometries) needs a positive one, fitted to the training showers.
+        centre: :func:`recentre` every ring to the shape network's centre of energy after the ``gamma`` flattening
+            (which pulls it toward the ring's centre); False (the default of files written without it): not.
+        placement: ``"largest"`` keeps the ``k`` voxels of a ring with the largest logits; ``"sampled"`` draws them
+            without replacement with probabilities ``~ exp(logit)`` (Gumbel top-k), from one more standard-normal
+            noise value per voxel after the count noise (:attr:`Occupancy.noise_dim`).
     """
 
     width: int = 64
@@ -109,6 +130,8 @@ class OccupancyConfig:
     floor_energies: tuple[float, ...] = ()
     spectra: dict[str, dict[str, Any]] = field(default_factory=dict)
     threshold: float = 0.0
+    centre: bool = False
+    placement: str = "largest"
 
     def __post_init__(self) -> None:
         for name in ("width", "depth", "max_count"):
@@ -126,6 +149,10 @@ class OccupancyConfig:
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (math.isfinite(threshold) and threshold >= 0):
             raise OccupancyError(f"occupancy.threshold must be a finite energy >= 0 MeV, got {threshold!r}")
         object.__setattr__(self, "threshold", float(threshold))
+        if not isinstance(self.centre, bool):
+            raise OccupancyError(f"occupancy.centre must be true or false, got {self.centre!r}")
+        if self.placement not in PLACEMENTS:
+            raise OccupancyError(f"occupancy.placement must be one of {PLACEMENTS}, got {self.placement!r}")
         nodes, floors = self.floor_energies, self.floor
         if not floors or min(floors) < 0 or (len(floors) > 1 and len(nodes) != len(floors)) or (len(floors) == 1 and nodes):
             raise OccupancyError(f"occupancy.floor needs values >= 0, one per floor_energies node (or one and no nodes); got {floors}, {nodes}")
@@ -159,6 +186,12 @@ def floor_at(energies: torch.Tensor, values: torch.Tensor, log_nodes: torch.Tens
     return values[i] * (1 - w) + values[i + 1] * w
 
 
+def gumbel(noise: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel values from standard-normal ``noise``: ``-log(-log(Phi(z)))``, ``Phi`` kept inside ``[1e-7, 1 - 1e-7]``."""
+    u = (0.5 * (1 + torch.erf(noise / math.sqrt(2)))).clamp(1e-7, 1 - 1e-7)
+    return -torch.log(-torch.log(u))
+
+
 def keep_largest(scores: torch.Tensor, counts: torch.Tensor, groups: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
     """Boolean mask ``(B, voxels)``: exactly ``counts (B, G)`` voxels of each group, those with the largest ``scores``.
 
@@ -175,7 +208,8 @@ def keep_largest(scores: torch.Tensor, counts: torch.Tensor, groups: torch.Tenso
 
 def occupy(
     logits: torch.Tensor, targets: torch.Tensor, counts: torch.Tensor, groups: torch.Tensor, members: torch.Tensor, *,
-    threshold: float, floor: float | torch.Tensor, gamma: float,
+    threshold: float, floor: float | torch.Tensor, gamma: float, positions: torch.Tensor | None = None,
+    scores: torch.Tensor | None = None,
 ) -> torch.Tensor:  # fmt: skip
     """Showers ``(B, voxels)`` MeV: ``counts`` voxels per group hold exactly ``targets`` (module docstring, steps 2-3).
 
@@ -186,8 +220,11 @@ def occupy(
         groups, members: voxel groups and :func:`~calogen.models.rescale.group_members`.
         threshold, gamma: the readout threshold and :class:`OccupancyConfig` value.
         floor: MeV, one value or ``(B, 1)`` per shower (:func:`floor_at`); values below the threshold act as it.
+        positions: ``(voxels, 2)`` :func:`ring_positions`: then every ring is :func:`recentre`-d to the centre of
+            ``sigmoid(logits)`` over its kept voxels (the shape network's own, unflattened); None: not.
+        scores: ``(B, voxels)`` which voxels a ring keeps (its ``counts`` largest); None: ``logits``.
     """
-    keep = keep_largest(logits, counts, groups, members)
+    keep = keep_largest(logits if scores is None else scores, counts, groups, members)
     weights = torch.where(keep, sigmoid(logits) ** gamma, torch.zeros_like(logits))
     total = group_totals(weights, groups, targets.shape[1])
     # a group whose kept weights all underflowed shares equally
@@ -197,7 +234,70 @@ def occupy(
     floor = (floor if isinstance(floor, torch.Tensor) else torch.full_like(targets[:, :1], floor)).clamp_min(threshold)
     base = torch.minimum(floor.expand_as(targets), targets / k.clamp_min(1))
     share = (targets - k * base) / total.clamp_min(torch.finfo(total.dtype).tiny)
-    return torch.where(keep, base.index_select(1, groups) + share.index_select(1, groups) * weights, torch.zeros_like(logits))
+    showers = torch.where(keep, base.index_select(1, groups) + share.index_select(1, groups) * weights, torch.zeros_like(logits))
+    if positions is None:
+        return showers
+    return recentre(showers, keep, base, torch.where(keep, sigmoid(logits), torch.zeros_like(logits)), positions, groups, members)
+
+
+def _solve_tilt(c: tuple[torch.Tensor, torch.Tensor, torch.Tensor], d: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(C^2 + mu) ^ -1 C d`` for symmetric 2x2 ``C = [[xx, xy], [xy, yy]]`` ``(B, G)`` each: ``C^-1 d`` where ``C`` is
+    regular, little tilt along a direction in which the kept voxels hardly spread (``mu = (_RIDGE tr C)^2``)."""
+    xx, xy, yy = c
+    rx, ry = xx * d[0] + xy * d[1], xy * d[0] + yy * d[1]  # C d
+    mu = (_RIDGE * (xx + yy)) ** 2
+    a, b, e = xx * xx + xy * xy + mu, xy * (xx + yy), xy * xy + yy * yy + mu  # C^2 + mu
+    det = (a * e - b * b).clamp_min(torch.finfo(xx.dtype).tiny)
+    return (e * rx - b * ry) / det, (a * ry - b * rx) / det
+
+
+def recentre(
+    showers: torch.Tensor, keep: torch.Tensor, base: torch.Tensor, reference: torch.Tensor, positions: torch.Tensor,
+    groups: torch.Tensor, members: torch.Tensor,
+) -> torch.Tensor:  # fmt: skip
+    """Showers ``(B, voxels)`` whose every ring has the centre of energy of ``reference`` weights ``(B, voxels)``.
+
+    Each kept voxel's energy above its ring's ``base (B, G)`` is multiplied by ``1 + lambda . (p - m)`` (``p`` its
+    :func:`ring_positions` row, ``m`` the centre of the energies above base), ``lambda`` solved per ring; the tilt is
+    scaled down where it would take a voxel below its base, so rings keep their sums and every kept voxel at least
+    its base. Rings of one voxel, or whose kept voxels all lie on a line through their centre, tilt along that line only.
+    """
+    n_groups = base.shape[1]
+    tiny = torch.finfo(showers.dtype).tiny
+    px, py = positions[:, 0], positions[:, 1]
+
+    def sums(values: torch.Tensor) -> torch.Tensor:
+        return group_totals(values, groups, n_groups)
+
+    def per_voxel(values: torch.Tensor) -> torch.Tensor:
+        return values.index_select(1, groups)
+
+    above = torch.where(keep, showers - per_voxel(base), torch.zeros_like(showers)).clamp_min(0)  # >= 0 but for rounding
+    total, extra, weight = sums(showers), sums(above), sums(reference).clamp_min(tiny)
+    safe = extra.clamp_min(tiny)
+    dx, dy = px - per_voxel(sums(above * px) / safe), py - per_voxel(sums(above * py) / safe)
+    cov = (sums(above * dx * dx) / safe, sums(above * dx * dy) / safe, sums(above * dy * dy) / safe)
+    shift = (total * (sums(reference * p) / weight - sums(showers * p) / total.clamp_min(tiny)) for p in (px, py))
+    miss = tuple(torch.where(extra > 0, (s / safe).clamp(-_MAX_MISS, _MAX_MISS), torch.zeros_like(s)) for s in shift)
+    lx, ly = (v.clamp(-_MAX_TILT, _MAX_TILT) for v in _solve_tilt(cov, miss))
+    tilt = per_voxel(lx) * dx + per_voxel(ly) * dy
+    drop = group_max(torch.where(keep, -tilt, torch.full_like(tilt, -torch.inf)), members)  # -inf: no kept voxel
+    scale = 1 / drop.clamp_min(1)
+    tilted = above * (1 + per_voxel(scale) * tilt)
+    tilted = tilted * per_voxel(extra / sums(tilted).clamp_min(tiny))  # float rounding: the ring keeps its sum
+    return torch.where(keep, per_voxel(base) + tilted, torch.zeros_like(showers))
+
+
+def ring_positions(geometry: Geometry | CellGeometry) -> np.ndarray:
+    """Voxel centres ``(voxels, 2)`` float32 in their layer's plane (x along alpha 0), each divided by its ring's
+    root-mean-square radius (1 for a ring at the axis): the positions :func:`recentre` tilts along."""
+    if geometry.kind == "cells":
+        xy = np.stack([geometry.cell_x, geometry.cell_y], axis=1)
+    else:
+        xy = np.stack([geometry.voxel_eta, geometry.voxel_phi], axis=1)
+    groups, xy = energy_groups(geometry, "rings"), np.asarray(xy, dtype=np.float64)
+    radius = np.sqrt(np.bincount(groups, (xy**2).sum(axis=1)) / np.bincount(groups))
+    return (xy / np.where(radius > 0, radius, 1.0)[groups, None]).astype(np.float32)
 
 
 def ring_features(targets: torch.Tensor, threshold: float, slots: torch.Tensor, n_slots: int) -> torch.Tensor:
@@ -245,7 +345,7 @@ class HitCountNet(nn.Module):
 class Occupancy(nn.Module):
     """The occupancy stage for one geometry: counts from ring energies, then :func:`occupy`.
 
-    ``forward(logits (B, voxels), targets (B, G) MeV, energies (B, 1) MeV, noise (B, G)) -> (B, voxels) MeV``.
+    ``forward(logits (B, voxels), targets (B, G) MeV, energies (B, 1) MeV, noise (B, noise_dim)) -> (B, voxels) MeV``.
 
     Args:
         geometry: the readout; groups are its rings (:func:`~calogen.models.preprocess.energy_groups`).
@@ -268,6 +368,7 @@ class Occupancy(nn.Module):
         self.register_buffer("members", torch.from_numpy(members), persistent=False)
         self.register_buffer("slots", torch.from_numpy(slots), persistent=False)
         self.register_buffer("sizes", torch.from_numpy(np.bincount(groups)), persistent=False)
+        self.register_buffer("positions", torch.from_numpy(ring_positions(geometry)), persistent=False)
 
     def for_solver(self, sampler: str, nfe: int) -> Occupancy:
         """This stage with the spectrum settings fitted for the shape network's ``sampler`` at ``nfe`` (network shared)."""
@@ -308,6 +409,17 @@ class Occupancy(nn.Module):
         k = torch.arange(self.config.max_count + 1, device=targets.device, dtype=targets.dtype)
         return (k <= largest[:, :, None]) & ((k > 0) == (targets > 0)[:, :, None])
 
+    @property
+    def noise_parts(self) -> tuple[int, ...]:
+        """Sizes of the parts of the stage's standard-normal noise per shower: one value per ring (its count), then
+        for ``"sampled"`` placement one per voxel."""
+        return (self.n_groups, self.groups.shape[0]) if self.config.placement == "sampled" else (self.n_groups,)
+
+    @property
+    def noise_dim(self) -> int:
+        """Standard-normal noise values per shower (the sum of :attr:`noise_parts`)."""
+        return sum(self.noise_parts)
+
     def counts(self, targets: torch.Tensor, energies: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Hits ``(B, G)`` (integer-valued, float) drawn from the possible counts by inverse CDF of ``Phi(noise)``."""
         largest = self.largest(targets)
@@ -319,10 +431,12 @@ class Occupancy(nn.Module):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor, energies: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         targets = readout_targets(targets, self.threshold)
-        counts = self.counts(targets, energies, noise)
+        counts = self.counts(targets, energies, noise[:, : self.n_groups])
         c = self.config
         floor = self.floor_at_energies(energies.to(targets.dtype))
-        return occupy(logits, targets, counts, self.groups, self.members, threshold=self.threshold, floor=floor, gamma=c.gamma)
+        scores = logits + gumbel(noise[:, self.n_groups :]) if c.placement == "sampled" else None
+        return occupy(logits, targets, counts, self.groups, self.members, threshold=self.threshold, floor=floor, gamma=c.gamma,
+                      positions=self.positions if c.centre else None, scores=scores)  # fmt: skip
 
 
 # --- files --------------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ Two steps, both on training showers only:
    gets the ``hit_quantile`` of the training voxel energies above 0 as the stage's threshold). :class:`~calogen.models.occupancy.HitCountNet` learns
    ``p(k | T, E_inc)`` by cross-entropy over the possible counts (Adam, cosine learning rate,
    ``val_fraction`` of the showers held out; the weights with the best validation loss are kept).
-2. **Spectrum.** The model generates ring energies and logits for ``n_spectrum`` training energies;
-   counts are drawn from the fitted network, and ``gamma`` and the floor are chosen on a grid to
+2. **Spectrum.** The model generates ring energies and logits for ``n_spectrum`` training energies (a
+   direction-conditioned model at those showers' directions); counts are drawn from the fitted network, every
+   candidate is recentred when ``OccupancyConfig.centre`` is on (new fits), and ``gamma`` and the floor are chosen on a grid to
    minimise the separation power of the voxel-energy spectrum (49 log bins from the threshold, as in
    :mod:`calogen.eval.histograms`) against those training showers: the showers are split into
    ``n_bands`` equal bands of ``ln E_inc``, each band gets its best floor, ``gamma`` (shared)
@@ -38,7 +39,9 @@ import torch.nn.functional as F
 
 from calogen.errors import CalogenError
 from calogen.geometry import Geometry
-from calogen.models.occupancy import COUNT_SLACK, OCCUPANCY_FILES, Occupancy, OccupancyConfig, load_occupancy, occupy, save_occupancy
+from calogen.models.occupancy import (
+    COUNT_SLACK, OCCUPANCY_FILES, Occupancy, OccupancyConfig, gumbel, load_occupancy, occupy, save_occupancy,
+)  # fmt: skip
 from calogen.models.preprocess import energy_groups, group_sums
 from calogen.models.rescale import readout_targets
 
@@ -187,16 +190,19 @@ def fit_spectrum(
     targets = readout_targets(targets, t)
     with torch.no_grad():
         counts = occupancy.counts(targets, energies, torch.randn(targets.shape, generator=gen))
+        scores = logits + gumbel(torch.randn(logits.shape, generator=gen)) if occupancy.config.placement == "sampled" else None
     log_e = np.log(energies.numpy().reshape(-1).astype(np.float64))
     edges = np.linspace(log_e.min(), log_e.max(), settings.n_bands + 1)
     band = np.clip(np.searchsorted(edges[1:-1], log_e, side="right"), 0, settings.n_bands - 1)
     bands = [np.flatnonzero(band == b) for b in range(settings.n_bands) if (band == b).any()]
     floors = sorted({max(f, t) for f in settings.floors})
+    positions = occupancy.positions if occupancy.config.centre else None
     grid: dict[tuple[float, float], list[float]] = {}
     for gamma in settings.gammas:
         for floor in floors:
             with torch.no_grad():
-                x = occupy(logits, targets, counts, occupancy.groups, occupancy.members, threshold=t, floor=floor, gamma=gamma).numpy()
+                x = occupy(logits, targets, counts, occupancy.groups, occupancy.members, threshold=t, floor=floor, gamma=gamma,
+                           positions=positions, scores=scores).numpy()  # fmt: skip
             grid[(gamma, floor)] = [spectrum_separation(reference[rows], x[rows], t) for rows in bands]
     def best_floors(gamma: float) -> list[tuple[float, float]]:
         return [min(((grid[(gamma, f)][b], f) for f in floors)) for b in range(len(bands))]
@@ -207,7 +213,8 @@ def fit_spectrum(
     occupancy.configure(config)
     with torch.no_grad():
         x = occupy(logits, targets, counts, occupancy.groups, occupancy.members, threshold=t,
-                   floor=occupancy.floor_at_energies(energies.to(targets.dtype)), gamma=gamma).numpy()  # fmt: skip
+                   floor=occupancy.floor_at_energies(energies.to(targets.dtype)), gamma=gamma, positions=positions,
+                   scores=scores).numpy()  # fmt: skip
     return {
         "gamma": gamma, "floor": list(config.floor), "floor_energies": list(config.floor_energies),
         "separation": spectrum_separation(reference, x, t),
@@ -217,10 +224,12 @@ def fit_spectrum(
 
 
 def _stages(
-    model: Any, nfe: int, energies: np.ndarray, noise: tuple[np.ndarray, np.ndarray], source: np.ndarray | None = None
+    model: Any, nfe: int, energies: np.ndarray, noise: tuple[np.ndarray, np.ndarray], source: np.ndarray | None = None,
+    directions: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """Ring energies, voxel logits and incident energies the model generates at ``nfe`` (:func:`fit_spectrum`'s
-    ``stages``); a refiner's shape flow starts at the FastSim showers ``source (N, voxels)`` MeV."""
+    ``stages``); a refiner's shape flow starts at the FastSim showers ``source (N, voxels)`` MeV. A model conditioned on
+    the direction generates at ``directions (N, 2)`` rad (None: its default direction)."""
     from calogen.models.generator import EVALUATION_CHUNK
 
     module = model.export_module(nfe, model.sampler)
@@ -229,7 +238,8 @@ def _stages(
     with torch.inference_mode():
         for s in range(0, energies.shape[0], EVALUATION_CHUNK):
             sl = slice(s, s + EVALUATION_CHUNK)
-            targets, _, logits = module.stages(*(torch.from_numpy(a[sl]) for a in inputs))
+            d = None if directions is None else torch.from_numpy(np.ascontiguousarray(directions[sl], dtype=np.float32))
+            targets, _, logits = module.stages(*(torch.from_numpy(a[sl]) for a in inputs), directions=d)
             parts.append((targets, logits))
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), torch.from_numpy(energies)
 
@@ -270,7 +280,7 @@ def _counts_of(directory: str | os.PathLike[str], geometry: Geometry | CellGeome
 
 def fit_occupancy(
     model_dir: str | os.PathLike[str], data: str | os.PathLike[str], *, out: str | os.PathLike[str] | None = None,
-    n_showers: int | None = None, config: OccupancyConfig = OccupancyConfig(), settings: FitSettings = FitSettings(),
+    n_showers: int | None = None, config: OccupancyConfig = OccupancyConfig(centre=True), settings: FitSettings = FitSettings(),
     log: Any = None, counts_from: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Fit the occupancy stage of a trained model to its training showers and add it to the model directory.
@@ -281,7 +291,8 @@ def fit_occupancy(
         data: its training showers (CaloChallenge HDF5); the first ``n_showers`` (default: all) are used.
         out: write a copy of the model (without its training checkpoints) with the stage here (default: add it to ``model_dir``).
         n_showers: showers to use.
-        config: network settings (``max_count`` is set to the geometry's most alpha bins).
+        config: network settings (``max_count`` is set to the geometry's most alpha bins); its ``centre`` and
+            ``placement`` also apply to a ``counts_from`` stage.
         settings: fit settings.
         log: callable receiving progress lines.
         counts_from: take the count network from the occupancy stage of this model directory (same geometry;
@@ -306,15 +317,17 @@ def fit_occupancy(
         counts_record = fit_counts(occupancy, energies, showers.showers, settings, log=log)
     else:
         occupancy, counts_record = _counts_of(counts_from, model.geometry)
+        occupancy.configure(dataclasses.replace(occupancy.config, centre=config.centre, placement=config.placement))
     m = min(settings.n_spectrum, n)
     e = energies[:m].astype(np.float32).reshape(-1, 1)
     flow, source = _flow_and_source(model, e, settings.seed)
     noise = flow.draw_noise(m, seed=settings.seed)
+    directions = showers.directions[:m] if source is None and flow.config.directions and showers.directions is not None else None
     default = f"{model.sampler}:{model.nfe}"
     records: dict[str, dict[str, Any]] = {}
     for nfe in [*sorted(set(settings.nfes) - {model.nfe}), model.nfe]:  # the default last: it stays configured
         key = f"{model.sampler}:{nfe}"
-        record = records[key] = fit_spectrum(occupancy, _stages(flow, nfe, e, noise, source), showers.showers[:m], settings)
+        record = records[key] = fit_spectrum(occupancy, _stages(flow, nfe, e, noise, source, directions), showers.showers[:m], settings)
         if log is not None:
             log(f"occupancy spectrum at NFE {nfe}: gamma {record['gamma']}, floors {record['floor']} MeV at "
                 f"{record['floor_energies']} MeV, separation {record['separation']:.4f} on {m} training showers")  # fmt: skip
