@@ -79,6 +79,8 @@ def test_directions_per_shower_and_range(trained):
     d = np.array([[THETA, 0.0], [THETA, math.pi]])
     both = model.sample(np.full(2, 1e4), seed=2, directions=d)
     assert both.tobytes() == model.sample(np.full(2, 1e4), seed=2, directions=d).tobytes()
+    one = model.sample(np.full(1, 1e4), seed=2, directions=np.array([THETA, 0.0]))  # one (2,) pair for one shower
+    assert one.tobytes() == model.sample(np.full(1, 1e4), seed=2, directions=d[:1]).tobytes()
     with pytest.raises(CalogenError, match="out of range"):
         model.sample(np.full(2, 1e4), seed=2, directions=np.array([2.0, 0.0]))
     with pytest.raises(CalogenError, match="one per shower"):

@@ -113,7 +113,7 @@ def check_directions(directions: np.ndarray, n: int) -> np.ndarray:
             f"direction {i} (theta {theta[i]:.4g} rad, phi {phi[i]:.4g} rad) is out of range; "
             "need 0 <= theta < pi/2 (polar angle to the layer normal) and |phi| <= 2 pi"
         )
-    return np.ascontiguousarray(d)
+    return np.array(d, order="C")  # a writable copy (a broadcast (2,) pair is a read-only view)
 
 
 def same_direction(directions: np.ndarray, direction: tuple[float, float], tolerance: float = 1e-6) -> bool:
