@@ -65,6 +65,7 @@ __all__ = [
     "HIGH_LEVEL_COLUMNS",
     "compute_features",
     "features_from_file",
+    "high_level_blocks",
     "high_level_column_names",
     "high_level_vector",
 ]
@@ -540,7 +541,7 @@ HIGH_LEVEL_COLUMNS = ("official", "pre-2023")
 that the official code used before sparsity and radial moments were added (Nov 2023)."""
 
 
-def _high_level_blocks(geometry: Geometry, columns: str) -> list[tuple[str, tuple[int, ...] | None]]:
+def high_level_blocks(geometry: Geometry, columns: str) -> list[tuple[str, tuple[int, ...] | None]]:
     """``(feature, layers)`` blocks of the vector in official order; ``layers`` None for one column."""
     if columns not in HIGH_LEVEL_COLUMNS:
         raise FeatureError(f"unknown high-level column set {columns!r}; choose one of {HIGH_LEVEL_COLUMNS}")
@@ -556,7 +557,7 @@ def _high_level_blocks(geometry: Geometry, columns: str) -> list[tuple[str, tupl
 
 def high_level_column_names(geometry: Geometry, columns: str = "official") -> list[str]:
     """Names of the :func:`high_level_vector` columns, e.g. ``log10_e_inc``, ``eta_centre_12``, ``sparsity_0``."""
-    return [name if layers is None else f"{name}_{i}" for name, layers in _high_level_blocks(geometry, columns)
+    return [name if layers is None else f"{name}_{i}" for name, layers in high_level_blocks(geometry, columns)
             for i in (layers if layers is not None else (None,))]  # fmt: skip
 
 
@@ -585,7 +586,7 @@ def high_level_vector(features: ShowerFeatures, *, columns: str = "official") ->
         "sparsity": features.sparsity,
     }
     parts = []
-    for name, layers in _high_level_blocks(features.geometry, columns):
+    for name, layers in high_level_blocks(features.geometry, columns):
         if name in per_shower:
             values = per_shower[name]
             parts.append(values if layers is None else values[:, list(layers)])
