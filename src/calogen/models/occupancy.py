@@ -25,7 +25,8 @@ threshold cut of :func:`~calogen.models.rescale.cut_and_rescale` when a model ha
    evaluations, so ``gamma`` and the floor are fitted per solver (``spectra``, keyed ``"euler:4"``);
    :meth:`Occupancy.for_solver` picks them, and a solver without its own uses the default pair.
 4. **Centres** (``OccupancyConfig.centre``, on in new fits). ``gamma < 1`` also pulls each ring's centre of
-   energy toward the ring's centre: a DS2 model at 15 degrees lost 40% of the centre offset in its first layers.
+   energy toward the ring's centre (a DS2 model at 15 degrees: layer 2's offset 0.70 mm from the networks, 0.51
+   mm after the stage, MC 0.88; docs/directions.md).
    :func:`recentre` tilts each ring's energy above ``f_g`` linearly in x and y until its centre is that of
    ``sigmoid(x_i)`` over the kept voxels, keeping ``T_g`` and every voxel at least ``f_g``.
 
@@ -211,7 +212,7 @@ def occupy(
     threshold: float, floor: float | torch.Tensor, gamma: float, positions: torch.Tensor | None = None,
     scores: torch.Tensor | None = None,
 ) -> torch.Tensor:  # fmt: skip
-    """Showers ``(B, voxels)`` MeV: ``counts`` voxels per group hold exactly ``targets`` (module docstring, steps 2-3).
+    """Showers ``(B, voxels)`` MeV: ``counts`` voxels per group hold exactly ``targets`` (module docstring, steps 2-4).
 
     Args:
         logits: ``(B, voxels)`` the shape network's voxel logits (order and weights).
@@ -260,7 +261,8 @@ def recentre(
     Each kept voxel's energy above its ring's ``base (B, G)`` is multiplied by ``1 + lambda . (p - m)`` (``p`` its
     :func:`ring_positions` row, ``m`` the centre of the energies above base), ``lambda`` solved per ring; the tilt is
     scaled down where it would take a voxel below its base, so rings keep their sums and every kept voxel at least
-    its base. Rings of one voxel, or whose kept voxels all lie on a line through their centre, tilt along that line only.
+    its base. Along a direction in which the kept voxels hardly spread (one voxel, two, or a tight cluster) the ridge
+    of the solve leaves the centre short rather than tilt steeply.
     """
     n_groups = base.shape[1]
     tiny = torch.finfo(showers.dtype).tiny
