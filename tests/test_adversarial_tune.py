@@ -111,3 +111,20 @@ def test_bad_requests_are_one_line_errors(model, tmp_path, capsys):
     assert "Traceback" not in err and not (tmp_path / "o").exists()
     with pytest.raises(TuneError, match="networks"):
         TuneSettings(networks=("shape", "shape"))
+
+
+def test_a_direction_conditioned_model_is_tuned_at_its_training_directions(tmp_path):
+    from calogen.io import write_showers
+    from calogen.train.config import Preset
+
+    e, showers = toy_showers(TINY, 120, seed=4, e_range=(1e3, 1e4))
+    directions = np.stack([np.linspace(0, 0.5, 120), np.zeros(120)], axis=1).astype(np.float32)
+    write_showers(tmp_path / "train.h5", e, showers, directions=directions)
+    preset = Preset.from_dict("tiny-directions", {"model": {"directions": True}}, base=Preset.resolve("tiny"))
+    train(tmp_path / "train.h5", "tiny", preset, tmp_path / "run", max_steps=5)
+    reference, _, got = _reference(load(tmp_path / "run"), tmp_path / "train.h5", None)
+    assert reference.shape[1] == 42 + 3  # the 42 columns of the tiny vector, then the unit vector of the direction
+    np.testing.assert_allclose(reference[:, -1], np.cos(directions[:, 0]), rtol=1e-6)
+    np.testing.assert_array_equal(got, directions)
+    tune_adversarial(tmp_path / "run", tmp_path / "train.h5", tmp_path / "tuned", settings=QUICK)
+    assert load(tmp_path / "tuned").sample(np.full(2, 5e3), seed=1, directions=np.array([0.3, 0.0])).shape == (2, TINY.n_voxels)

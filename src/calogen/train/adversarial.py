@@ -43,6 +43,7 @@ from torch import nn
 from calogen.errors import CalogenError
 from calogen.generator import derive_seed
 from calogen.io import file_sha256
+from calogen.models.preprocess import direction_features
 from calogen.train.checkpoint import atomic_write_json, atomic_write_tensors, latest_checkpoint, optimizer_from_flat, optimizer_to_flat, write_checkpoint
 from calogen.train.high_level import HighLevelVector
 
@@ -78,10 +79,10 @@ class TuneSettings:
 
     steps: int = 600
     batch_size: int = 128
-    lr: float = 2e-5
-    critic_lr: float = 2e-4
-    critic_steps: int = 1
-    replay: int = 0
+    lr: float = 3e-5
+    critic_lr: float = 3e-4
+    critic_steps: int = 4
+    replay: int = 4096
     anchor: float = 10.0
     r1: float = 1.0
     ema_decay: float = 0.99
@@ -145,9 +146,13 @@ class _Tuner:
         self.replay = torch.empty(0, reference.shape[1])
         self.energy_noise = model.draw_noise(1, seed=0)[0].shape[1]
 
-    def _standardised(self, energies: torch.Tensor, showers: torch.Tensor) -> torch.Tensor:
+    def _standardised(self, energies: torch.Tensor, showers: torch.Tensor, directions: torch.Tensor | None = None) -> torch.Tensor:
+        """The critic's input: the standardised vector, followed by the unit vector of the direction when there is one."""
         mean, scale = torch.from_numpy(self.mean.astype(np.float32)), torch.from_numpy(self.scale.astype(np.float32))
-        return torch.nan_to_num((self.vector(energies, showers) - mean) / scale)
+        vector = self.vector(energies, showers)
+        if directions is not None:
+            vector = torch.cat([vector, direction_features(directions)], dim=1)
+        return torch.nan_to_num((vector - mean) / scale)
 
     def step(self, step: int) -> dict[str, float]:
         """One generator step (and its critic steps) with the draws of ``derive_seed(seed, step)``."""
@@ -160,7 +165,7 @@ class _Tuner:
         noise_energy = torch.randn((b, self.energy_noise), generator=gen)
         noise_shape = torch.randn((b, self.model.geometry.n_voxels), generator=gen)
         targets, raw, logits = self.pipe.stages(e, noise_energy, noise_shape, directions=d)
-        fake = self._standardised(e, self.pipe.finish(targets, raw, logits, e, noise_energy))
+        fake = self._standardised(e, self.pipe.finish(targets, raw, logits, e, noise_energy), d)
         real = self.reference[torch.from_numpy(rng.integers(0, len(self.reference), (s.critic_steps, b)))]
         if s.replay:
             self.replay = torch.cat([fake.detach(), self.replay])[: s.replay]
@@ -216,7 +221,8 @@ class _Tuner:
 
 
 def _reference(model: Any, data: Path, n_showers: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """The training showers' high-level vectors, incident energies and (for a direction-conditioned model) directions."""
+    """The training showers' high-level vectors, incident energies and (for a direction-conditioned model) directions,
+    whose unit vectors then follow the high-level columns: the critic compares showers at equal directions."""
     from calogen.features import compute_features, high_level_vector
     from calogen.io import ShowerFile
 
@@ -226,6 +232,8 @@ def _reference(model: Any, data: Path, n_showers: int | None) -> tuple[np.ndarra
     energies = showers.energies.reshape(-1)
     vector = high_level_vector(compute_features(energies, showers.showers, model.geometry)).astype(np.float32)
     directions = showers.directions if model.config.directions else None
+    if directions is not None:
+        vector = np.concatenate([vector, direction_features(torch.from_numpy(directions.astype(np.float32))).numpy()], axis=1)
     return vector, energies, directions
 
 
