@@ -60,6 +60,7 @@ def test_fitted_stage_takes_hits_to_the_training_data_and_keeps_ring_energies(ce
     t = occ.occupancy.threshold
     assert t == pytest.approx(np.quantile(v[v > 0].astype(np.float64), 0.01)) and t > 0  # the geometry has no threshold
     assert occ.occupancy.config.max_count == 12  # the largest hexagonal ring of tiny-hex
+    assert occ.occupancy.config.centre is False  # new fits tilt ring centres on cylindrical geometries only
     e = np.geomspace(1.5e3, 8e4, 200)
     a, b = plain.sample(e, seed=3), occ.sample(e, seed=3)
     data, hits_plain, hits_occ = (v > 0).sum(1).mean(), (a > 0).sum(1).mean(), (b > 0).sum(1).mean()

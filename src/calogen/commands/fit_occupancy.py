@@ -43,9 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="grid of least hit energies (MeV) of the spectrum fit (default: 0 0.3 0.6 1 1.5 2 3; cell geometries "
                              "with hits of tens of MeV need larger ones)")
     parser.add_argument("--seed", type=seed_int, default=0, help="seed of the fit (default: 0)")
-    parser.add_argument("--no-centre", dest="centre", action="store_false",
-                        help="leave each ring's centre of energy where the gamma flattening puts it (the stage before 2026-12-06; "
-                             "default: restore the shape network's centre)")
+    centre = parser.add_mutually_exclusive_group()
+    centre.add_argument("--centre", dest="centre", action="store_const", const=True,
+                        help="restore each ring's centre of energy to the shape network's after the gamma flattening "
+                             "(default for cylindrical geometries)")
+    centre.add_argument("--no-centre", dest="centre", action="store_const", const=False,
+                        help="leave it where the flattening puts it (the stage before 2026-12-06; default for cell geometries)")
     parser.add_argument("--placement", choices=("largest", "sampled"), default="largest",  # occupancy.PLACEMENTS (torch loads lazily)
                         help="which voxels of a ring hold its hits: the largest logits, or drawn weighted by exp(logit) "
                              "(hits move from shower to shower; one more noise value per voxel) (default: largest)")
@@ -61,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
     settings = FitSettings(steps=args.steps, n_spectrum=args.spectrum_showers, seed=args.seed, nfes=tuple(args.nfe),
                            **({"floors": tuple(args.floors)} if args.floors else {}))  # fmt: skip
     record = fit_occupancy(args.model, args.data, out=args.out, n_showers=args.n_showers, settings=settings,
-                           config=OccupancyConfig(centre=args.centre, placement=args.placement), log=lambda line: print(line, file=sys.stderr),
-                           counts_from=args.counts_from)  # fmt: skip
+                           config=OccupancyConfig(placement=args.placement), log=lambda line: print(line, file=sys.stderr),
+                           counts_from=args.counts_from, centre=args.centre)  # fmt: skip
     spectrum = record["spectrum"]
     print(
         f"occupancy stage fitted on {record['n_showers']} showers: count NLL {record['counts'].get('best_val_nll_per_shower', float('nan')):.2f}/shower, "

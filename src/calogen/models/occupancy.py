@@ -24,11 +24,11 @@ threshold cut of :func:`~calogen.models.rescale.cut_and_rescale` when a model ha
    showers need a higher one. The spread of the logits grows with the number of shape-network
    evaluations, so ``gamma`` and the floor are fitted per solver (``spectra``, keyed ``"euler:4"``);
    :meth:`Occupancy.for_solver` picks them, and a solver without its own uses the default pair.
-4. **Centres** (``OccupancyConfig.centre``, on in new fits). ``gamma < 1`` also pulls each ring's centre of
-   energy toward the ring's centre (a DS2 model at 15 degrees: layer 2's offset 0.70 mm from the networks, 0.51
-   mm after the stage, MC 0.88; docs/directions.md).
-   :func:`recentre` tilts each ring's energy above ``f_g`` linearly in x and y until its centre is that of
-   ``sigmoid(x_i)`` over the kept voxels, keeping ``T_g`` and every voxel at least ``f_g``.
+4. **Centres** (``OccupancyConfig.centre``, on in new fits of cylindrical geometries). ``gamma < 1`` also
+   pulls each ring's centre of energy toward the ring's centre (a DS2 model at 15 degrees: layer 2's offset
+   0.70 mm from the networks, 0.51 mm after the stage, MC 0.88; docs/directions.md). :func:`recentre` tilts
+   each ring's energy above ``f_g`` linearly in x and y until its centre is that of ``sigmoid(x_i)`` over the
+   kept voxels, keeping ``T_g`` and every voxel at least ``f_g``.
 
 The threshold ``t`` is the geometry's readout threshold. A geometry that records every deposit above 0
 MeV (the cell geometries) has none, so the stage gets its own (``OccupancyConfig.threshold``, fitted to a low

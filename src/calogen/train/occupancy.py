@@ -9,7 +9,7 @@ Two steps, both on training showers only:
    ``val_fraction`` of the showers held out; the weights with the best validation loss are kept).
 2. **Spectrum.** The model generates ring energies and logits for ``n_spectrum`` training energies (a
    direction-conditioned model at those showers' directions); counts are drawn from the fitted network, every
-   candidate is recentred when ``OccupancyConfig.centre`` is on (new fits), and ``gamma`` and the floor are chosen on a grid to
+   candidate is recentred when ``OccupancyConfig.centre`` is on (new fits of cylindrical geometries), and ``gamma`` and the floor are chosen on a grid to
    minimise the separation power of the voxel-energy spectrum (49 log bins from the threshold, as in
    :mod:`calogen.eval.histograms`) against those training showers: the showers are split into
    ``n_bands`` equal bands of ``ln E_inc``, each band gets its best floor, ``gamma`` (shared)
@@ -280,8 +280,8 @@ def _counts_of(directory: str | os.PathLike[str], geometry: Geometry | CellGeome
 
 def fit_occupancy(
     model_dir: str | os.PathLike[str], data: str | os.PathLike[str], *, out: str | os.PathLike[str] | None = None,
-    n_showers: int | None = None, config: OccupancyConfig = OccupancyConfig(centre=True), settings: FitSettings = FitSettings(),
-    log: Any = None, counts_from: str | os.PathLike[str] | None = None,
+    n_showers: int | None = None, config: OccupancyConfig = OccupancyConfig(), settings: FitSettings = FitSettings(),
+    log: Any = None, counts_from: str | os.PathLike[str] | None = None, centre: bool | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Fit the occupancy stage of a trained model to its training showers and add it to the model directory.
 
@@ -291,12 +291,14 @@ def fit_occupancy(
         data: its training showers (CaloChallenge HDF5); the first ``n_showers`` (default: all) are used.
         out: write a copy of the model (without its training checkpoints) with the stage here (default: add it to ``model_dir``).
         n_showers: showers to use.
-        config: network settings (``max_count`` is set to the geometry's most alpha bins); its ``centre`` and
-            ``placement`` also apply to a ``counts_from`` stage.
+        config: network settings (``max_count`` is set to the geometry's most alpha bins); its ``placement`` also
+            applies to a ``counts_from`` stage.
         settings: fit settings.
         log: callable receiving progress lines.
         counts_from: take the count network from the occupancy stage of this model directory (same geometry;
             for a student, its teacher: the counts depend on ring energies alone) and fit only the spectra.
+        centre: ``OccupancyConfig.centre`` of the new stage; None: on for a cylindrical geometry, off for a cell
+            geometry (on ``hgcal-like`` the tilt pushed the spectrum fit to its grid's edge: docs/geometries.md).
 
     Returns:
         the provenance record written into ``occupancy.json``.
@@ -309,6 +311,7 @@ def fit_occupancy(
         n = f.n_showers if n_showers is None else min(n_showers, f.n_showers)
         showers = f.read(0, n)
     energies = showers.energies.reshape(-1)
+    config = dataclasses.replace(config, centre=model.geometry.kind != "cells" if centre is None else centre)
     if counts_from is None:
         max_count = int(np.bincount(energy_groups(model.geometry, "rings")).max())  # the largest ring
         threshold = hit_threshold(model.geometry, showers.showers, settings.hit_quantile)
