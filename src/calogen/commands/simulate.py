@@ -129,10 +129,6 @@ def run(args: argparse.Namespace) -> int:
     if not incidence.is_normal:  # normal incidence keeps today's options, and so the same bytes
         options["incidence"] = incidence
     spec = engine_spec(args.engine, args.geometry, args.particle, **options)
-    if args.engine == "gflash" and "params" not in options:  # the default set is part of the run (resume compares it)
-        from calogen.sim.gflash_params import default_parameters
-
-        spec = engine_spec(args.engine, spec.geometry, spec.particle, params=default_parameters(spec.geometry.kind, spec.particle), **options)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     shard = shard_of(args)
     with executor_of(args) as executor:

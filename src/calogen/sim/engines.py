@@ -161,7 +161,13 @@ def engine_spec(
     """
     if name not in ENGINES:
         raise EngineError(f"unknown engine {name!r}; choose one of {sorted(ENGINES)}")
-    spec = EngineSpec(name, ENGINES[name], resolve_geometry(geometry), canonical_particle(particle), dict(options))
+    geometry, particle = resolve_geometry(geometry), canonical_particle(particle)
+    options = dict(options)
+    if name == "gflash" and "params" not in options:  # the default set is part of the recipe: resume and merge compare it
+        from calogen.sim.gflash_params import default_parameters
+
+        options["params"] = default_parameters(geometry.kind, particle)
+    spec = EngineSpec(name, ENGINES[name], geometry, particle, options)
     _jsonable(spec.options)
     return spec
 
