@@ -123,7 +123,9 @@ def test_ddml_config_from_environment() -> None:
     config = DDMLConfig.from_env(env)
     assert (config.model, config.nfe, config.seed, config.input_layout, config.output_order) == ("/models/x", 4, 0, "calodit", "calochallenge")
     assert DDMLConfig.from_env({"CALOGEN_MODEL": "/a", "DDML_MODEL_PATH": "/b"}).model == "/a"
-    assert Path(DDMLConfig.from_env({}).model) == SHIPPED.resolve() and DDMLConfig.from_env({}).input_layout == "vae"
+    default = Path(DDMLConfig.from_env({}).model)  # the shipped default model (the tuned one-step student)
+    assert default == SHIPPED.with_name("cpu-small-ds2-student").resolve() and DDMLConfig.from_env({}).input_layout == "vae"
+    assert calogen.load(default).config.objective == "consistency"
     with pytest.raises(CalogenError, match="CALOGEN_INPUT_LAYOUT"):
         DDMLConfig.from_env({"CALOGEN_INPUT_LAYOUT": "gan"})
     with pytest.raises(CalogenError, match="CALOGEN_NFE"):

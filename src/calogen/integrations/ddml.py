@@ -22,7 +22,7 @@ Configuration comes from the environment, read at the first call:
 
 =============================  ===================================================================
 ``CALOGEN_MODEL``              model directory; else ``DDML_MODEL_PATH`` (set by DDML's ``ModelPath``
-                               property); else the shipped ``cpu-small-ds2`` model
+                               property); else the shipped ``cpu-small-ds2-student`` model
 ``CALOGEN_INPUT_LAYOUT``       ``vae`` (default) or ``calodit``
 ``CALOGEN_OUTPUT_ORDER``       ``par04`` (default) or ``calochallenge``
 ``CALOGEN_NFE``                network evaluations per shower (default: the model's)
@@ -54,7 +54,7 @@ from calogen.integrations.par04 import PAR04_MAX_ENERGY_MEV, VAE_CONDITION_SIZE,
 
 __all__ = ["SHIPPED_MODEL", "DDMLConfig", "make_run_inference", "run_inference"]
 
-SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "data" / "pretrained" / "cpu-small-ds2"
+SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "data" / "pretrained" / "cpu-small-ds2-student"
 """The model used when neither ``CALOGEN_MODEL`` nor ``DDML_MODEL_PATH`` is set."""
 
 _LAYOUTS = ("vae", "calodit")

@@ -8,7 +8,7 @@ generator towards the training showers on exactly those features:
   evaluation's cls-high and FPD input), learns to tell generated from training showers (logistic loss, an R1
   gradient penalty on the training showers, optionally extra steps on a replay buffer of earlier generated
   vectors);
-* the generator's networks (``networks``: shape, energy, radial) are moved to fool it through the whole
+* the generator's networks (``networks``: shape and radial by default, the energy network too on request) are moved to fool it through the whole
   pipeline at the model's own sampler and NFE, occupancy stage included (which voxels are hit is not
   differentiable, how their ring's energy is shared is), plus ``anchor`` times the squared distance of their
   outputs (shape logits, ``log1p`` of the group energies) to the starting model's on the same noise, which keeps
@@ -72,7 +72,8 @@ class TuneSettings:
         anchor: weight of the distance to the starting model's outputs.
         r1: weight of the R1 penalty (squared gradient of the critic on training showers).
         ema_decay: decay of the moving average that is written.
-        networks: which of :data:`NETWORKS` are tuned.
+        networks: which of :data:`NETWORKS` are tuned (default shape and radial: tuning the energy network
+            moved E_tot/E_inc, docs/training.md).
         checkpoint_every: steps between checkpoints.
         seed: seed of the critic's initialisation and of every step's draws.
     """
@@ -86,7 +87,7 @@ class TuneSettings:
     anchor: float = 10.0
     r1: float = 1.0
     ema_decay: float = 0.99
-    networks: tuple[str, ...] = NETWORKS
+    networks: tuple[str, ...] = ("shape", "radial")
     checkpoint_every: int = 100
     seed: int = 0
 
