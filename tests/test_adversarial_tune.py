@@ -107,7 +107,9 @@ def test_bad_requests_are_one_line_errors(model, tmp_path, capsys):
     base = ["tune-adversarial", str(model / "run"), "--out", str(tmp_path / "o")]
     assert main([*base, "--data", str(tmp_path / "missing.h5")]) == 2
     assert main([*base, "--data", str(model / "train.h5"), "--steps", "0"]) == 2
+    assert main([*base, "--data", str(model / "train.h5"), "--lr", "-1"]) == 2
     err = capsys.readouterr().err
+    assert "expected a finite number >= 0, got '-1'" in err
     assert "Traceback" not in err and not (tmp_path / "o").exists()
     with pytest.raises(TuneError, match="networks"):
         TuneSettings(networks=("shape", "shape"))

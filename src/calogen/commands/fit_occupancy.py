@@ -9,24 +9,12 @@ Example:
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
-from calogen.commands._types import positive_int, seed_int
+from calogen.commands._types import nonnegative, positive_int, seed_int
 
 NAME = "fit-occupancy"
 HELP = "fit the occupancy stage (hits per ring and their energies) of a trained model to its training showers"
-
-
-def _energy(text: str) -> float:
-    """An energy in MeV: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an energy in MeV, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite energy >= 0 MeV, got {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spectrum-showers", type=positive_int, default=2000, help="showers generated to fit floor and gamma (default: 2000)")
     parser.add_argument("--nfe", type=positive_int, nargs="+", default=[1, 2, 4, 8], metavar="N",
                         help="NFEs of the model's sampler that get their own spectrum fit, besides its default (default: 1 2 4 8)")
-    parser.add_argument("--floors", type=_energy, nargs="+", metavar="MEV",
+    parser.add_argument("--floors", type=nonnegative("energy", " MeV"), nargs="+", metavar="MEV",
                         help="grid of least hit energies (MeV) of the spectrum fit (default: 0 0.3 0.6 1 1.5 2 3; cell geometries "
                              "with hits of tens of MeV need larger ones)")
     parser.add_argument("--seed", type=seed_int, default=0, help="seed of the fit (default: 0)")

@@ -8,24 +8,12 @@ Example:
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
-from calogen.commands._types import positive_int, seed_int
+from calogen.commands._types import nonnegative, positive_int, seed_int
 
 NAME = "tune-adversarial"
 HELP = "tune a trained model against a critic of its high-level features (training showers only); writes a new model directory"
-
-
-def _rate(text: str) -> float:
-    """A finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-showers", type=positive_int, metavar="N", help="use the first N training showers (default: all)")
     parser.add_argument("--steps", type=positive_int, default=default.steps, help=f"generator steps (default: {default.steps})")
     parser.add_argument("--batch-size", type=positive_int, default=default.batch_size, help=f"showers per step (default: {default.batch_size})")
-    parser.add_argument("--lr", type=_rate, default=default.lr, help=f"generator learning rate (default: {default.lr})")
-    parser.add_argument("--anchor", type=_rate, default=default.anchor,
+    parser.add_argument("--lr", type=nonnegative(), default=default.lr, help=f"generator learning rate (default: {default.lr})")
+    parser.add_argument("--anchor", type=nonnegative(), default=default.anchor,
                         help=f"weight of the distance to the starting model's outputs (default: {default.anchor})")
     parser.add_argument("--networks", nargs="+", choices=NETWORKS, default=list(default.networks),
                         help=f"networks to tune (default: {' '.join(default.networks)})")
