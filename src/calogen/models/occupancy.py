@@ -187,10 +187,14 @@ def floor_at(energies: torch.Tensor, values: torch.Tensor, log_nodes: torch.Tens
     return values[i] * (1 - w) + values[i + 1] * w
 
 
+def _normal_cdf(noise: torch.Tensor) -> torch.Tensor:
+    """``Phi(z)``: the uniform values that standard-normal ``noise`` stands for (counts and placement draw from them)."""
+    return 0.5 * (1 + torch.erf(noise / math.sqrt(2)))
+
+
 def gumbel(noise: torch.Tensor) -> torch.Tensor:
     """Standard Gumbel values from standard-normal ``noise``: ``-log(-log(Phi(z)))``, ``Phi`` kept inside ``[1e-7, 1 - 1e-7]``."""
-    u = (0.5 * (1 + torch.erf(noise / math.sqrt(2)))).clamp(1e-7, 1 - 1e-7)
-    return -torch.log(-torch.log(u))
+    return -torch.log(-torch.log(_normal_cdf(noise).clamp(1e-7, 1 - 1e-7)))
 
 
 def keep_largest(scores: torch.Tensor, counts: torch.Tensor, groups: torch.Tensor, members: torch.Tensor) -> torch.Tensor:
@@ -427,7 +431,7 @@ class Occupancy(nn.Module):
         largest = self.largest(targets)
         logits = self.logits(targets, energies).to(targets.dtype).masked_fill(~self.possible(targets, largest), -torch.inf)
         cdf = torch.softmax(logits, dim=2).cumsum(dim=2)
-        u = 0.5 * (1 + torch.erf(noise / math.sqrt(2)))
+        u = _normal_cdf(noise)
         drawn = (cdf < u[:, :, None] * cdf[:, :, -1:]).sum(dim=2).to(targets.dtype)
         return torch.minimum(drawn, largest)  # rounding can leave u above the last step of the CDF: the largest count then
 

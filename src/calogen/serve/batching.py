@@ -175,7 +175,7 @@ class DynamicBatcher:
         if not 1 <= energies.size <= self.config.max_batch_size:
             raise InferenceError(f"a request needs 1 to {self.config.max_batch_size} energies, got {energies.size}")
         if directions is not None:
-            directions = np.array(directions, dtype=np.float64)  # a writable copy: torch refuses read-only views
+            directions = np.asarray(directions, dtype=np.float64)
             if directions.shape != (energies.size, 2):
                 raise InferenceError(f"a request needs one (theta, phi) per energy, ({energies.size}, 2); got directions of shape {directions.shape}")
         now = time.monotonic()
