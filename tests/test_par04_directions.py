@@ -1,4 +1,4 @@
-"""The Par04 graph of a direction-conditioned model: Par04's polar angle becomes calogen's incident direction."""
+"""The Par04 graph and the DDML backend of a direction-conditioned model: Par04's polar angle becomes calogen's incident direction."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from _model_data import one_thread, toy_showers  # noqa: F401
 
 from calogen.errors import CalogenError
 from calogen.geometry import Geometry
-from calogen.integrations.par04 import from_par04_order, layer_direction, par04_directions, vae_input
+from calogen.integrations.ddml import DDMLConfig, make_run_inference
+from calogen.integrations.par04 import calodit_input, from_par04_order, layer_direction, par04_directions, to_par04_order, vae_input
 from calogen.integrations.par04_graph import PAR04_INPUT, PAR04_OUTPUT, export_par04
 from calogen.io import write_showers
 from calogen.models.generator import FlowModel, load
@@ -30,7 +31,7 @@ FORWARD, BACKWARD = 1.0, 2.0
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> FlowModel:
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model conditioned on the direction, trained a few steps on toy showers at random directions."""
     root = tmp_path_factory.mktemp("par04-directions")
     geometry = Geometry.builtin("tiny")
@@ -40,7 +41,12 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> FlowModel:
     write_showers(root / "train.h5", e, v, directions=d)
     settings = {"model": {"directions": True}, "train": {"max_steps": 5, "eval_every": 5, "checkpoint_every": 5}}
     train(root / "train.h5", geometry, Preset.from_dict("directed", settings, base=Preset.resolve("tiny")), root / "model")
-    directed = load(root / "model")
+    return root / "model"
+
+
+@pytest.fixture(scope="module")
+def model(model_dir: Path) -> FlowModel:
+    directed = load(model_dir)
     assert directed.config.directions and directed.default_direction == (0.0, 0.0)
     return directed
 
@@ -96,3 +102,31 @@ def test_par04_angle_along_the_beam_is_refused(theta_p: float) -> None:
         par04_directions(theta_p, 1)
     with pytest.raises(CalogenError, match="one per shower"):
         par04_directions(np.full(2, math.pi / 2), 3)
+
+
+# --- DDML -------------------------------------------------------------------------------------------------------
+def test_ddml_vae_layout_generates_at_the_par04_angle(model_dir: Path, model: FlowModel) -> None:
+    """DDML's latent is the noise and its angle the direction: the answer equals ``sample_with_noise`` at that direction."""
+    infer = make_run_inference(DDMLConfig(model=str(model_dir)))
+    noise_energy, noise_shape = model.draw_noise(ENERGIES.size, seed=5)
+    got = {}
+    for theta in (FORWARD, BACKWARD):
+        got[theta] = infer([vae_input(ENERGIES, theta, np.hstack([noise_energy, noise_shape]))]).reshape(ENERGIES.size, -1)
+        want = model.sample_with_noise(ENERGIES, noise_energy, noise_shape, directions=par04_directions(theta, ENERGIES.size))
+        np.testing.assert_allclose(got[theta], to_par04_order(want / ENERGIES[:, None], model.geometry), rtol=1e-6, atol=1e-9)
+    assert np.abs(got[FORWARD] - got[BACKWARD]).max() > 1e-3 * np.abs(got[FORWARD]).max()  # the angle is not read past
+
+
+def test_ddml_calodit_layout_generates_at_the_par04_angle(model_dir: Path, model: FlowModel) -> None:
+    from calogen.generator import derive_seed
+
+    infer = make_run_inference(DDMLConfig(model=str(model_dir), input_layout="calodit", output_order="calochallenge", seed=4))
+    thetas = np.array([FORWARD, BACKWARD, math.pi / 2])
+    got = infer([calodit_input(ENERGIES, 0.3, thetas)]).reshape(ENERGIES.size, -1)
+    sent = thetas.astype(np.float32)  # DDML's tensors are float32
+    want = model.sample(ENERGIES, seed=derive_seed(4, 0), directions=par04_directions(sent, ENERGIES.size))
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(CalogenError, match="does not enter a barrel"):
+        infer([calodit_input(ENERGIES[:1], 0.0, 0.0)])
+    with pytest.raises(CalogenError, match="too short"):
+        infer([np.array([[50.0, 0.0]], dtype=np.float32)])

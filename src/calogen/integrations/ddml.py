@@ -14,7 +14,10 @@ Point ``PythonModule`` at ``calogen.integrations.ddml``. The first input holds o
 * ``calodit`` (``ParallelWorldCaloDiTModel``, CaloDiT-2's input): ``[E / GeV, phi, theta, one-hot]``;
   the answer is in MeV.
 
-Angles and geometry one-hots are read past: calogen's models are not conditioned on direction. Cells
+A model conditioned on the incident direction (``model.directions: true``) generates at the Par04 polar
+angle of each row (``theta`` to the beam axis, turned into calogen's direction by
+:func:`~calogen.integrations.par04.par04_directions`; an angle along the beam is refused); other models read
+the angle past, as they read the geometry one-hot past. Cells
 come in Par04's order r -> phi -> z (``CALOGEN_OUTPUT_ORDER=par04``, what both DDML classes read) or
 in CaloChallenge order z -> alpha -> r (``calochallenge``), showers one after another.
 
@@ -50,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from calogen.errors import CalogenError
-from calogen.integrations.par04 import PAR04_MAX_ENERGY_MEV, VAE_CONDITION_SIZE, par04_permutation
+from calogen.integrations.par04 import PAR04_MAX_ANGLE_DEG, PAR04_MAX_ENERGY_MEV, VAE_CONDITION_SIZE, par04_directions, par04_permutation
 
 __all__ = ["SHIPPED_MODEL", "DDMLConfig", "make_run_inference", "run_inference"]
 
@@ -113,9 +116,15 @@ def _rows(inputs: list[np.ndarray], layout: str) -> np.ndarray:
         raise CalogenError("DDML sent no input tensors; the first one must hold the shower conditions")
     first = np.asarray(inputs[0], dtype=np.float64)
     rows = first.reshape(1, -1) if first.ndim <= 1 else first.reshape(first.shape[0], -1)
-    if rows.shape[1] < (VAE_CONDITION_SIZE if layout == "vae" else 1):
+    if rows.shape[1] < (VAE_CONDITION_SIZE if layout == "vae" else 3):
         raise CalogenError(f"input rows of {rows.shape[1]} numbers are too short for CALOGEN_INPUT_LAYOUT={layout}")
     return rows
+
+
+def _directions(rows: np.ndarray, layout: str) -> np.ndarray:
+    """calogen's incident directions ``(N, 2)`` of the rows' Par04 polar angles (``theta / 90 deg`` in ``vae``, rad in ``calodit``)."""
+    theta = rows[:, 1 - VAE_CONDITION_SIZE] * math.radians(PAR04_MAX_ANGLE_DEG) if layout == "vae" else rows[:, 2]
+    return par04_directions(theta, rows.shape[0])
 
 
 def make_run_inference(config: DDMLConfig) -> Callable[[list[np.ndarray]], np.ndarray]:
@@ -132,11 +141,15 @@ def make_run_inference(config: DDMLConfig) -> Callable[[list[np.ndarray]], np.nd
     d_e, d_s = (math.prod(shape) for shape in model.noise_shapes().values())
     calls = itertools.count()
 
+    directed = bool(model.config.directions)
+
     def showers(rows: np.ndarray, energies: np.ndarray) -> np.ndarray:
         seed = derive_seed(config.seed, next(calls))
+        directions = _directions(rows, config.input_layout) if directed else None
         if config.input_layout == "vae" and rows.shape[1] == d_e + d_s + VAE_CONDITION_SIZE:  # DDML's latent is the noise
-            return model.sample_with_noise(energies, rows[:, :d_e].astype(np.float32), rows[:, d_e : d_e + d_s].astype(np.float32), config.nfe)
-        return model.sample(energies, seed=seed, nfe=config.nfe)
+            noise_energy, noise_shape = rows[:, :d_e].astype(np.float32), rows[:, d_e : d_e + d_s].astype(np.float32)
+            return model.sample_with_noise(energies, noise_energy, noise_shape, config.nfe, directions=directions)
+        return model.sample(energies, seed=seed, nfe=config.nfe, directions=directions)
 
     def infer(inputs: list[np.ndarray]) -> np.ndarray:
         rows = _rows(inputs, config.input_layout)
