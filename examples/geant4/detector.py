@@ -4,7 +4,9 @@ The barrel is Par04's: a cylinder around the z axis with inner radius 800 mm and
 the calogen geometry (153 mm, 45 layers of 3.4 mm for DS2). Its readout segments it into the geometry's
 layers in depth (radius), ``cell_mm`` wide in azimuth and along z; a cell is ``(layer, phi, z)`` and its
 flat index ``(layer * n_phi + phi) * n_z + z``. Showers are deposited into this readout, wherever the
-particle entered, so it is the detector's view, not the shower's (that is :mod:`placement`'s mesh).
+particle entered, so it is the detector's view, not the shower's (that is :mod:`placement`'s mesh). Its
+layer normal at a point is the radial direction there (:meth:`Barrel.normals`): a direction-conditioned
+model's shower is generated at its incidence to that normal, with its layers parallel to the barrel's.
 A deposit outside the barrel (the back of a shower crossing the outer radius, the end caps) is counted
 in the nearest cell, so the energy balance of an event is exact; :class:`Readout` reports how much.
 """
@@ -63,6 +65,11 @@ class Barrel:
     @property
     def n_cells(self) -> int:
         return self.geometry.n_layers * self.n_phi * self.n_z
+
+    def normals(self, points: np.ndarray) -> np.ndarray:
+        """The layer normal at every point ``(N, 3)`` mm: the barrel's outward radial direction ``(x, y, 0) / rho``, ``(N, 3)``."""
+        radial = np.asarray(points, dtype=np.float64) * np.array([1.0, 1.0, 0.0])
+        return radial / np.hypot(radial[:, 0], radial[:, 1])[:, None]
 
     def cell_index(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Flat cell index of every point ``(H, 3)`` mm, and whether it lies outside the barrel, ``(H,)`` each."""

@@ -5,7 +5,10 @@ its kinetic energy, entry point and direction (Geant4's fast-simulation classes 
 bindings, so this is the pure-Python route to what ``G4VFastSimulationModel`` does). At the end of the
 event, the event action asks the backend for all the event's showers at once, places every shower's
 voxels at its entry point and direction (:mod:`placement`) and sums them into the calorimeter's
-readout (:class:`detector.Readout`). It times the three parts of an event: Geant4 transport (from the
+readout (:class:`detector.Readout`). A model conditioned on the direction gets each particle's incidence
+``(theta, phi)`` to the barrel's layer normal at its entry point (:meth:`detector.Barrel.normals`,
+:func:`placement.incidence`) and its shower is placed in that layer-normal frame; any other model's
+shower is the normal-incidence shower rotated onto the direction. It times the three parts of an event: Geant4 transport (from the
 start of the event to the end of tracking), inference and placement.
 """
 
@@ -39,6 +42,7 @@ class EventRecord:
         readout: the calorimeter cells hit (a :class:`detector.Readout`).
         mesh: ``(voxels,)`` the event binned in the calogen mesh of its first shower (Par04's virtual readout).
         seconds: ``transport``, ``inference`` and ``placement`` times.
+        incidence: ``(N, 2)`` ``(theta, phi)`` rad the showers were generated at (a direction-conditioned model), else None.
     """
 
     event: int
@@ -49,6 +53,7 @@ class EventRecord:
     readout: object
     mesh: np.ndarray
     seconds: dict[str, float]
+    incidence: np.ndarray | None = None
 
 
 class Entries:
@@ -92,21 +97,29 @@ def actions(g4: ModuleType, envelope: str, finish: Callable[[int, Entries, float
 
 
 def shower_event(backend, barrel, centres: np.ndarray, *, seed: int, per_particle: bool) -> Callable[[int, Entries, float], EventRecord]:  # type: ignore[no-untyped-def]
-    """The end-of-event work: showers from ``backend`` (seed ``derive_seed(seed, event)``), placed and read out."""
+    """The end-of-event work: showers from ``backend`` (seed ``derive_seed(seed, event)``), placed and read out.
+
+    A ``backend.directed`` model gets the particles' incidences to the barrel's layer normals and is placed in
+    layer-normal frames; any other in rotated frames (:mod:`placement`)."""
     from detector import Readout
-    from placement import mesh_row, place
+    from placement import incidence, mesh_row, place
 
     def finish(event: int, entries: Entries, transport: float) -> EventRecord:
         energies, points, directions = entries.arrays()
         t0 = time.perf_counter()
-        showers = backend.showers(energies, derive_seed(seed, event), per_particle=per_particle)
+        normals = barrel.normals(points) if backend.directed else None
+        angles = None if normals is None else incidence(directions, normals)
+        showers = backend.showers(energies, derive_seed(seed, event), per_particle=per_particle, directions=angles)
         t1 = time.perf_counter()
-        hits, deposits = place(showers, points, directions, centres)
+        hits, deposits = place(showers, points, directions, centres, normals)
         readout = Readout.collect(barrel, hits, deposits)
-        mesh = mesh_row(barrel.geometry, hits, deposits, points[0], directions[0]) if len(energies) else np.zeros(barrel.geometry.n_voxels, np.float32)
+        if len(energies):
+            mesh = mesh_row(barrel.geometry, hits, deposits, points[0], directions[0], None if normals is None else normals[0])
+        else:
+            mesh = np.zeros(barrel.geometry.n_voxels, np.float32)
         t2 = time.perf_counter()
         generated = showers.sum(axis=1, dtype=np.float64)
         return EventRecord(event, energies, points, directions, generated, readout, mesh,
-                           {"transport": transport, "inference": t1 - t0, "placement": t2 - t1})  # fmt: skip
+                           {"transport": transport, "inference": t1 - t0, "placement": t2 - t1}, angles)  # fmt: skip
 
     return finish

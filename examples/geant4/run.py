@@ -8,11 +8,14 @@
 Geant4 (geant4_pybind) transports the gun's particles through a vacuum world to a barrel calorimeter
 shaped after the model's geometry (DS2: Par04's, 800 mm inner radius). e-, e+ and gamma are stopped
 where they enter it; at the end of the event calogen generates all their showers in one call, and the
-voxels are placed at each entry point and direction and summed into the calorimeter's cells. The
+voxels are placed at each entry point and direction and summed into the calorimeter's cells. A model
+trained with ``model.directions: true`` generates each shower at the particle's incidence to the barrel's
+layer normal (radial) at its entry point, with its layers parallel to the barrel's and centred on the
+trajectory; any other model's shower is the normal-incidence shower rotated onto the direction. The
 program prints per event the energy that entered, the generated and the deposited totals and the time
 spent in transport, inference and placement; it writes the events to a CaloChallenge file (each event
-binned in the calogen mesh of its first shower, with the entering energy as incident energy) and,
-optionally, a JSON summary and the cells of the readout.
+binned in the calogen mesh of its first shower, in that shower's frame, with the entering energy as
+incident energy) and, optionally, a JSON summary and the cells of the readout.
 """
 
 from __future__ import annotations
@@ -140,7 +143,8 @@ def write(args: argparse.Namespace, records: list, barrel) -> None:  # type: ign
 
 
 def summary(r, barrel) -> dict:  # type: ignore[no-untyped-def,type-arg]
-    """One event as JSON: energies, totals (MeV), entry points and directions, energy barycentre (mm) and times (s)."""
+    """One event as JSON: energies, totals (MeV), entry points and directions, energy barycentre (mm), times (s) and,
+    for a direction-conditioned model, the incidences ``(theta, phi)`` (rad) the showers were generated at."""
     centres = barrel.cell_centres(r.readout.cells)
     weights = r.readout.energies
     barycentre = (centres * weights[:, None]).sum(axis=0) / max(weights.sum(), 1e-300)
@@ -148,7 +152,7 @@ def summary(r, barrel) -> dict:  # type: ignore[no-untyped-def,type-arg]
         "event": r.event, "energies": r.energies.tolist(), "entries": r.entries.tolist(), "directions": r.directions.tolist(),
         "generated": r.generated.tolist(), "generated_total": float(r.generated.sum()), "deposited_total": r.readout.total,
         "outside": r.readout.outside, "mesh_total": float(r.mesh.sum(dtype=np.float64)), "barycentre": barycentre.tolist(),
-        "seconds": r.seconds,
+        "seconds": r.seconds, **({} if r.incidence is None else {"incidence": r.incidence.tolist()}),
     }  # fmt: skip
 
 
