@@ -8,8 +8,8 @@ voxels at its entry point and direction (:mod:`placement`) and sums them into th
 readout (:class:`detector.Readout`). A model conditioned on the direction gets each particle's incidence
 ``(theta, phi)`` to the barrel's layer normal at its entry point (:meth:`detector.Barrel.normals`,
 :func:`placement.incidence`) and its shower is placed in that layer-normal frame; any other model's
-shower is the normal-incidence shower rotated onto the direction. It times the three parts of an event: Geant4 transport (from the
-start of the event to the end of tracking), inference and placement.
+shower is the normal-incidence shower rotated onto the direction. It times the three parts of an event:
+Geant4 transport (from the start of the event to the end of tracking), inference and placement.
 """
 
 from __future__ import annotations
