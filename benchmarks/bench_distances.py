@@ -24,6 +24,7 @@ import tracemalloc
 import numpy as np
 
 from calogen.eval import distances
+from calogen.eval.prdc import prdc
 
 
 def _blas() -> str:
@@ -54,7 +55,7 @@ def main() -> None:
     calls = {
         "fpd": lambda: distances.fpd(ref, gen, seed=args.seed, scaled=True),
         "kpd": lambda: distances.kpd(ref, gen, seed=args.seed, scaled=True),
-        "prdc": lambda: distances.prdc(ref, gen, seed=args.seed, scaled=True, max_samples=args.prdc_max_samples or None),
+        "prdc": lambda: prdc(ref, gen, seed=args.seed, scaled=True, max_samples=args.prdc_max_samples or None),
     }
     for name in args.metrics.split(","):
         tracemalloc.start()

@@ -13,10 +13,10 @@ from calogen.eval.distances import (
     fpd,
     frechet_distance,
     kpd,
-    mmd2_polynomial,
-    prdc,
     scale_by_reference,
 )
+from calogen.eval.mmd import mmd2_polynomial
+from calogen.eval.prdc import prdc
 
 SMALL_FPD = {"min_samples": 400, "max_samples": 1500, "num_batches": 5}
 

@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 
 from calogen.features import (
-    SPECTRUM_DROPPED_BITS,
     FeatureAccumulator,
     FeatureError,
-    VoxelSpectrum,
     compute_features,
     features_from_file,
     high_level_column_names,
@@ -19,6 +17,7 @@ from calogen.features import (
 )
 from calogen.geometry import Geometry
 from calogen.io import write_showers
+from calogen.voxel_spectrum import SPECTRUM_DROPPED_BITS, VoxelSpectrum
 
 
 def _tiny_toy() -> tuple[Geometry, np.ndarray, np.ndarray]:
@@ -166,7 +165,7 @@ def test_voxel_spectrum_grid_is_nearly_exact(monkeypatch) -> None:
     exact = VoxelSpectrum.from_values(values)
     assert exact.exact
     np.testing.assert_array_equal(exact.histogram(edges), np.histogram(values, edges)[0])
-    monkeypatch.setattr("calogen.features.SPECTRUM_EXACT_VALUES", 1000)
+    monkeypatch.setattr("calogen.voxel_spectrum.SPECTRUM_EXACT_VALUES", 1000)
     grid = VoxelSpectrum.from_values(values[:10000]).merge(VoxelSpectrum.from_values(values[10000:]))
     assert not grid.exact and grid.n_values == values.size and grid.max_value == values.max()
     # past the budget a voxel counts at the lowest value of its cell (2^-15 relative wide)

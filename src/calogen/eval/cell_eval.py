@@ -50,7 +50,7 @@ import numpy as np
 from calogen.cell_features import CellFeatures, challenge_vector, compute_cell_features
 from calogen.cell_geometry import CellGeometry
 from calogen.errors import CalogenError
-from calogen.eval.evaluate import _low_level_from_file
+from calogen.eval.evaluate import low_level_from_file
 from calogen.eval.histograms import (
     HistogramComparison,
     compare_values,
@@ -58,8 +58,8 @@ from calogen.eval.histograms import (
 )
 from calogen.eval.record import SampleEvaluation, write_evaluation
 from calogen.eval.settings import EvaluationSettings
-from calogen.features import VoxelSpectrum
 from calogen.io import ShowerFile
+from calogen.voxel_spectrum import VoxelSpectrum
 
 __all__ = [
     "CHALLENGE_CODE", "CellSample", "cell_classifier_vector", "cell_conventions", "cell_sample_from_file", "challenge_bins",
@@ -238,7 +238,7 @@ def _classifiers(
     geometry, threshold = reference[1].features.geometry, reference[1].features.threshold
     results = []
     if "cls-low" in metrics:
-        ref_in, gen_in = (_low_level_from_file(p, geometry, n, threshold, settings.chunk_size) for p, _ in (reference, generated))  # type: ignore[arg-type]
+        ref_in, gen_in = (low_level_from_file(p, geometry, n, threshold, settings.chunk_size) for p, _ in (reference, generated))  # type: ignore[arg-type]
         results.append(run_classifier("cls-low", ref_in, gen_in, cls_settings, progress=progress))
     if "cls-high" in metrics:
         ref_in, gen_in = _standardised(cell_classifier_vector(reference[1])[:n], cell_classifier_vector(generated[1])[:n])
@@ -248,6 +248,7 @@ def _classifiers(
 
 def _distances(metrics: tuple[str, ...], reference: CellSample, generated: CellSample, settings: EvaluationSettings) -> dict[str, Any]:
     from calogen.eval import distances
+    from calogen.eval.prdc import prdc
 
     if not any(m in metrics for m in ("fpd", "kpd", "prdc")):
         return {}
@@ -259,7 +260,7 @@ def _distances(metrics: tuple[str, ...], reference: CellSample, generated: CellS
     if "kpd" in metrics:
         out["kpd"] = distances.kpd(ref, gen, seed=seed, scaled=True, adapt_to_sample_size=adapt, batch_size=KPD_BATCH)
     if "prdc" in metrics:
-        out["prdc"] = distances.prdc(ref, gen, seed=seed, scaled=True)
+        out["prdc"] = prdc(ref, gen, seed=seed, scaled=True)
     return out
 
 

@@ -1,4 +1,4 @@
-"""Sample distances on feature vectors: FPD, KPD and precision / recall / density / coverage.
+"""Sample distances on feature vectors: FPD and KPD, and the reference scaling of their inputs.
 
 These follow the definitions the CaloChallenge evaluation uses through JetNet's ``fpd`` / ``kpd``
 (Kansal et al. 2023, arXiv:2211.10295): every feature column of both samples is divided by the
@@ -10,9 +10,8 @@ The defaults are the official settings of the CaloChallenge ``evaluate.py`` (202
 given rows whatever their number; with the same ``seed`` the resampling indices are those JetNet
 draws. Deliberate difference, off by default: ``adapt_to_sample_size=True`` scales the FPD batch sizes
 (and caps the KPD batch) to the smaller sample, so that no batch repeats rows more than necessary.
-PRDC is Naeem et al. 2020 (arXiv:2002.09797), computed in memory blocks so that no ``N x N`` matrix is
-ever held; note that the official ``prdc`` mode compares ``log10`` of the voxels (zeros set to 0.1 MeV)
-with all showers and k=5, whereas calogen's is on the high-level vector of at most 10k showers.
+KPD's estimator is :func:`calogen.eval.mmd.mmd2_polynomial`; precision / recall / density / coverage
+on the same scaled vectors are in :mod:`calogen.eval.prdc`.
 
 Every result records the settings it was computed with (after any adaptation to small samples), so
 ``metrics.json`` says exactly what was measured.
@@ -44,20 +43,17 @@ from scipy import linalg
 from scipy.optimize import curve_fit
 
 from calogen.errors import CalogenError
+from calogen.eval.mmd import mmd2_polynomial
 
 __all__ = [
     "DistanceError",
     "DistanceResult",
-    "PRDCResult",
+    "check_pair",
     "fpd",
     "frechet_distance",
     "kpd",
-    "mmd2_polynomial",
-    "prdc",
     "scale_by_reference",
 ]
-
-_BLOCK_ELEMENTS = 1 << 23  # 64 MiB of float64 per temporary block
 
 
 class DistanceError(CalogenError):
@@ -80,27 +76,6 @@ class DistanceResult:
         return {"value": self.value, "error": self.error, "settings": dict(self.settings)}
 
 
-@dataclass(frozen=True)
-class PRDCResult:
-    """Precision, recall, density and coverage (each in [0, 1], density may exceed 1) and the settings used."""
-
-    precision: float
-    recall: float
-    density: float
-    coverage: float
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dictionary of the four values and ``settings``."""
-        return {
-            "precision": self.precision,
-            "recall": self.recall,
-            "density": self.density,
-            "coverage": self.coverage,
-            "settings": dict(self.settings),
-        }
-
-
 def _check_weights(weights: np.ndarray | None, n: int) -> np.ndarray | None:
     """Generated-sample weights as float64 ``(n,)``, finite, non-negative and not all zero (None passes)."""
     if weights is None:
@@ -113,7 +88,7 @@ def _check_weights(weights: np.ndarray | None, n: int) -> np.ndarray | None:
     return w
 
 
-def _check_pair(reference: np.ndarray, generated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def check_pair(reference: np.ndarray, generated: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both samples as float64 ``(n, d)`` arrays with the same ``d`` and only finite values."""
     arrays = []
     for name, arr in (("reference", reference), ("generated", generated)):
@@ -144,7 +119,7 @@ def scale_by_reference(reference: np.ndarray, generated: np.ndarray) -> tuple[np
     Returns:
         ``(reference / s, generated / s)`` as float64, with ``s = max_i |reference[i]|`` per column.
     """
-    ref, gen = _check_pair(reference, generated)
+    ref, gen = check_pair(reference, generated)
     scale = np.abs(ref).max(axis=0)
     scale[scale == 0] = 1.0
     return ref / scale, gen / scale
@@ -253,7 +228,7 @@ def fpd(
             sizes down by the same factor so that the largest batch equals it (not official; recorded).
         generated_weights: ``(M,)`` non-negative weights of the generated showers (e.g. DCTR weights).
     """
-    ref, gen = _check_pair(reference, generated) if scaled else scale_by_reference(reference, generated)
+    ref, gen = check_pair(reference, generated) if scaled else scale_by_reference(reference, generated)
     weights = _check_weights(generated_weights, len(gen))
     if num_points < 2 or num_batches < 1 or not 2 <= min_samples < max_samples:
         raise DistanceError(
@@ -293,96 +268,6 @@ def fpd(
     return DistanceResult(float(params[0]), float(np.sqrt(cov[0, 0])), settings)
 
 
-def _kernel_block(a: np.ndarray, b: np.ndarray, degree: int) -> np.ndarray:
-    """Polynomial kernel matrix ``(a_i . b_j / d + 1)^degree``, ``(len(a), len(b))``, computed in place."""
-    k = a @ b.T
-    k /= a.shape[1]
-    k += 1.0
-    if degree == 4:  # two squarings: much faster than a general power
-        np.square(k, out=k)
-        np.square(k, out=k)
-    else:
-        np.power(k, degree, out=k)
-    return k
-
-
-def _weighted_total(k: np.ndarray, a: np.ndarray | None, b: np.ndarray | None) -> float:
-    """``sum_ij a_i k_ij b_j``; ``None`` stands for unit weights."""
-    if a is None and b is None:
-        return float(k.sum())
-    row = k.sum(axis=1) if b is None else k @ b
-    return float(row.sum() if a is None else a @ row)
-
-
-def _kernel_sum(
-    x: np.ndarray,
-    y: np.ndarray | None,
-    degree: int,
-    block_elements: int,
-    wx: np.ndarray | None = None,
-    wy: np.ndarray | None = None,
-) -> float:
-    """``sum_ij wx_i k(x_i, y_j) wy_j`` over row blocks of ``x``; ``y=None`` means ``y = x``, ``wy = wx``
-    (upper triangle, doubled); weights ``None`` are ones."""
-    other = x if y is None else y
-    rows = max(1, block_elements // max(1, len(other)))
-    total = 0.0
-    for start in range(0, len(x), rows):
-        stop = min(start + rows, len(x))
-        w_block = None if wx is None else wx[start:stop]
-        if y is None:
-            w_rest = None if wx is None else wx[stop:]
-            total += _weighted_total(_kernel_block(x[start:stop], x[start:stop], degree), w_block, w_block)
-            total += 2.0 * _weighted_total(_kernel_block(x[start:stop], x[stop:], degree), w_block, w_rest)
-        else:
-            total += _weighted_total(_kernel_block(x[start:stop], y, degree), w_block, wy)
-    return total
-
-
-def _within_term(x: np.ndarray, w: np.ndarray | None, degree: int, block_elements: int) -> float:
-    """``sum_{i!=j} w_i w_j k(x_i, x_j) / sum_{i!=j} w_i w_j``: ``/ m(m-1)`` for unit weights (``w=None``)."""
-    diag = ((x * x).sum(axis=1) / x.shape[1] + 1.0) ** degree
-    if w is None:
-        m = len(x)
-        return (_kernel_sum(x, None, degree, block_elements) - float(diag.sum())) / (m * (m - 1))
-    pairs = float(w.sum() ** 2 - np.sum(w * w))
-    return (_kernel_sum(x, None, degree, block_elements, wx=w) - float(np.sum(w * w * diag))) / pairs
-
-
-def mmd2_polynomial(
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    degree: int = 4,
-    block_elements: int = _BLOCK_ELEMENTS,
-    x_weights: np.ndarray | None = None,
-    y_weights: np.ndarray | None = None,
-) -> float:
-    """Unbiased MMD² estimate between samples ``x`` and ``y`` with kernel ``k(a, b) = (a . b / d + 1)^degree``.
-
-    ``MMD² = sum_{i!=j} k(x_i, x_j) / m(m-1) + sum_{i!=j} k(y_i, y_j) / n(n-1) - 2 sum_ij k(x_i, y_j) / mn``
-    (Gretton et al. 2012, eq. 3); kernel matrices are summed block by block, never held whole.
-    With weights ``u`` (of ``x``) and ``v`` (of ``y``) every term becomes a weighted mean over the same
-    pairs, ``sum_{i!=j} u_i u_j k(x_i, x_j) / sum_{i!=j} u_i u_j`` and ``sum_ij u_i v_j k(x_i, y_j) /
-    (sum u sum v)``: a self-normalised weighted U-statistic, consistent for the weighted distributions
-    and equal to the unbiased form for unit weights.
-
-    Args:
-        x: ``(m, d)`` sample, ``m >= 2``.
-        y: ``(n, d)`` sample, ``n >= 2``.
-        degree: polynomial degree.
-        block_elements: largest temporary kernel block, in float64 elements.
-        x_weights, y_weights: ``(m,)`` and ``(n,)`` non-negative weights, each with at least two non-zero
-            entries; ``None`` for unit weights.
-    """
-    xx = _within_term(x, x_weights, degree, block_elements)
-    yy = _within_term(y, y_weights, degree, block_elements)
-    total = _kernel_sum(x, y, degree, block_elements, wx=x_weights, wy=y_weights)
-    norm_x = len(x) if x_weights is None else float(x_weights.sum())
-    norm_y = len(y) if y_weights is None else float(y_weights.sum())
-    return xx + yy - 2.0 * total / (norm_x * norm_y)
-
-
 def kpd(
     reference: np.ndarray,
     generated: np.ndarray,
@@ -418,7 +303,7 @@ def kpd(
         adapt_to_sample_size: lower ``batch_size`` to the smaller sample size (not official; recorded).
         generated_weights: ``(M,)`` non-negative weights of the generated showers (e.g. DCTR weights).
     """
-    ref, gen = _check_pair(reference, generated) if scaled else scale_by_reference(reference, generated)
+    ref, gen = check_pair(reference, generated) if scaled else scale_by_reference(reference, generated)
     weights = _check_weights(generated_weights, len(gen))
     if num_batches < 1 or batch_size < 2:
         raise DistanceError(f"KPD needs num_batches >= 1 and batch_size >= 2, got {num_batches} and {batch_size}")
@@ -442,97 +327,3 @@ def kpd(
         **_weighting_settings(weights),
     }
     return DistanceResult(float(np.median(values)), float((high - low) / 2.0), settings)
-
-
-def _sq_norms(x: np.ndarray) -> np.ndarray:
-    return np.einsum("ij,ij->i", x, x)
-
-
-def _sq_distances(a: np.ndarray, a_norms: np.ndarray, b: np.ndarray, b_norms: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distances ``(len(a), len(b))``, clipped at zero."""
-    out = a_norms[:, None] + b_norms[None, :] - 2.0 * (a @ b.T)
-    return np.maximum(out, 0.0, out=out)
-
-
-def _knn_sq_radius(x: np.ndarray, k: int, block_elements: int) -> np.ndarray:
-    """Squared distance from each row of ``x`` to its ``k``-th nearest other row, ``(n,)``."""
-    norms = _sq_norms(x)
-    rows = max(1, block_elements // len(x))
-    out = np.empty(len(x))
-    for start in range(0, len(x), rows):
-        stop = min(start + rows, len(x))
-        dist = _sq_distances(x[start:stop], norms[start:stop], x, norms)
-        dist[np.arange(stop - start), np.arange(start, stop)] = -1.0  # self sorts first
-        out[start:stop] = np.partition(dist, k, axis=1)[:, k]
-    return out
-
-
-def prdc(
-    reference: np.ndarray,
-    generated: np.ndarray,
-    *,
-    k: int = 5,
-    max_samples: int | None = 10_000,
-    seed: int = 0,
-    scaled: bool = False,
-    block_elements: int = _BLOCK_ELEMENTS,
-) -> PRDCResult:
-    """Precision, recall, density and coverage with ``k``-nearest-neighbour balls (Naeem et al. 2020).
-
-    With ``B_k(x)`` the ball around ``x`` reaching its ``k``-th nearest neighbour in its own sample,
-    reference ``r_i`` (N) and generated ``g_j`` (M):
-    precision = ``mean_j [exists i: g_j in B_k(r_i)]``, recall = ``mean_i [exists j: r_i in B_k(g_j)]``,
-    density = ``mean_j sum_i [g_j in B_k(r_i)] / k``, coverage = ``mean_i [min_j |r_i - g_j| < radius_k(r_i)]``.
-    Distances are Euclidean, computed in blocks of at most ``block_elements`` float64 values.
-
-    Args:
-        reference: ``(N, d)`` reference features.
-        generated: ``(M, d)`` generated features.
-        k: neighbour rank of the balls (``k < min(N, M)``).
-        max_samples: each sample is randomly subsampled (without replacement) to at most this many
-            rows; ``None`` uses all rows (cost ``O((N + M)² d)``).
-        seed: seed of the subsampling.
-        scaled: the inputs are already divided by :func:`scale_by_reference` (or must not be scaled);
-            otherwise that is done here.
-        block_elements: largest temporary distance block, in float64 elements (memory bound).
-    """
-    ref, gen = _check_pair(reference, generated) if scaled else scale_by_reference(reference, generated)
-    if max_samples is not None and max_samples < 2:
-        raise DistanceError(f"max_samples must be >= 2 or None, got {max_samples}")
-    rng = np.random.default_rng(seed)
-    if max_samples is not None and len(ref) > max_samples:
-        ref = ref[np.sort(rng.choice(len(ref), size=max_samples, replace=False))]
-    if max_samples is not None and len(gen) > max_samples:
-        gen = gen[np.sort(rng.choice(len(gen), size=max_samples, replace=False))]
-    if not 1 <= k < min(len(ref), len(gen)):
-        raise DistanceError(f"k must be between 1 and {min(len(ref), len(gen)) - 1} for these samples, got {k}")
-    ref_radius = _knn_sq_radius(ref, k, block_elements)
-    gen_radius = _knn_sq_radius(gen, k, block_elements)
-    ref_norms, gen_norms = _sq_norms(ref), _sq_norms(gen)
-    inside_count = np.zeros(len(gen), dtype=np.int64)  # reference balls containing g_j
-    recalled = np.zeros(len(ref), dtype=bool)
-    covered = np.zeros(len(ref), dtype=bool)
-    rows = max(1, block_elements // len(gen))
-    for start in range(0, len(ref), rows):
-        stop = min(start + rows, len(ref))
-        dist = _sq_distances(ref[start:stop], ref_norms[start:stop], gen, gen_norms)
-        in_ref_ball = dist < ref_radius[start:stop, None]
-        inside_count += in_ref_ball.sum(axis=0)
-        covered[start:stop] = in_ref_ball.any(axis=1)
-        recalled[start:stop] = (dist < gen_radius[None, :]).any(axis=1)
-    settings = {
-        "k": k,
-        "n_reference": len(ref),
-        "n_generated": len(gen),
-        "max_samples": max_samples,
-        "seed": seed,
-        "scaled_by_caller": scaled,
-        "metric": "euclidean",
-    }
-    return PRDCResult(
-        precision=float(np.mean(inside_count > 0)),
-        recall=float(np.mean(recalled)),
-        density=float(np.mean(inside_count) / k),
-        coverage=float(np.mean(covered)),
-        settings=settings,
-    )

@@ -38,12 +38,12 @@ from calogen.features import ShowerFeatures, features_from_file, high_level_vect
 from calogen.geometry import Geometry
 from calogen.io import ShowerFile
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "low_level_from_file"]
 
 log = logging.getLogger(__name__)
 
 
-def _low_level_from_file(path: Path, geometry: Geometry, n: int, threshold: float, chunk_size: int) -> np.ndarray:
+def low_level_from_file(path: Path, geometry: Geometry, n: int, threshold: float, chunk_size: int) -> np.ndarray:
     """The low-level classifier inputs of the first ``n`` showers, stacked chunk by chunk into one float32 array."""
     from calogen.eval.classifier_inputs import stack_low_level
 
@@ -72,7 +72,7 @@ def _run_classifiers(
     low: dict[str, np.ndarray] = {}
     if "cls-low" in kinds or "cnn" in kinds:
         threshold = reference[1].threshold
-        low = {k: _low_level_from_file(p, geometry, n, threshold, settings.chunk_size) for k, p in (("ref", reference[0]), ("gen", generated[0]))}
+        low = {k: low_level_from_file(p, geometry, n, threshold, settings.chunk_size) for k, p in (("ref", reference[0]), ("gen", generated[0]))}
     for kind in kinds:
         if kind == "cnn" and not geometry.is_regular:
             log.warning("the 3-D CNN classifier needs a regular geometry; %s is irregular, skipping it", geometry.name)
@@ -99,6 +99,7 @@ def _run_distances(
     if not wanted:
         return {}
     from calogen.eval import distances
+    from calogen.eval.prdc import prdc
 
     vectors = (high_level_vector(f, columns=settings.high_level_columns) for f in (reference, generated))
     ref, gen = distances.scale_by_reference(*vectors)
@@ -109,7 +110,7 @@ def _run_distances(
     if "kpd" in wanted:
         out["kpd"] = distances.kpd(ref, gen, seed=seed, scaled=True, adapt_to_sample_size=adapt, generated_weights=weights)
     if "prdc" in wanted:
-        out["prdc"] = distances.prdc(ref, gen, seed=seed, scaled=True)
+        out["prdc"] = prdc(ref, gen, seed=seed, scaled=True)
     return out
 
 

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from calogen.features import _PER_SHOWER, FeatureError, ShowerFeatures, VoxelSpectrum, accumulate_file
+from calogen.features import _PER_SHOWER, FeatureError, ShowerFeatures, accumulate_file
+from calogen.voxel_spectrum import VoxelSpectrum
 
 if TYPE_CHECKING:
     from calogen.executor import Executor
