@@ -116,13 +116,17 @@ def test_numba_source_hash_follows_the_sources(monkeypatch, tmp_path):
 
     package = tmp_path / "calogen"
     (package / "sim" / "physics").mkdir(parents=True)
-    (package / "features.py").write_text("x = 1\n")
+    for name in engines.COMPILED_MODULES:
+        (package / name).write_text("x = 1\n")
     module = package / "sim" / "physics" / "brems.py"
     module.write_text("a = 1\n")
     monkeypatch.setattr(engines, "__file__", str(package / "sim" / "engines.py"))
     before = numba_source_hash()
     module.write_text("a = 2\n")
     assert numba_source_hash() != before
+    changed = numba_source_hash()
+    (package / "voxel_spectrum.py").write_text("x = 2\n")  # compiled code outside sim/
+    assert numba_source_hash() != changed
 
 
 # --- the run driver -------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ defined): a histogram with no entry in range on one side has separation power 1 
 hold reference showers (the official one is NaN for the others); a reference without entries above
 ``t`` gets log bins over one decade above ``t`` (the official edges are NaN). The voxel spectrum is
 binned from the exact voxel values while a sample has at most 134M above-threshold voxels, and from a
-fine grid past that (see :class:`calogen.features.VoxelSpectrum`: then exact except for voxels within
+fine grid past that (see :class:`calogen.voxel_spectrum.VoxelSpectrum`: then exact except for voxels within
 3.1e-5 (relative) of an edge); its Wasserstein distance always uses the grid. The other Wasserstein
 distances are exact, by one merge pass over the sorted samples.
 

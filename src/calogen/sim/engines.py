@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from calogen.cell_geometry import CellGeometry
 
 __all__ = [
+    "COMPILED_MODULES",
     "ENGINES",
     "PARTICLES",
     "EngineError",
@@ -177,12 +178,16 @@ def make_engine(name: str, geometry: str | os.PathLike[str] | Geometry | CellGeo
     return engine_spec(name, geometry, particle, **options).build()
 
 
+COMPILED_MODULES = ("_pairwise.py", "cell_geometry.py", "voxel_spectrum.py")
+"""Modules outside ``calogen/sim`` that hold numba-compiled functions (relative to the package)."""
+
+
 def numba_source_hash() -> str:
     """Short hash (12 hex digits) of the calogen version and the sources of its compiled code.
 
-    Covers ``calogen/sim/**/*.py`` and ``calogen/features.py``, names and bytes, so editing any module that
-    compiled code calls gives a new value (numba itself only notices edits to the file of the function it
-    caches, not to the functions that function calls).
+    Covers ``calogen/sim/**/*.py`` and the other modules with compiled code (:data:`COMPILED_MODULES`), names and
+    bytes, so editing any module that compiled code calls gives a new value (numba itself only notices edits to
+    the file of the function it caches, not to the functions that function calls).
     """
     try:
         version = importlib.metadata.version("calogen")
@@ -190,7 +195,7 @@ def numba_source_hash() -> str:
         version = "unknown"
     package = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256(version.encode())
-    for path in sorted((package / "sim").rglob("*.py")) + [package / "features.py"]:
+    for path in sorted((package / "sim").rglob("*.py")) + [package / name for name in COMPILED_MODULES]:
         digest.update(path.relative_to(package).as_posix().encode() + b"\0")
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
