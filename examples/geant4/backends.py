@@ -3,8 +3,9 @@
 Both backends answer ``showers(energies, seed, per_particle=False, directions=None) -> (N, voxels)`` float32
 MeV for one event. ``directed`` says whether the model is conditioned on the incident direction; such a
 model takes ``directions (N, 2)`` ``(theta, phi)`` rad to the layer normal (locally ``sample(...,
-directions=...)``, on a server the ``INCIDENT_DIRECTION`` tensor, FP32), any other takes none. Batched (the default), the event's showers go out in one call (one request, or requests of the
-server's ``max_batch_size``); per particle, in one call per shower. Chunk ``k`` (a batch, or particle
+directions=...)``, on a server the ``INCIDENT_DIRECTION`` tensor, FP32), any other takes none. Batched
+(the default), the event's showers go out in one call (one request, or requests of the server's
+``max_batch_size``); per particle, in one call per shower. Chunk ``k`` (a batch, or particle
 ``k``) is sampled with seed ``derive_seed(seed, k)``, so for the same event the server gives the showers
 the local backend gives (up to the rounding of the server's merged batches). The server backend sends
 all of an event's requests at once with the client's asynchronous call and waits for all of them, as
