@@ -8,6 +8,7 @@ Stages, each skipped when its output exists (rerun the same command to resume):
 2. the four training files interleaved row by row (angle 0, 10, 20, 30, 0, ...) into ``train.h5`` with
    ``incident_directions`` (normal incidence files carry none: (0, 0) is written for them);
 3. ``calogen train`` with ``cpu-small`` + ``directions: true`` (``preset.json``), ``calogen fit-occupancy``,
+   ``calogen tune-adversarial`` (``--tune-steps``, direction-aware critic and ``--feature-matching``; 0 steps: no tune),
    then ``calogen generate`` at 15 and 20 degrees with the held-out files' energies;
 4. the centre of energy along the inclination direction x (``phi = 0``): per shower and layer the
    energy-weighted mean of ``x = r cos(alpha)`` over the voxel centres (:mod:`calogen.features`), averaged
@@ -166,6 +167,16 @@ def fit_occupancy(out: Path, model: Path, data: Path, steps: int) -> Path:
     return occ
 
 
+def tune(out: Path, model: Path, data: Path, steps: int, feature_matching: float) -> Path:
+    """``calogen tune-adversarial`` the model into ``model-tuned`` (direction-aware critic, conditional feature matching)."""
+    tuned = out / "model-tuned"
+    if not tuned.exists():
+        resume = ["--resume"] if tuned.with_name(tuned.name + ".partial").exists() else []
+        heavy([CALOGEN, "tune-adversarial", str(model), "--data", str(data), "--out", str(tuned), "--steps", str(steps),
+               "--feature-matching", f"{feature_matching:g}", *resume])  # fmt: skip
+    return tuned
+
+
 def generate(model: Path, reference: McRun, out: Path, *, nfe: int, seed: int) -> None:
     """Generate at the reference's angle for its incident energies."""
     if not out.exists():
@@ -245,6 +256,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=4000, help="training steps")
     ap.add_argument("--train-seed", type=int, default=0)
     ap.add_argument("--occupancy-steps", type=int, default=1500)
+    ap.add_argument("--tune-steps", type=int, default=600, help="tune-adversarial steps after the occupancy fit (0: no tune)")
+    ap.add_argument("--feature-matching", type=float, default=1.0, help="tune-adversarial --feature-matching weight")
     ap.add_argument("--nfe", type=int, default=2)
     ap.add_argument("--gen-seed", type=int, default=123)
     ap.add_argument("--min-share", type=float, default=0.01, help="layers compared: at least this share of the MC energy")
@@ -271,6 +284,8 @@ def main() -> None:
         write_preset(preset, args.steps, args.train_seed)
     with heavy_lock():
         model = fit_occupancy(args.out, train(args.out, data, preset), data, args.occupancy_steps)
+        if args.tune_steps:
+            model = tune(args.out, model, data, args.tune_steps, args.feature_matching)
     results: dict[str, object] = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "shifts": {}, "evaluation": {}}
     with heavy_lock():
         for theta in (TARGET, CONTROL, *args.diagnose_angles):

@@ -74,6 +74,26 @@ def test_a_generator_step_raises_the_critics_verdict_on_its_showers(model):
     assert verdict() > before
 
 
+def test_feature_matching_pulls_the_conditional_means_together(model):
+    flow = load(model / "run")
+    reference, energies, directions = _reference(flow, model / "train.h5", None)
+    settings = TuneSettings(batch_size=64, lr=3e-3, critic_lr=0.0, anchor=0.0, ema_decay=0.0, feature_matching=100.0)
+    tuner = _Tuner(flow, reference, energies, directions, settings)
+    rows = torch.arange(64)
+    assert float(tuner._feature_matching(tuner.reference[rows], rows, None)) == 0.0  # the training showers themselves
+
+    def matching() -> float:  # on a fixed batch of generated showers at the first 64 rows' energies
+        gen = torch.Generator().manual_seed(9)
+        e = torch.from_numpy(energies[:64]).reshape(-1, 1)
+        noise_energy, noise_shape = torch.randn((64, tuner.energy_noise), generator=gen), torch.randn((64, TINY.n_voxels), generator=gen)
+        with torch.no_grad():
+            return float(tuner._feature_matching(tuner._standardised(e, tuner.pipe(e, noise_energy, noise_shape)), rows, None))
+
+    before = matching()
+    figures = [tuner.step(step) for step in range(8)]
+    assert all("feature_matching" in f for f in figures) and matching() < 0.8 * before
+
+
 def test_tunes_are_reproducible_resumable_and_never_overwrite(model, tmp_path, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     record = tune_adversarial(model / "run", model / "train.h5", a, settings=QUICK)
@@ -108,6 +128,7 @@ def test_bad_requests_are_one_line_errors(model, tmp_path, capsys):
     assert main([*base, "--data", str(tmp_path / "missing.h5")]) == 2
     assert main([*base, "--data", str(model / "train.h5"), "--steps", "0"]) == 2
     assert main([*base, "--data", str(model / "train.h5"), "--lr", "-1"]) == 2
+    assert main([*base, "--data", str(model / "train.h5"), "--feature-matching", "nan"]) == 2
     err = capsys.readouterr().err
     assert "expected a finite number >= 0, got '-1'" in err
     assert "Traceback" not in err and not (tmp_path / "o").exists()

@@ -3,6 +3,7 @@
 Example:
     calogen tune-adversarial runs/student --data ds2_train.h5 --out runs/student-adv
     calogen tune-adversarial runs/student --data ds2_train.h5 --out runs/student-adv --resume
+    calogen tune-adversarial runs/directed --data train.h5 --out runs/directed-fm --feature-matching 1
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=nonnegative(), default=default.lr, help=f"generator learning rate (default: {default.lr})")
     parser.add_argument("--anchor", type=nonnegative(), default=default.anchor,
                         help=f"weight of the distance to the starting model's outputs (default: {default.anchor})")
+    parser.add_argument("--feature-matching", type=nonnegative(), default=default.feature_matching, metavar="W",
+                        help="weight of the conditional feature-matching term: batch means of generated minus training vectors, "
+                             f"times 1, log E and the direction, pulled to zero (default: {default.feature_matching}, none)")
     parser.add_argument("--networks", nargs="+", choices=NETWORKS, default=list(default.networks),
                         help=f"networks to tune (default: {' '.join(default.networks)})")
     parser.add_argument("--seed", type=seed_int, default=default.seed, help=f"seed of the critic and of every step's draws (default: {default.seed})")
@@ -41,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from calogen.train.adversarial import TuneSettings, tune_adversarial
 
     settings = TuneSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, anchor=args.anchor,
-                            networks=tuple(args.networks), seed=args.seed)  # fmt: skip
+                            feature_matching=args.feature_matching, networks=tuple(args.networks), seed=args.seed)  # fmt: skip
     record = tune_adversarial(args.model, args.data, args.out, settings=settings, n_showers=args.n_showers, resume=args.resume,
                               log=lambda line: print(line, file=sys.stderr))  # fmt: skip
     last = record["history"][-1] if record["history"] else {}

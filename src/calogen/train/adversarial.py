@@ -13,6 +13,10 @@ generator towards the training showers on exactly those features:
   differentiable, how their ring's energy is shared is), plus ``anchor`` times the squared distance of their
   outputs (shape logits, ``log1p`` of the group energies) to the starting model's on the same noise, which keeps
   the voxel-level distribution the distillation reached;
+* optionally (``feature_matching`` > 0) a conditional feature-matching term: generated and training showers of the
+  same rows share their incident energy (and direction), and the batch means of their vector differences times each
+  condition (1, the standardised ``log E``, the direction's unit vector) are pulled to zero. It targets the conditional
+  means the critic barely sees, such as a shower's centre in its first layers against its incidence;
 * the written weights are an exponential moving average of the tuned ones.
 
 Every step draws its noise, incident energies and batches from ``derive_seed(seed, step)``, so a run
@@ -72,6 +76,8 @@ class TuneSettings:
         anchor: weight of the distance to the starting model's outputs.
         r1: weight of the R1 penalty (squared gradient of the critic on training showers).
         ema_decay: decay of the moving average that is written.
+        feature_matching: weight of the conditional feature-matching term (0: none; the sum of the squared
+            condition-weighted batch means of the standardised vector differences).
         networks: which of :data:`NETWORKS` are tuned (default shape and radial: tuning the energy network
             moved E_tot/E_inc, docs/training.md).
         checkpoint_every: steps between checkpoints.
@@ -87,6 +93,7 @@ class TuneSettings:
     anchor: float = 10.0
     r1: float = 1.0
     ema_decay: float = 0.99
+    feature_matching: float = 0.0
     networks: tuple[str, ...] = ("shape", "radial")
     checkpoint_every: int = 100
     seed: int = 0
@@ -96,7 +103,7 @@ class TuneSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise TuneError(f"{name} must be an integer >= 1, got {value!r}")
-        for name in ("lr", "critic_lr", "anchor", "r1", "ema_decay"):
+        for name in ("lr", "critic_lr", "anchor", "r1", "ema_decay", "feature_matching"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
                 raise TuneError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -140,6 +147,8 @@ class _Tuner:
         self.mean, self.scale = reference.mean(0), reference.std(0) + 1e-6
         self.reference = torch.from_numpy(((reference - self.mean) / self.scale).astype(np.float32))
         self.energies, self.directions = energies.astype(np.float32), directions
+        log_e = np.log(self.energies)
+        self.log_e = torch.from_numpy((log_e - log_e.mean()) / (log_e.std() + 1e-6))
         torch.manual_seed(settings.seed)
         self.critic = _critic(reference.shape[1])
         self.opt = torch.optim.Adam(self.params, lr=settings.lr, betas=(0.5, 0.9))
@@ -181,15 +190,31 @@ class _Tuner:
         anchor = F.mse_loss(logits, start_logits) + F.mse_loss(torch.log1p(targets), torch.log1p(start_targets))
         d_fake = self.critic(fake)
         adversarial = F.softplus(-d_fake).mean()
+        loss = adversarial + s.anchor * anchor
+        if s.feature_matching:
+            matching = self._feature_matching(fake, torch.from_numpy(rows), d)
+            loss = loss + s.feature_matching * matching
         self.opt.zero_grad()
-        (adversarial + s.anchor * anchor).backward()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.opt.step()
         with torch.no_grad():
             for average, p in zip(self.ema, self.params, strict=True):
                 average.lerp_(p, 1 - s.ema_decay)
         figures = {"critic_loss": critic_loss, "adversarial": adversarial, "anchor": anchor, "critic_fake": torch.sigmoid(d_fake).mean()}
+        if s.feature_matching:
+            figures["feature_matching"] = matching
         return {k: float(v.detach()) for k, v in figures.items()}
+
+    def _feature_matching(self, fake: torch.Tensor, rows: torch.Tensor, directions: torch.Tensor | None) -> torch.Tensor:
+        """Sum of the squared batch means of ``(generated - training) x condition``, the training showers being those of
+        the generated ones' rows (same energy and direction); conditions: 1, standardised ``log E``, direction unit vector."""
+        conditions = [torch.ones_like(self.log_e[rows]), self.log_e[rows]]
+        if directions is not None:
+            conditions += list(direction_features(directions).unbind(1))
+        difference = fake - self.reference[rows]
+        moments = torch.stack([(difference * c[:, None]).mean(0) for c in conditions])
+        return moments.pow(2).sum()
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Checkpoint tensors and JSON."""
