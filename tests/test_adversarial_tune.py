@@ -78,20 +78,26 @@ def test_feature_matching_pulls_the_conditional_means_together(model):
     flow = load(model / "run")
     reference, energies, directions = _reference(flow, model / "train.h5", None)
     settings = TuneSettings(batch_size=64, lr=3e-3, critic_lr=0.0, anchor=0.0, ema_decay=0.0, feature_matching=100.0)
-    tuner = _Tuner(flow, reference, energies, directions, settings)
+    target = reference + 0.5 * reference.std(0)  # every column's mean half a standard deviation above the generator's
+    tuner = _Tuner(flow, target, energies, directions, settings)
     rows = torch.arange(64)
     assert float(tuner._feature_matching(tuner.reference[rows], rows, None)) == 0.0  # the training showers themselves
+    shifted = tuner.reference[rows] + 0.5  # conditions 1 and log E: each half's means are 0.5 and 0.5 x its mean log E
+    half_a, half_b = float(tuner.log_e[:32].mean()), float(tuner.log_e[32:64].mean())
+    expected = 0.25 * shifted.shape[1] * (1 + half_a * half_b)
+    assert float(tuner._feature_matching(shifted, rows, None)) == pytest.approx(expected, rel=1e-5)
 
-    def matching() -> float:  # on a fixed batch of generated showers at the first 64 rows' energies
+    def distance() -> float:  # squared mean difference on 200 generated showers at the training rows' energies
         gen = torch.Generator().manual_seed(9)
-        e = torch.from_numpy(energies[:64]).reshape(-1, 1)
-        noise_energy, noise_shape = torch.randn((64, tuner.energy_noise), generator=gen), torch.randn((64, TINY.n_voxels), generator=gen)
+        e = torch.from_numpy(energies[:200]).reshape(-1, 1)
+        noise_energy, noise_shape = torch.randn((200, tuner.energy_noise), generator=gen), torch.randn((200, TINY.n_voxels), generator=gen)
         with torch.no_grad():
-            return float(tuner._feature_matching(tuner._standardised(e, tuner.pipe(e, noise_energy, noise_shape)), rows, None))
+            fake = tuner._standardised(e, tuner.pipe(e, noise_energy, noise_shape))
+        return float((fake - tuner.reference[:200]).mean(0).pow(2).sum())
 
-    before = matching()
+    before = distance()
     figures = [tuner.step(step) for step in range(8)]
-    assert all("feature_matching" in f for f in figures) and matching() < 0.8 * before
+    assert all("feature_matching" in f for f in figures) and distance() < 0.8 * before
 
 
 def test_tunes_are_reproducible_resumable_and_never_overwrite(model, tmp_path, capsys):

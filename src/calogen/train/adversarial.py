@@ -14,9 +14,11 @@ generator towards the training showers on exactly those features:
   outputs (shape logits, ``log1p`` of the group energies) to the starting model's on the same noise, which keeps
   the voxel-level distribution the distillation reached;
 * optionally (``feature_matching`` > 0) a conditional feature-matching term: generated and training showers of the
-  same rows share their incident energy (and direction), and the batch means of their vector differences times each
-  condition (1, the standardised ``log E``, the direction's unit vector) are pulled to zero. It targets the conditional
-  means the critic barely sees, such as a shower's centre in its first layers against its incidence;
+  same rows share their incident energy (and direction), and the means of their vector differences times each
+  condition (1, the standardised ``log E``, the direction's unit vector) are pulled to zero. The squared mean is
+  estimated without bias as the product of the two half-batches' means: the square of one batch mean would add the
+  generated showers' variance over the batch size, whose gradient narrows their distributions. It targets the
+  conditional means the critic barely sees, such as a shower's centre in its first layers against its incidence;
 * the written weights are an exponential moving average of the tuned ones.
 
 Every step draws its noise, incident energies and batches from ``derive_seed(seed, step)``, so a run
@@ -76,8 +78,9 @@ class TuneSettings:
         anchor: weight of the distance to the starting model's outputs.
         r1: weight of the R1 penalty (squared gradient of the critic on training showers).
         ema_decay: decay of the moving average that is written.
-        feature_matching: weight of the conditional feature-matching term (0: none; the sum of the squared
-            condition-weighted batch means of the standardised vector differences).
+        feature_matching: weight of the conditional feature-matching term (0: none; the sum over columns and
+            conditions of the squared condition-weighted mean of the standardised vector differences, estimated as
+            the product of the two half-batches' means).
         networks: which of :data:`NETWORKS` are tuned (default shape and radial: tuning the energy network
             moved E_tot/E_inc, docs/training.md).
         checkpoint_every: steps between checkpoints.
@@ -109,6 +112,8 @@ class TuneSettings:
                 raise TuneError(f"{name} must be a finite number >= 0, got {value!r}")
         if not 0 <= self.ema_decay < 1:
             raise TuneError(f"ema_decay must lie in [0, 1), got {self.ema_decay!r}")
+        if self.feature_matching and self.batch_size < 2:
+            raise TuneError(f"feature matching compares two half-batches: batch_size must be >= 2, got {self.batch_size}")
         if isinstance(self.replay, bool) or not isinstance(self.replay, int) or self.replay < 0:
             raise TuneError(f"replay must be an integer >= 0, got {self.replay!r}")
         if not self.networks or not set(self.networks) <= set(NETWORKS) or len(set(self.networks)) != len(self.networks):
@@ -207,14 +212,15 @@ class _Tuner:
         return {k: float(v.detach()) for k, v in figures.items()}
 
     def _feature_matching(self, fake: torch.Tensor, rows: torch.Tensor, directions: torch.Tensor | None) -> torch.Tensor:
-        """Sum of the squared batch means of ``(generated - training) x condition``, the training showers being those of
-        the generated ones' rows (same energy and direction); conditions: 1, standardised ``log E``, direction unit vector."""
+        """Unbiased estimate of the summed squared means of ``(generated - training) x condition``: the product of the
+        two half-batches' means. The training showers are those of the generated ones' rows (same energy and
+        direction); conditions: 1, standardised ``log E``, the direction's unit vector."""
         conditions = [torch.ones_like(self.log_e[rows]), self.log_e[rows]]
         if directions is not None:
             conditions += list(direction_features(directions).unbind(1))
-        difference = fake - self.reference[rows]
-        moments = torch.stack([(difference * c[:, None]).mean(0) for c in conditions])
-        return moments.pow(2).sum()
+        weighted = (fake - self.reference[rows])[:, None, :] * torch.stack(conditions, dim=1)[:, :, None]
+        half = len(rows) // 2
+        return (weighted[:half].mean(0) * weighted[half : 2 * half].mean(0)).sum()
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """Checkpoint tensors and JSON."""
