@@ -14,14 +14,16 @@ cells (26 layers of 4.5 mm Pb + 3.0 mm Cu + 0.3 mm Si, 12 mm hexagons) and print
 - ``ms``: simulation time per shower.
 
 With ``--gflash-vs-mc MC.h5 PARAMS.json`` it instead compares GFLASH (uncalibrated ``hgcal_like_parameters()``
-and the calibrated PARAMS.json, ``--n`` showers at the file's energy and incidence) with the MC file's mean layer
-energies: total over E, t_max, mean layer, the largest relative deviation over layers holding > 1%, chi2 per
-layer (> 1%) with both samples' standard errors, the largest deviation of the energy per hexagonal ring, hits.
+and the calibrated PARAMS.json, ``--n`` showers of ``--particle`` at the file's energy and incidence; the MC file
+must hold the same particle) with the MC file's mean layer energies: total over E, t_max, mean layer, the largest
+relative deviation over layers holding > 1%, chi2 per layer (> 1%) with both samples' standard errors, the largest
+deviation of the energy per hexagonal ring, hits.
 
 Usage:
     NUMBA_CACHE_DIR=.cache/numba OMP_NUM_THREADS=1 python benchmarks/bench_hgcal_physics.py --particle gamma \\
         --energies 5 50 500 --n 400 200 40 --seed 1
     python benchmarks/bench_hgcal_physics.py --gflash-vs-mc mc50.h5 gflash_hgcal.json --n 300 --seed 21
+    python benchmarks/bench_hgcal_physics.py --gflash-vs-mc mc50_e.h5 gflash_e.json --particle e- --n 1000 --seed 21
 """
 
 from __future__ import annotations
@@ -88,18 +90,18 @@ def measure(sim: FullSimulation, geometry: CellGeometry, energy_gev: float, n: i
     }
 
 
-def gflash_vs_mc(mc_path: Path, params_path: Path, n: int, seed: int) -> None:
+def gflash_vs_mc(mc_path: Path, params_path: Path, particle: str, n: int, seed: int) -> None:
     """Print GFLASH (uncalibrated, calibrated) against the MC file's mean layer energies (see the module docstring)."""
     geometry = CellGeometry.builtin("hgcal-like")
     data, incidence = read_showers(mc_path), reference_incidence(mc_path)
     energy = float(data.energies[0, 0])
     samples = {"MC": data.showers}
     for name, params in (("GFLASH uncalibrated", hgcal_like_parameters()), ("GFLASH calibrated", GflashParameters.load(params_path))):
-        samples[name] = GflashSimulation(geometry, "gamma", params, incidence=incidence).sample(np.full(n, energy), seed=seed)
+        samples[name] = GflashSimulation(geometry, particle, params, incidence=incidence).sample(np.full(n, energy), seed=seed)
     layers = {k: geometry.layer_energies(v) for k, v in samples.items()}
     ref, ref_err = layers["MC"].mean(0), layers["MC"].std(0) / math.sqrt(len(data))
     keep = ref / ref.sum() > 0.01
-    print(f"E = {energy / 1000:g} GeV, theta {incidence.theta:.4f} rad, N(MC) = {len(data)}, N(GFLASH) = {n}, seed {seed}")
+    print(f"{particle}, E = {energy / 1000:g} GeV, theta {incidence.theta:.4f} rad, N(MC) = {len(data)}, N(GFLASH) = {n}, seed {seed}")
     print("| sample | sum / E | t_max (layers) | mean layer | max abs dev (layers > 1%) | chi2 / layer | ring max abs dev | hits |")
     print("|---|---|---|---|---|---|---|---|")
     for name, per_layer in layers.items():
@@ -121,7 +123,7 @@ LAYER_X0 = 7.8 / STACK.radiation_length()
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--particle", default="gamma")
+    parser.add_argument("--particle", default="gamma", help="e-, e+ or gamma: the MC run's, or GFLASH's with --gflash-vs-mc")
     parser.add_argument("--energies", type=float, nargs="+", default=[5.0, 50.0, 500.0], help="GeV")
     parser.add_argument("--n", type=int, nargs="+", default=[400, 200, 40], help="showers per energy")
     parser.add_argument("--seed", type=int, default=1)
@@ -130,7 +132,7 @@ def main() -> None:
     parser.add_argument("--gflash-vs-mc", nargs=2, type=Path, metavar=("MC.h5", "PARAMS.json"), help="compare GFLASH with an MC file")
     args = parser.parse_args()
     if args.gflash_vs_mc:
-        gflash_vs_mc(*args.gflash_vs_mc, n=args.n[0], seed=args.seed)
+        gflash_vs_mc(*args.gflash_vs_mc, particle=args.particle, n=args.n[0], seed=args.seed)
         return
     geometry = CellGeometry.builtin("hgcal-like")
     print(f"stack: {STACK.depth:g} mm, X0 {STACK.radiation_length():.3f} mm, {STACK.depth / STACK.radiation_length():.2f} X0, "
