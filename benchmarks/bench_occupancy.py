@@ -29,7 +29,8 @@ import torch
 
 from calogen.io import ShowerFile, ShowerWriter
 from calogen.models.generator import EVALUATION_CHUNK, load
-from calogen.models.occupancy import load_occupancy, occupy
+from calogen.models.hit_placement import occupy
+from calogen.models.occupancy import load_occupancy
 from calogen.models.rescale import cut_and_rescale, group_totals, readout_targets
 from calogen.train.occupancy import ring_counts, spectrum_separation
 

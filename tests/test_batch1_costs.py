@@ -8,7 +8,8 @@ import torch
 from _model_data import one_thread  # noqa: F401
 
 from calogen.geometry import Geometry
-from calogen.models.occupancy import Occupancy, OccupancyConfig, keep_largest
+from calogen.models.hit_placement import keep_largest
+from calogen.models.occupancy import Occupancy, OccupancyConfig
 from calogen.models.preprocess import Preprocessor
 from calogen.models.rescale import group_members, readout_targets
 from calogen.models.unet import CylindricalConv, ShapeNet, _coordinates

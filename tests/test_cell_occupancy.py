@@ -15,8 +15,8 @@ from calogen.geometry import Geometry
 from calogen.io import write_showers
 from calogen.models.generator import load
 from calogen.models.occupancy import Occupancy, OccupancyConfig, OccupancyError
-from calogen.models.preprocess import energy_groups
 from calogen.models.rescale import group_totals
+from calogen.models.preprocess import energy_groups
 from calogen.train.occupancy import hit_threshold
 
 pytestmark = pytest.mark.usefixtures("one_thread")

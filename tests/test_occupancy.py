@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from calogen.geometry import Geometry
-from calogen.models.occupancy import (
-    Occupancy, OccupancyConfig, OccupancyError, floor_at, keep_largest, load_occupancy, occupy, save_occupancy,
-)  # fmt: skip
+from calogen.models.hit_placement import floor_at, keep_largest, occupy
+from calogen.models.occupancy import Occupancy, OccupancyConfig, OccupancyError, load_occupancy, save_occupancy
 from calogen.models.preprocess import energy_groups
 from calogen.models.rescale import group_members, group_totals, readout_targets
 from calogen.train.occupancy import FitSettings, fit_counts, fit_spectrum, ring_counts

@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from calogen.geometry import Geometry
-from calogen.models.occupancy import (
-    Occupancy, OccupancyConfig, OccupancyError, keep_largest, load_occupancy, occupy, ring_positions, save_occupancy,
-)  # fmt: skip
+from calogen.models.hit_placement import keep_largest, occupy, ring_positions
+from calogen.models.occupancy import Occupancy, OccupancyConfig, OccupancyError, load_occupancy, save_occupancy
 from calogen.models.preprocess import energy_groups, sigmoid
 from calogen.models.rescale import group_members, group_totals, readout_targets
 
