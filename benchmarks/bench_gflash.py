@@ -32,9 +32,10 @@ import numpy as np
 
 from calogen.geometry import Geometry
 from calogen.io import ShowerData, ShowerFile, write_showers
-from calogen.sim.calibrate import calibrate_gflash, profile_agreement
+from calogen.sim.calibrate import calibrate_gflash
 from calogen.sim.gflash import GflashSimulation
 from calogen.sim.gflash_params import GflashParameters
+from calogen.sim.shower_profiles import profile_agreement
 
 GEOMETRY = Geometry.builtin("ds2")
 ENERGIES_GEV = (10, 100)

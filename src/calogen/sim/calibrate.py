@@ -53,156 +53,37 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import optimize
-from scipy.special import gammainc, ndtri
+from scipy.special import ndtri
 from scipy.stats import qmc
 
 from calogen.cell_geometry import CellGeometry
-from calogen.errors import CalogenError
-from calogen.geometry import Geometry, GeometryError
+from calogen.geometry import Geometry
 from calogen.io import ShowerData, read_showers
+from calogen.sim.expected_profiles import Expectation
 from calogen.sim.gflash import GflashSimulation
-from calogen.sim.gflash_cells import ring_acceptance, ring_energies, shell_edges
-from calogen.sim.gflash_longitudinal import (
-    PHOTON_CONVERSION_X0,
-    gamma_rate,
-    longitudinal_parameters,
-    n_spots,
-    origin,
-)
+from calogen.sim.gflash_longitudinal import PHOTON_CONVERSION_X0, n_spots
 from calogen.sim.gflash_params import GflashParameters, hgcal_like_parameters
-from calogen.sim.gflash_radial import calibrate_radial, published_radial
-from calogen.sim.gflash_spots import STEP_X0, depth_steps
 from calogen.sim.readout import Incidence
+from calogen.sim.shower_profiles import (
+    CalibrationError,
+    energy_groups,
+    hit_counts,
+    mean_fractions,
+    profile_agreement,
+    radial_energies,
+)
 
-__all__ = [
-    "CalibrationError",
-    "ProfileAgreement",
-    "calibrate_gflash",
-    "energy_groups",
-    "hit_counts",
-    "profile_agreement",
-    "radial_energies",
-]
+# profile_agreement and radial_energies stay importable from here (tests/test_gflash*.py import them so)
+__all__ = ["CalibrationError", "EnergyGroup", "calibrate_gflash", "profile_agreement", "radial_energies"]
 
 log = logging.getLogger(__name__)
 
-_MAX_DISCRETE = 8
-_QUANTILE_GROUPS = 4
 _ROUNDS = 2
 _PARTICLES = {"e-": "e-", "electron": "e-", "e+": "e+", "positron": "e+", "gamma": "gamma", "photon": "gamma"}
 
 
-class CalibrationError(CalogenError):
-    """The reference or geometry cannot be used to calibrate GFLASH."""
-
-
-def _radial_edges(geometry: Geometry) -> np.ndarray:
-    """The radial edges shared by all non-empty layers (mm)."""
-    edges = {geometry.layers[i].r_edges for i in geometry.nonempty_layers}
-    if len(edges) != 1:
-        raise CalibrationError(
-            f"geometry {geometry.name!r} has layers with different radial bins; calibrate on one whose layers "
-            "share them (ds2, ds3)"
-        )
-    return np.asarray(edges.pop(), dtype=np.float64)
-
-
 @dataclass(frozen=True)
-class _RadialBins:
-    """Fine radius edges ``(K + 1,)`` mm of the expected profile and the probability ``(K, B)`` that a spot of
-    fine bin k lands in readout bin b (the identity for cylinders)."""
-
-    edges: np.ndarray
-    acceptance: np.ndarray
-
-
-def _radial_bins(geometry: Geometry | CellGeometry, incidence: Incidence, layer_weights: np.ndarray) -> _RadialBins:
-    """Radial bins of a cylindrical readout (its shared edges) or of a cell readout (shells mapped to rings, layers
-    weighted by ``layer_weights``)."""
-    if geometry.kind == "cells":
-        edges = shell_edges(geometry)
-        try:
-            return _RadialBins(edges, ring_acceptance(geometry, edges, incidence, layer_weights))
-        except GeometryError as exc:
-            raise CalibrationError(f"GFLASH calibration needs hexagonal-lattice cell layers: {exc}") from None
-    edges = _radial_edges(geometry)
-    return _RadialBins(edges, np.eye(edges.size - 1))
-
-
-def radial_energies(showers: np.ndarray, geometry: Geometry | CellGeometry) -> np.ndarray:
-    """Energy per radial bin summed over layers and alpha (per hexagonal ring on cells), ``(N, n_r)``."""
-    if geometry.kind == "cells":
-        return ring_energies(showers, geometry)
-    edges = _radial_edges(geometry)
-    r_bin = np.searchsorted(edges, geometry.voxel_r) - 1
-    out = np.zeros((showers.shape[0], edges.size - 1))
-    for b in range(edges.size - 1):
-        out[:, b] = showers[:, r_bin == b].sum(axis=1, dtype=np.float64)
-    return out
-
-
-def energy_groups(energies: np.ndarray) -> list[np.ndarray]:
-    """Indices of showers per energy group: one per distinct energy, or log-energy quantile groups."""
-    energies = np.asarray(energies).reshape(-1)
-    distinct = np.unique(energies)
-    if distinct.size <= _MAX_DISCRETE:
-        return [np.flatnonzero(energies == e) for e in distinct]
-    cuts = np.quantile(np.log(energies), np.linspace(0, 1, _QUANTILE_GROUPS + 1)[1:-1])
-    label = np.searchsorted(cuts, np.log(energies))
-    return [np.flatnonzero(label == k) for k in range(_QUANTILE_GROUPS) if np.any(label == k)]
-
-
-def hit_counts(showers: np.ndarray, geometry: Geometry | CellGeometry) -> np.ndarray:
-    """Number of voxels at or above the geometry threshold per shower, ``(N,)``."""
-    return ((showers >= geometry.threshold) & (showers > 0)).sum(axis=1)
-
-
-def _fractions(energy_matrix: np.ndarray) -> np.ndarray:
-    """Mean over showers of ``(N, K)`` energies, normalised to sum 1."""
-    mean = energy_matrix.mean(axis=0)
-    return mean / mean.sum()
-
-
-@dataclass(frozen=True)
-class ProfileAgreement:
-    """How well generated showers match reference showers (one energy point).
-
-    Attributes:
-        longitudinal: largest relative deviation of the mean energy per layer, over layers holding > 1%.
-        radial: largest relative deviation of the mean energy per radial bin, over bins holding > 1%.
-        hits: relative deviation of the mean number of hit voxels.
-        response: relative deviation of the mean total energy.
-    """
-
-    longitudinal: float
-    radial: float
-    hits: float
-    response: float
-
-    def within(self, profile: float = 0.05, hits: float = 0.10) -> bool:
-        """True when both profiles are within ``profile`` and the hit count within ``hits``."""
-        return self.longitudinal <= profile and self.radial <= profile and self.hits <= hits
-
-
-def profile_agreement(reference: np.ndarray, generated: np.ndarray, geometry: Geometry | CellGeometry) -> ProfileAgreement:
-    """Compare mean longitudinal and radial profiles, hit counts and totals of ``(N, voxels)`` and ``(M, voxels)`` shower sets."""
-
-    def worst(ref: np.ndarray, gen: np.ndarray) -> float:
-        keep = ref / ref.sum() > 0.01
-        return float(np.max(np.abs(gen[keep] / ref[keep] - 1.0)))
-
-    ref_long, gen_long = geometry.layer_energies(reference).mean(0), geometry.layer_energies(generated).mean(0)
-    ref_rad, gen_rad = radial_energies(reference, geometry).mean(0), radial_energies(generated, geometry).mean(0)
-    return ProfileAgreement(
-        longitudinal=worst(ref_long, gen_long),
-        radial=worst(ref_rad, gen_rad),
-        hits=float(abs(hit_counts(generated, geometry).mean() / hit_counts(reference, geometry).mean() - 1.0)),
-        response=float(abs(generated.sum(axis=1, dtype=np.float64).mean() / reference.sum(axis=1, dtype=np.float64).mean() - 1.0)),
-    )
-
-
-@dataclass(frozen=True)
-class _Group:
+class EnergyGroup:
     """Reference summaries of one energy group and the model showers that stand for it."""
 
     energies: np.ndarray  # (n_model,) energies of the model showers, MeV
@@ -218,7 +99,7 @@ class _Group:
 
 def _summarise(
     data: ShowerData, geometry: Geometry | CellGeometry, photons: bool, n_model: int, n_hits: int, rng: np.random.Generator
-) -> list[_Group]:
+) -> list[EnergyGroup]:
     energies = data.energies.reshape(-1).astype(np.float64)
     totals = data.showers.sum(axis=1, dtype=np.float64)
     groups = []
@@ -226,12 +107,12 @@ def _summarise(
         e, ratio = energies[idx], totals[idx] / energies[idx]
         u = np.clip(qmc.Halton(d=3 if photons else 2, seed=rng).random(n_model), 1e-9, 1 - 1e-9)
         groups.append(
-            _Group(
+            EnergyGroup(
                 energies=rng.choice(e, n_model),
                 normals=ndtri(u[:, :2]),
                 starts=-np.log1p(-u[:, 2]) * PHOTON_CONVERSION_X0 if photons else np.zeros(n_model),
-                longitudinal=_fractions(geometry.layer_energies(data.showers[idx])),
-                radial=_fractions(radial_energies(data.showers[idx], geometry)),
+                longitudinal=mean_fractions(geometry.layer_energies(data.showers[idx])),
+                radial=mean_fractions(radial_energies(data.showers[idx], geometry)),
                 response=float(ratio.mean()),
                 resolution=float(np.sqrt(np.mean((ratio / ratio.mean() - 1.0) ** 2 * e / 1000.0))),
                 hits=float(hit_counts(data.showers[idx], geometry).mean()),
@@ -246,82 +127,6 @@ def _chi2(model: np.ndarray, ref: np.ndarray) -> float:
     return float(np.sum((model - ref) ** 2 / np.maximum(ref, 0.01) ** 2))
 
 
-class _Expectation:
-    """Expected (noise-free) layer and radial energy fractions of GFLASH showers at fixed normals."""
-
-    def __init__(self, geometry: Geometry | CellGeometry, incidence: Incidence, layer_weights: np.ndarray) -> None:
-        along_axis = 1.0 / math.cos(incidence.theta)  # a layer at depth z lies z / cos(theta) along the axis
-        self.z_lo = np.array([layer.z_range[0] for layer in geometry.layers]) * along_axis
-        self.z_hi = np.array([layer.z_range[1] for layer in geometry.layers]) * along_axis
-        self.active = np.array([not getattr(layer, "is_empty", False) for layer in geometry.layers])
-        bins = _radial_bins(geometry, incidence, layer_weights)
-        self.edges, self.acceptance = bins.edges, bins.acceptance
-        self.accepted = self.acceptance.sum(axis=1)  # (K,) probability that a spot of fine bin k is read out
-
-    def longitudinal(self, group: _Group, params: GflashParameters, contained: np.ndarray | None = None) -> np.ndarray:
-        """Energy fraction per layer (Gamma CDF differences at the layer edges, times ``contained``), ``(L,)``."""
-        t_max, alpha = longitudinal_parameters(group.energies, group.normals, params)
-        beta = gamma_rate(t_max, alpha, params)[:, None]
-        front = (np.array([origin(float(e), params) for e in group.energies]) - group.starts)[:, None]
-        lo = gammainc(alpha[:, None], beta * np.maximum(self.z_lo[None, :] / params.x0_mm + front, 0.0))
-        hi = gammainc(alpha[:, None], beta * np.maximum(self.z_hi[None, :] / params.x0_mm + front, 0.0))
-        layer = ((hi - lo) * self.active * group.energies[:, None]).sum(axis=0)
-        if contained is not None:
-            layer = layer * contained
-        return layer / layer.sum()
-
-    def _overlap(self, energy: float, start: float, n_steps: int, params: GflashParameters) -> np.ndarray:
-        """Fraction of each of a shower's depth steps inside each layer, ``(n_steps, L)`` (``start`` X0: photon conversion)."""
-        width = STEP_X0 * params.x0_mm
-        lo = ((np.arange(n_steps) * STEP_X0 + start - origin(energy, params)) * params.x0_mm)[:, None]
-        return np.clip(np.minimum(lo + width, self.z_hi) - np.maximum(lo, self.z_lo), 0.0, None) / width
-
-    def containment(self, group: _Group, params: GflashParameters) -> np.ndarray:
-        """Fraction of every layer's energy that the radial readout sees, ``(L,)`` (1 where a layer gets none).
-
-        Radial leakage grows with depth (the tail radius does), so the readout sees a steeper longitudinal
-        tail than the Gamma profile alone; the longitudinal fit multiplies its expectation by this.
-        """
-        t_max, alpha = longitudinal_parameters(group.energies, group.normals, params)
-        inside, total = np.zeros(self.z_lo.size), np.zeros(self.z_lo.size)
-        for e, s, t, a in zip(group.energies, group.starts, t_max, alpha, strict=True):
-            steps = depth_steps(float(e), float(t), float(a), params)
-            cdf = self._read_out(*steps.radial, params)
-            overlap = self._overlap(float(e), float(s), steps.energy.size, params)
-            weight = steps.energy * e
-            inside += (weight * cdf) @ overlap
-            total += weight @ overlap
-        return np.where(total > 0, inside / np.maximum(total, 1e-300), 1.0)
-
-    def radial_setup(self, group: _Group, params: GflashParameters) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Over the depth steps of all model showers: published radial values ``(3, S)``, energy inside the readout
-        layers ``(S,)`` MeV and the incident energy of the step's shower ``(S,)`` MeV."""
-        t_max, alpha = longitudinal_parameters(group.energies, group.normals, params)
-        raws, weights = [], []
-        for e, s, t, a in zip(group.energies, group.starts, t_max, alpha, strict=True):
-            steps = depth_steps(float(e), float(t), float(a), params)
-            inside = self._overlap(float(e), float(s), steps.energy.size, params)[:, self.active].sum(axis=1)
-            raws.append(published_radial(steps.tau, float(e), params))
-            weights.append(steps.energy * inside * e)
-        energies = np.concatenate([np.full(w.size, e) for w, e in zip(weights, group.energies, strict=True)])
-        return np.concatenate(raws, axis=1), np.concatenate(weights), energies
-
-    def _fine_bins(self, rc: np.ndarray, rt: np.ndarray, p: np.ndarray, params: GflashParameters) -> np.ndarray:
-        """Fraction of every step's energy in every fine radial bin, ``(S, K)``, from the analytic radial CDF."""
-        r2 = (self.edges / params.moliere_radius_mm)[None, :] ** 2
-        cdf = p[:, None] * r2 / (r2 + rc[:, None] ** 2) + (1 - p[:, None]) * r2 / (r2 + rt[:, None] ** 2)
-        return np.diff(cdf, axis=1)
-
-    def _read_out(self, rc: np.ndarray, rt: np.ndarray, p: np.ndarray, params: GflashParameters) -> np.ndarray:
-        """Fraction of every step's energy that lands in a readout bin, ``(S,)``."""
-        return self._fine_bins(rc, rt, p, params) @ self.accepted
-
-    def radial(self, setup: tuple[np.ndarray, np.ndarray, np.ndarray], params: GflashParameters) -> tuple[np.ndarray, float]:
-        """Energy fraction per radial bin ``(n_r,)``, and the expected contained energy (MeV, before energy_scale)."""
-        raw, weight, energies = setup
-        per_bin = (weight @ self._fine_bins(*calibrate_radial(raw, params, energies), params)) @ self.acceptance
-        return per_bin / per_bin.sum(), float(per_bin.sum())
-
 
 def _nelder_mead(cost: Callable[[np.ndarray], float], x0: list[float], steps: list[float]) -> optimize.OptimizeResult:
     """Minimise ``cost`` from ``x0`` with a Nelder-Mead simplex spanning ``steps`` along each axis."""
@@ -330,12 +135,12 @@ def _nelder_mead(cost: Callable[[np.ndarray], float], x0: list[float], steps: li
                              options={"initial_simplex": simplex, "xatol": 1e-4, "fatol": 1e-12, "maxiter": 1000})  # fmt: skip
 
 
-def _log_energies(groups: list[_Group]) -> np.ndarray:
+def _log_energies(groups: list[EnergyGroup]) -> np.ndarray:
     """ln(E / GeV) at the (geometric) centre of every group."""
     return np.array([np.mean(np.log(g.energies / 1000.0)) for g in groups])
 
 
-def _fit_longitudinal(groups: list[_Group], model: _Expectation, params: GflashParameters) -> GflashParameters:
+def _fit_longitudinal(groups: list[EnergyGroup], model: Expectation, params: GflashParameters) -> GflashParameters:
     """Depth, shape and origin offsets; depth and shape also get slopes in ln E when the groups span > 0.5 in ln E.
 
     The expected layer profiles include the radial containment of ``params`` per layer (held fixed here).
@@ -363,7 +168,7 @@ def _fit_longitudinal(groups: list[_Group], model: _Expectation, params: GflashP
     return fitted
 
 
-def _fit_radial(groups: list[_Group], model: _Expectation, params: GflashParameters) -> tuple[GflashParameters, list[float]]:
+def _fit_radial(groups: list[EnergyGroup], model: Expectation, params: GflashParameters) -> tuple[GflashParameters, list[float]]:
     """Core and tail radius scales and core weight offset; the radii also get a power of E when the groups span > 0.5 in ln E."""
     setups = [model.radial_setup(g, params) for g in groups]
     with_slope = np.ptp(_log_energies(groups)) > 0.5
@@ -389,13 +194,13 @@ def _fit_radial(groups: list[_Group], model: _Expectation, params: GflashParamet
 
 
 def _fit_spots(
-    groups: list[_Group], geometry: Geometry | CellGeometry, params: GflashParameters, particle: str, incidence: Incidence, seed: int
+    groups: list[EnergyGroup], geometry: Geometry | CellGeometry, params: GflashParameters, particle: str, incidence: Incidence, seed: int
 ) -> GflashParameters:
     """Per group, the spot-count factor that reproduces the reference hit count; then a power law through them."""
     log_e, log_n = [], []
     for k, g in enumerate(groups):
 
-        def log_hits(log_m: float, g: _Group = g, k: int = k) -> float:
+        def log_hits(log_m: float, g: EnergyGroup = g, k: int = k) -> float:
             trial = params.with_(spot_scale=params.spot_scale * math.exp(log_m))
             sim = GflashSimulation(geometry, particle, trial, incidence=incidence)
             return math.log(hit_counts(sim.simulate(g.hit_energies, seed=seed + k), geometry).mean())
@@ -465,7 +270,7 @@ def calibrate_gflash(
         depth_offset=0.0, depth_slope=0.0, shape_offset=0.0, shape_slope=0.0, profile_tilt=0.0, origin_offset=0.0, origin_slope=0.0,
         core_radius_scale=1.0, tail_radius_scale=1.0, radius_slope=0.0, core_weight_offset=0.0, energy_scale=1.0, energy_slope=0.0,
     )
-    model = _Expectation(geometry, incidence, geometry.layer_energies(data.showers).mean(axis=0))
+    model = Expectation(geometry, incidence, geometry.layer_energies(data.showers).mean(axis=0))
     photons = _PARTICLES[particle] == "gamma"
     groups = _summarise(data, geometry, photons, n_model, n_hits, np.random.default_rng(seed))
     for _ in range(_ROUNDS):  # the longitudinal fit sees the radial containment of the previous round
