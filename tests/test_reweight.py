@@ -11,7 +11,8 @@ from calogen.cli import main
 from calogen.eval.classifier import run_classifier
 from calogen.eval.classifier_settings import ClassifierSettings
 from calogen.eval.histograms import compare_features, weighted_voxel_counts
-from calogen.eval.reweight import ClipRule, ReweightSettings, dctr_inputs, fit_weights
+from calogen.eval.reweight import ReweightSettings, dctr_inputs, fit_weights
+from calogen.eval.weight_clipping import ClipRule
 from calogen.eval.weights_file import ReweightError, effective_sample_size, read_weights, weights_for_sample, write_weights
 from calogen.eval.separation import separation_from_counts, weighted_counts
 from calogen.features import compute_features, features_from_file

@@ -59,7 +59,8 @@ def _geometry(args: argparse.Namespace) -> Geometry:
 
 def run(args: argparse.Namespace) -> int:
     """Fit, write the weights file and print AUC, effective sample size and clipped count."""
-    from calogen.eval.reweight import ClipRule, ReweightSettings, reweight_files
+    from calogen.eval.reweight import ReweightSettings, reweight_files
+    from calogen.eval.weight_clipping import ClipRule
     from calogen.outputs import check_destination
 
     check_destination(args.output)

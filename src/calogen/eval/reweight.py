@@ -28,7 +28,7 @@ networks for full phase-space reweighting and parameter tuning", arXiv:1907.0820
    ``(a, b)`` by unpenalised logistic regression of the labels. It is monotone and smooth (isotonic
    regression would give step-shaped weights with extremes at its clip). **Prior**: ``n_B / n_A`` of the
    calibration share corrects unequal class sizes; the normalisation below removes what remains.
-4. **Clipping and normalisation** (:class:`ClipRule`), within each of ``energy_bins`` bins of incident
+4. **Clipping and normalisation** (:class:`~calogen.eval.weight_clipping.ClipRule`), within each of ``energy_bins`` bins of incident
    energy (equal-count bins of the weighted file's energies): with a fixed maximum ``c`` the weights
    are scaled and capped together so that the result has mean 1 and maximum ``c`` exactly (``min(s w,
    c)`` with ``s`` solving ``mean = 1``), which guarantees an effective sample size of at least ``N / c``;
@@ -71,75 +71,19 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from calogen.eval.classifier_settings import ClassifierSettings
 from calogen.eval.classifier_training import fit_classifier, predict_logits
+from calogen.eval.weight_clipping import ClipRule, clip_and_normalise
 from calogen.eval.weights_file import ReweightError, effective_sample_size, write_weights
 from calogen.generator import derive_seed
 
-__all__ = ["ClipRule", "ReweightSettings", "Reweighter", "WeightFit", "apply_weights", "dctr_inputs", "fit_weights", "reweight_files"]
+__all__ = ["ReweightSettings", "Reweighter", "WeightFit", "apply_weights", "dctr_inputs", "fit_weights", "reweight_files"]
 
 log = logging.getLogger(__name__)
-
-@dataclass(frozen=True)
-class ClipRule:
-    """Where extreme weights are cut: ``p99.9`` (a percentile of the mean-1 weights), ``20`` (a fixed
-    maximum of the mean-1 weights), ``ess0.5`` (the largest maximum that keeps the effective sample size
-    at or above that fraction of N; no clip when the weights already do) or ``none``.
-
-    Example:
-        >>> ClipRule.parse("p99"), ClipRule.parse("20").kind, ClipRule.parse("ess0.5").value
-        (ClipRule(kind='percentile', value=99.0), 'max', 0.5)
-    """
-
-    kind: Literal["percentile", "max", "ess", "none"]
-    value: float | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> ClipRule:
-        """Parse ``pQ`` (0 < Q <= 100), a number > 1, ``essF`` (0 < F < 1), or ``none``."""
-        text = str(text).strip().lower()
-        if text == "none":
-            return cls("none")
-        if text.startswith("ess"):
-            fraction = _number(text[3:])
-            if 0 < fraction < 1:
-                return cls("ess", fraction)
-            raise ReweightError(f"bad clip {text!r}: essF needs an effective-sample-size fraction 0 < F < 1, such as ess0.5")
-        value = _number(text[1:] if text.startswith("p") else text)
-        if text.startswith("p") and 0 < value <= 100:
-            return cls("percentile", value)
-        if not text.startswith("p") and math.isfinite(value) and value > 1:
-            return cls("max", value)
-        raise ReweightError(
-            f"bad clip {text!r}: give a percentile such as p99.9, a maximum weight above 1 such as 20, "
-            "an effective-sample-size fraction such as ess0.5, or none"
-        )
-
-    def apply(self, weights: np.ndarray) -> tuple[np.ndarray, int, float]:
-        """Clipped weights with mean 1, the number clipped and their level (inf: none clipped)."""
-        w = np.asarray(weights, np.float64) / np.mean(weights)
-        if self.kind == "none":
-            return w, 0, math.inf
-        if self.kind == "percentile":
-            level = float(np.percentile(w, self.value))
-            n_clipped = int(np.count_nonzero(w > level))
-            w = np.minimum(w, level)
-            return w / w.mean(), n_clipped, level / w.mean()
-        if self.kind == "ess":
-            return _cap_to_ess(w, float(self.value))  # type: ignore[arg-type]
-        return _cap(w, float(self.value))  # type: ignore[arg-type]
-
-
-def _number(text: str) -> float:
-    """``float(text)``, NaN when it is not a number."""
-    try:
-        return float(text)
-    except ValueError:
-        return math.nan
 
 
 def _dctr_classifier() -> ClassifierSettings:
@@ -153,7 +97,7 @@ class ReweightSettings:
     Args:
         folds: cross-fitting parts (>= 2).
         calibration_fraction: share of the training parts held out for epoch selection and Platt scaling.
-        clip: clip rule text (see :class:`ClipRule`); the default ``ess0.5`` keeps the effective sample size
+        clip: clip rule text (see :class:`~calogen.eval.weight_clipping.ClipRule`); the default ``ess0.5`` keeps the effective sample size
             >= N / 2 in every energy bin.
         seed: seed of the fold shuffle and of every classifier (fold ``j`` uses ``derive_seed(seed, j + 1)``).
         energy_bins: bins of incident energy in which weights are clipped and normalised (1: globally).
@@ -253,61 +197,6 @@ def _platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     return float(result.x[0]), float(result.x[1])
 
 
-def _cap(w: np.ndarray, c: float) -> tuple[np.ndarray, int, float]:
-    """``min(s w, c)`` with the scale ``s`` that gives mean 1 (``c > 1``), the number capped, and ``c``
-    (inf when none is capped). With the ``k`` largest capped, ``s = (N - k c) / (sum of the others)``;
-    the answer is the smallest ``k`` whose ``s`` leaves the ``k+1``-th largest at or below ``c``."""
-    n = w.size
-    ordered = np.sort(w)[::-1]
-    rest = np.cumsum(ordered[::-1])[::-1]  # rest[k]: sum of all but the k largest
-    k = np.arange(n)
-    scale = (n - k * c) / rest
-    ok = (n - k * c > 0) & (scale * ordered <= c)
-    first = int(np.argmax(ok))
-    capped = np.minimum(scale[first] * w, c)
-    return capped, first, (c if first else math.inf)
-
-
-def _cap_to_ess(w: np.ndarray, fraction: float, steps: int = 60) -> tuple[np.ndarray, int, float]:
-    """:func:`_cap` at the largest maximum ``c`` whose weights keep ``ESS >= fraction * N`` (bisection: the
-    effective sample size falls as ``c`` grows and is ``N`` at ``c = 1``); unchanged mean-1 weights when
-    they already keep it."""
-    target = fraction * w.size
-    if effective_sample_size(w) >= target:
-        return w, 0, math.inf
-    low, high = 1.0, float(w.max())
-    for _ in range(steps):
-        mid = 0.5 * (low + high)
-        low, high = (mid, high) if effective_sample_size(_cap(w, mid)[0]) >= target else (low, mid)
-    return _cap(w, low)
-
-
-def _energy_bins(energies: np.ndarray | None, n_bins: int, n: int) -> np.ndarray:
-    """Bin index of every shower: equal-count bins of ``energies`` (tied edges merge bins); all 0 without."""
-    if energies is None or n_bins == 1:
-        return np.zeros(n, np.int64)
-    e = np.asarray(energies, np.float64).reshape(-1)
-    if e.shape != (n,):
-        raise ReweightError(f"{e.size} incident energies for {n} candidate showers; give one per shower")
-    inner = np.unique(np.quantile(e, np.linspace(0.0, 1.0, n_bins + 1))[1:-1])
-    return np.searchsorted(inner, e, side="right")
-
-
-def _finish(
-    log_w: np.ndarray, rule: ClipRule, energies: np.ndarray | None, n_bins: int
-) -> tuple[np.ndarray, int, float]:
-    """Weights from log-weights, clipped by ``rule`` and scaled to mean 1 within each energy bin; with the
-    clipped count and the largest clip level."""
-    raw = np.exp(log_w - np.max(log_w))  # largest 1: no overflow
-    bins = _energy_bins(energies, n_bins, raw.size)
-    weights, n_clipped, levels = np.empty_like(raw), 0, []
-    for b in np.unique(bins):
-        rows = bins == b
-        weights[rows], k, level = rule.apply(raw[rows])
-        n_clipped += k
-        levels.append(level if k else -math.inf)
-    return weights, n_clipped, max(levels) if n_clipped else math.inf
-
 
 def _check_pair(reference: np.ndarray, candidate: np.ndarray, folds: int) -> None:
     for name, arr in (("reference", reference), ("candidate", candidate)):
@@ -376,7 +265,7 @@ def fit_weights(
         priors.append(prior)
         epochs.append(fit.best_epoch)
         log.info("fold %d/%d: best epoch %d, held-out AUC %.4f, Platt a=%.3f b=%.3f", j + 1, s.folds, fit.best_epoch, aucs[-1], a, b)
-    weights, n_clipped, clip = _finish(log_w, ClipRule.parse(s.clip), candidate_energies, s.energy_bins)
+    weights, n_clipped, clip = clip_and_normalise(log_w, ClipRule.parse(s.clip), candidate_energies, s.energy_bins)
     reweighter = Reweighter(models, platt, priors, s)
     return WeightFit(weights, n_clipped, clip, effective_sample_size(weights), aucs, epochs, platt, reweighter)
 
@@ -389,7 +278,7 @@ def apply_weights(reweighter: Reweighter, candidate: np.ndarray, *, candidate_en
         raise ReweightError(f"candidate inputs have shape {candidate.shape}; need (N, features) with N >= 1")
     log_w = reweighter.log_ratios(candidate).mean(axis=0)
     s = reweighter.settings
-    weights, n_clipped, clip = _finish(log_w, ClipRule.parse(s.clip), candidate_energies, s.energy_bins)
+    weights, n_clipped, clip = clip_and_normalise(log_w, ClipRule.parse(s.clip), candidate_energies, s.energy_bins)
     return WeightFit(weights, n_clipped, clip, effective_sample_size(weights), [], [], reweighter.platt, reweighter)
 
 
