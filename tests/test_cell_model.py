@@ -15,7 +15,8 @@ from calogen.io import write_showers
 from calogen.models.cell_map import CellGridMap, cell_overlap_matrix, grid_size
 from calogen.models.generator import load
 from calogen.models.pair import ModelPair
-from calogen.models.preprocess import Preprocessor, energy_groups, layer_vector, radial_slots, radial_vector
+from calogen.models.preprocess import Preprocessor
+from calogen.models.voxel_groups import energy_groups, layer_vector, radial_slots, radial_vector
 from calogen.train.config import PRESETS
 from calogen.train.loop import train
 

@@ -16,7 +16,7 @@ from calogen.io import write_showers
 from calogen.models.generator import load
 from calogen.models.occupancy import Occupancy, OccupancyConfig, OccupancyError
 from calogen.models.rescale import group_totals
-from calogen.models.preprocess import energy_groups
+from calogen.models.voxel_groups import energy_groups
 from calogen.train.occupancy import hit_threshold
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,8 +12,9 @@ import torch
 from calogen.geometry import Geometry
 from calogen.models.hit_placement import keep_largest, occupy, ring_positions
 from calogen.models.occupancy import Occupancy, OccupancyConfig, OccupancyError, load_occupancy, save_occupancy
-from calogen.models.preprocess import energy_groups, sigmoid
+from calogen.models.preprocess import sigmoid
 from calogen.models.rescale import group_members, group_totals, readout_targets
+from calogen.models.voxel_groups import energy_groups
 
 TINY = Geometry.builtin("tiny")
 T = float(TINY.threshold)

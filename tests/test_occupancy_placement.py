@@ -12,8 +12,8 @@ import torch
 from calogen.geometry import Geometry
 from calogen.models.hit_placement import gumbel, keep_largest, occupy
 from calogen.models.occupancy import Occupancy, OccupancyConfig, OccupancyError
-from calogen.models.preprocess import energy_groups
 from calogen.models.rescale import group_members, group_totals, readout_targets
+from calogen.models.voxel_groups import energy_groups
 
 TINY = Geometry.builtin("tiny")
 T = float(TINY.threshold)

@@ -10,7 +10,8 @@ from _model_data import toy_showers
 from calogen.errors import CalogenError
 from calogen.geometry import Geometry
 from calogen.models.rescale import cut_and_rescale, rescale_layers
-from calogen.models.preprocess import Preprocessor, energy_groups, group_sums, layer_vector
+from calogen.models.preprocess import Preprocessor
+from calogen.models.voxel_groups import energy_groups, group_sums, layer_vector
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,9 @@ from calogen.geometry import Geometry
 from calogen.models.config import ModelConfig
 from calogen.models.pair import ModelPair
 from calogen.models.pipeline import Pipeline
-from calogen.models.preprocess import Preprocessor, energy_groups, group_sums, radial_slots, radial_used, radial_vector
+from calogen.models.preprocess import Preprocessor
 from calogen.models.radial import RadialNet
+from calogen.models.voxel_groups import energy_groups, group_sums, radial_slots, radial_used, radial_vector
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

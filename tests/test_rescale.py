@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from calogen.geometry import Geometry
-from calogen.models.preprocess import energy_groups
 from calogen.models.rescale import cut_and_rescale, group_max, group_members, group_totals, readout_targets
+from calogen.models.voxel_groups import energy_groups
 
 THRESHOLD = 0.015
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from calogen.errors import CalogenError
-from calogen.models.preprocess import ENERGY_GROUPS
+from calogen.models.voxel_groups import ENERGY_GROUPS
 
 __all__ = ["ModelConfig", "check_fields", "check_sampler_objective"]
 

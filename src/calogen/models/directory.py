@@ -21,7 +21,8 @@ from calogen.cell_geometry import CellGeometry
 from calogen.errors import CalogenError
 from calogen.geometry import Geometry, Layer
 from calogen.models.config import ModelConfig
-from calogen.models.preprocess import Preprocessor, energy_groups, model_layers, radial_slots
+from calogen.models.preprocess import Preprocessor
+from calogen.models.voxel_groups import energy_groups, model_layers, radial_slots
 
 __all__ = [
     "FORMAT", "VERSION", "ModelError", "check_preprocessing", "check_weights", "geometry_from_dict", "geometry_to_dict",

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from calogen.geometry import Geometry
-from calogen.models.preprocess import energy_groups, sigmoid
+from calogen.models.preprocess import sigmoid
 from calogen.models.rescale import group_max, group_totals, group_values
+from calogen.models.voxel_groups import energy_groups
 
 if TYPE_CHECKING:
     from calogen.cell_geometry import CellGeometry

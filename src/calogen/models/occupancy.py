@@ -33,7 +33,7 @@ threshold cut of :func:`~calogen.models.rescale.cut_and_rescale` when a model ha
 The threshold ``t`` is the geometry's readout threshold. A geometry that records every deposit above 0
 MeV (the cell geometries) has none, so the stage gets its own (``OccupancyConfig.threshold``, fitted to a low
 quantile of the training showers' cell energies): the least energy of a hit, below which a ring is empty.
-Rings are then the hexagonal rings of :func:`~calogen.models.preprocess.layer_rings`.
+Rings are then the hexagonal rings of :func:`~calogen.models.voxel_groups.layer_rings`.
 
 Everything is a torch operation on whole batches (sort, gather, scatter, cumsum, erf), so the exported
 ONNX graph contains it. A model directory holds it as ``occupancy.json`` (:class:`OccupancyConfig` and
@@ -60,8 +60,8 @@ from calogen.geometry import Geometry
 from calogen.models.energy import ResidualBlock
 from calogen.models.hit_placement import floor_at, gumbel, normal_cdf, occupy, ring_positions
 from calogen.models.layers import ConstantCache
-from calogen.models.preprocess import energy_groups, model_layers, radial_slots
 from calogen.models.rescale import group_members, readout_targets
+from calogen.models.voxel_groups import energy_groups, model_layers, radial_slots
 
 if TYPE_CHECKING:
     from calogen.cell_geometry import CellGeometry
@@ -212,7 +212,7 @@ class Occupancy(nn.Module):
     ``forward(logits (B, voxels), targets (B, G) MeV, energies (B, 1) MeV, noise (B, noise_dim)) -> (B, voxels) MeV``.
 
     Args:
-        geometry: the readout; groups are its rings (:func:`~calogen.models.preprocess.energy_groups`).
+        geometry: the readout; groups are its rings (:func:`~calogen.models.voxel_groups.energy_groups`).
         config: settings.
     """
 

@@ -17,10 +17,11 @@ from calogen.models.directory import ModelError
 from calogen.models.edm import EDM
 from calogen.models.energy import EnergyNet
 from calogen.models.flow_matching import Denoiser, FlowMatching
-from calogen.models.preprocess import DIRECTION_FEATURES, radial_slots
+from calogen.models.preprocess import DIRECTION_FEATURES
 from calogen.models.radial import RadialNet
 from calogen.models.students import INTERVAL_FEATURES, STUDENT_OBJECTIVES, Student, widen_from
 from calogen.models.unet import ShapeNet
+from calogen.models.voxel_groups import radial_slots
 
 __all__ = ["MAX_PARAMETERS", "ModelPair", "parameter_count"]
 

@@ -13,10 +13,11 @@ from torch import nn
 from calogen.geometry import Geometry
 from calogen.models.occupancy import Occupancy
 from calogen.models.pair import ModelPair
-from calogen.models.preprocess import Preprocessor, energy_groups, radial_slots, radial_used
+from calogen.models.preprocess import Preprocessor
 from calogen.models.rescale import cut_and_rescale, group_members
 from calogen.models.samplers import solve, steps_for_nfe
 from calogen.models.traced_solve import TracedSolve
+from calogen.models.voxel_groups import energy_groups, radial_slots, radial_used
 
 __all__ = ["Pipeline"]
 
