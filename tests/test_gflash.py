@@ -78,6 +78,8 @@ def test_packaged_parameters_are_calibrated(name):
 def test_default_parameters_follow_the_geometry_kind():
     assert GflashSimulation(DS2, "gamma").params == GflashParameters.packaged("ds2-electron") == default_parameters("cylindrical", "e-")
     assert default_parameters("cells", "gamma") == GflashParameters.packaged("hgcal-like-gamma")
+    electron = GflashParameters.packaged("hgcal-like-electron")
+    assert default_parameters("cells", "e-") == default_parameters("cells", "e+") == electron
     with pytest.raises(GflashParameterError, match="no default GFLASH parameters for a 'voxels' geometry"):
         default_parameters("voxels", "gamma")
 

@@ -82,7 +82,6 @@ def test_packaged_hgcal_photon_set_is_the_default_on_cells(tmp_path):
     assert all(s in packaged.provenance for s in ("calibrate-gflash", "--seed 16", "--n 1600", "2026-12-06", "commit"))
     assert GflashSimulation(HGCAL, "gamma").params == packaged
     assert GflashSimulation(CellGeometry.builtin("tiny-hex"), "photon").params == packaged
-    assert GflashSimulation(HGCAL, "e-").params == published  # e+- keep the published set on cells
     out = tmp_path / "g.h5"
     argv = ["simulate", "--engine", "gflash", "--geometry", "hgcal-like", "--particle", "gamma", "--energy", "20GeV",
             "--n", "3", "--seed", "4", "-o", str(out), "--no-progress"]  # fmt: skip
@@ -91,3 +90,19 @@ def test_packaged_hgcal_photon_set_is_the_default_on_cells(tmp_path):
     energies = np.full(3, 20_000.0)
     np.testing.assert_array_equal(showers, GflashSimulation(HGCAL, "gamma", packaged).sample(energies, seed=4))
     assert not np.array_equal(showers, GflashSimulation(HGCAL, "gamma", published).sample(energies, seed=4))
+
+
+def test_packaged_hgcal_electron_set_is_the_default_for_e_on_cells(tmp_path):
+    packaged = GflashParameters.packaged("hgcal-like-electron")  # loads and validates (from_dict)
+    published, photon = hgcal_like_parameters(), GflashParameters.packaged("hgcal-like-gamma")
+    assert packaged.x0_mm == pytest.approx(published.x0_mm) and packaged.z_eff == pytest.approx(published.z_eff)
+    assert packaged not in (published, photon)  # calibrated, to electrons
+    provenance = ("calibrate-gflash", "--particle e-", "--seed 40", "--n 1600", "2026-12-06", "commit")
+    assert all(s in packaged.provenance for s in provenance)
+    assert GflashSimulation(HGCAL, "e-").params == GflashSimulation(HGCAL, "positron").params == packaged
+    out = tmp_path / "e.h5"
+    argv = ["simulate", "--engine", "gflash", "--geometry", "hgcal-like", "--particle", "e-", "--energy", "20GeV",
+            "--n", "3", "--seed", "4", "-o", str(out), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    energies = np.full(3, 20_000.0)
+    np.testing.assert_array_equal(read_showers(out).showers, GflashSimulation(HGCAL, "e-", packaged).sample(energies, seed=4))

@@ -49,9 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gflash-params",
         metavar="JSON|NAME",
-        help="GFLASH parameters: a JSON file (e.g. from calogen calibrate-gflash) or a packaged set, ds2-electron or hgcal-like-gamma "
-        "(default: calibrated to the detailed MC: ds2-electron on cylindrical geometries, hgcal-like-gamma for photons on "
-        "cell geometries; e+- on cells use the published, uncalibrated hgcal-like set)",
+        help="GFLASH parameters: a JSON file (e.g. from calogen calibrate-gflash) or a packaged set, ds2-electron, "
+        "hgcal-like-electron or hgcal-like-gamma (default: calibrated to the detailed MC: ds2-electron on cylindrical "
+        "geometries; on cell geometries hgcal-like-gamma for photons, hgcal-like-electron for e+-)",
     )
     parser.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (default: when stderr is a terminal)"

@@ -102,8 +102,8 @@ class GflashSimulation:
         params: the model parameters; when omitted (:func:`~calogen.sim.gflash_params.default_parameters`),
             for cylindrical readouts the packaged ``ds2-electron`` set calibrated to the detailed MC on the Par04
             detector (the detector every cylindrical built-in models), for cell readouts the packaged
-            ``hgcal-like-gamma`` set calibrated to the detailed MC of photons on the HGCal-like stack (photons) or
-            the published :func:`~calogen.sim.gflash_params.hgcal_like_parameters` (e+-).
+            ``hgcal-like-gamma`` (photons) or ``hgcal-like-electron`` (e+-) set calibrated to the detailed MC of
+            that particle on the HGCal-like stack.
             ``GflashParameters.default()`` gives the published, uncalibrated Par04 set.
         incidence: direction and entry point of the primary; the readout follows its trajectory.
     """

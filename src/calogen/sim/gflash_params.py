@@ -40,7 +40,11 @@ __all__ = [
     "hgcal_like_parameters",
 ]
 
-PACKAGED = {"ds2-electron": "gflash_ds2_electron.json", "hgcal-like-gamma": "gflash_hgcal_photon.json"}
+PACKAGED = {
+    "ds2-electron": "gflash_ds2_electron.json",
+    "hgcal-like-electron": "gflash_hgcal_electron.json",
+    "hgcal-like-gamma": "gflash_hgcal_photon.json",
+}
 """Name of every packaged parameter set -> its file in ``calogen/data``; each records its provenance."""
 
 
@@ -161,8 +165,8 @@ class GflashParameters:
     @classmethod
     def packaged(cls, name: str = "ds2-electron") -> GflashParameters:
         """A calibrated set shipped with calogen (:data:`PACKAGED`): ``ds2-electron`` (tuned to the detailed MC of
-        electrons on Par04) or ``hgcal-like-gamma`` (tuned to the detailed MC of photons at eta 2 on the HGCal-like
-        stack)."""
+        electrons on Par04), ``hgcal-like-electron`` or ``hgcal-like-gamma`` (tuned to the detailed MC of electrons
+        or photons at eta 2 on the HGCal-like stack)."""
         if name not in PACKAGED:
             raise GflashParameterError(f"no packaged GFLASH parameters {name!r}; choose one of {sorted(PACKAGED)}")
         text = resources.files("calogen").joinpath("data", PACKAGED[name]).read_text(encoding="utf-8")
@@ -221,12 +225,12 @@ def default_parameters(kind: str, particle: str) -> GflashParameters:
     """The set a simulation of ``particle`` (``e-``, ``e+`` or ``gamma``) uses on a geometry of ``kind`` when given none.
 
     Cylindrical readouts model the Par04 stack: the packaged ``ds2-electron`` for every particle. Cell readouts
-    model the HGCal-like stack: the packaged ``hgcal-like-gamma`` for photons; e+- keep the published
-    :func:`hgcal_like_parameters`, since the photon fit moves their early layers further from the detailed MC
-    (docs/geometries.md). :meth:`GflashParameters.default` is the published Par04 set.
+    model the HGCal-like stack: the packaged ``hgcal-like-gamma`` for photons, ``hgcal-like-electron`` for e+-
+    (docs/geometries.md). :meth:`GflashParameters.default` is the published Par04 set; :func:`hgcal_like_parameters`
+    the published, uncalibrated HGCal-like one.
     """
     if kind == "cylindrical":
         return GflashParameters.packaged("ds2-electron")
     if kind == "cells":
-        return GflashParameters.packaged("hgcal-like-gamma") if particle == "gamma" else hgcal_like_parameters()
+        return GflashParameters.packaged("hgcal-like-gamma" if particle == "gamma" else "hgcal-like-electron")
     raise GflashParameterError(f"no default GFLASH parameters for a {kind!r} geometry; expected 'cylindrical' or 'cells'")
