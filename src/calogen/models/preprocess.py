@@ -49,14 +49,13 @@ import torch
 
 from calogen.errors import CalogenError
 from calogen.geometry import Geometry
-from calogen.models.voxel_groups import energy_groups, group_sums, layer_vector, radial_vector
+from calogen.models.voxel_groups import layer_vector, radial_vector
 
 if TYPE_CHECKING:
     from calogen.cell_geometry import CellGeometry
 
-# energy_groups and group_sums stay importable from here for calogen.train and calogen.sim.gflash_cells
 __all__ = [
-    "DIRECTION_FEATURES", "LOGIT_ALPHA", "Preprocessor", "check_directions", "direction_features", "energy_groups", "group_sums", "same_direction",
+    "DIRECTION_FEATURES", "LOGIT_ALPHA", "Preprocessor", "check_directions", "direction_features", "same_direction",
     "sigmoid",
 ]  # fmt: skip
 

@@ -33,7 +33,7 @@ import numba as nb
 import numpy as np
 
 from calogen.cell_geometry import CellGeometry, cell_voxel
-from calogen.models.preprocess import group_sums
+from calogen.models.voxel_groups import group_sums
 from calogen.sim.readout import Incidence, readout_arrays
 
 __all__ = ["ring_acceptance", "ring_energies", "shell_edges"]

@@ -39,10 +39,9 @@ import torch.nn.functional as F
 
 from calogen.errors import CalogenError
 from calogen.geometry import Geometry
-from calogen.models.occupancy import (
-    COUNT_SLACK, OCCUPANCY_FILES, Occupancy, OccupancyConfig, gumbel, load_occupancy, occupy, save_occupancy,
-)  # fmt: skip
-from calogen.models.preprocess import energy_groups, group_sums
+from calogen.models.hit_placement import gumbel, occupy
+from calogen.models.occupancy import COUNT_SLACK, OCCUPANCY_FILES, Occupancy, OccupancyConfig, load_occupancy, save_occupancy
+from calogen.models.voxel_groups import energy_groups, group_sums
 from calogen.models.rescale import readout_targets
 
 if TYPE_CHECKING:

@@ -35,12 +35,8 @@ from calogen.generator import derive_seed
 from calogen.geometry import Geometry
 from calogen.io import ShowerData
 from calogen.models.pair import ModelPair
-from calogen.models.preprocess import (
-    Preprocessor,
-    energy_groups,
-    layer_vector,
-    radial_vector,
-)
+from calogen.models.preprocess import Preprocessor
+from calogen.models.voxel_groups import energy_groups, layer_vector, radial_vector
 from calogen.train.checkpoint import optimizer_from_flat, optimizer_to_flat
 from calogen.train.config import Preset
 from calogen.train.data import BlockLoader, SourcePool
