@@ -40,7 +40,7 @@ from scipy.special import gammaln
 from calogen.cell_geometry import CellGeometry
 from calogen.commands.calibrate_gflash import reference_incidence
 from calogen.io import read_showers
-from calogen.sim.calibrate import profile_agreement
+from calogen.sim.shower_profiles import profile_agreement
 from calogen.sim.detector import LayerStack
 from calogen.sim.full import FullSimulation
 from calogen.sim.gflash import GflashSimulation

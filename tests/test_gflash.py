@@ -12,7 +12,8 @@ from calogen.errors import CalogenError
 from calogen.generator import Generator, derive_seed
 from calogen.geometry import Geometry
 from calogen.io import ShowerData
-from calogen.sim.calibrate import CalibrationError, calibrate_gflash, profile_agreement, radial_energies
+from calogen.sim.calibrate import CalibrationError, calibrate_gflash
+from calogen.sim.shower_profiles import profile_agreement, radial_energies
 from calogen.sim.gflash import GflashSimulation
 from calogen.sim.gflash_longitudinal import mean_log_shape, n_spots, origin
 from calogen.sim.gflash_params import PACKAGED, GflashParameterError, GflashParameters, default_parameters

@@ -69,12 +69,10 @@ from calogen.sim.shower_profiles import (
     energy_groups,
     hit_counts,
     mean_fractions,
-    profile_agreement,
     radial_energies,
 )
 
-# profile_agreement and radial_energies stay importable from here (tests/test_gflash*.py import them so)
-__all__ = ["CalibrationError", "EnergyGroup", "calibrate_gflash", "profile_agreement", "radial_energies"]
+__all__ = ["CalibrationError", "EnergyGroup", "calibrate_gflash"]
 
 log = logging.getLogger(__name__)
 
