@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -31,3 +34,27 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def train_directed_tiny(root: Path) -> Path:
+    """A tiny model conditioned on the direction (geometry ``tiny``), trained 5 steps on one thread on 200 toy showers
+    at random directions (theta up to 0.6 rad); returns its directory ``root / "model"``."""
+    import torch
+
+    from calogen.io import write_showers
+    from calogen.train.config import Preset
+    from calogen.train.loop import train
+
+    geometry = Geometry.builtin("tiny")
+    e, v = toy_showers(geometry, 200, seed=0)
+    rng = np.random.default_rng(1)
+    d = np.stack([rng.uniform(0, 0.6, 200), rng.uniform(-math.pi, math.pi, 200)], axis=1).astype(np.float32)
+    write_showers(root / "train.h5", e, v, directions=d)
+    settings = {"model": {"directions": True}, "train": {"max_steps": 5, "eval_every": 5, "checkpoint_every": 5}}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(root / "train.h5", geometry, Preset.from_dict("directed", settings, base=Preset.resolve("tiny")), root / "model")
+    finally:
+        torch.set_num_threads(threads)
+    return root / "model"

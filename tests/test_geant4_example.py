@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _model_data import toy_showers
+from _model_data import train_directed_tiny
 
 import calogen
 from calogen.generator import derive_seed
 from calogen.geometry import Geometry
-from calogen.io import read_showers, write_showers
+from calogen.io import read_showers
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("geant4_pybind") is None, reason="needs calogen[geant4] (geant4_pybind)")
 
@@ -207,25 +207,7 @@ TILT = math.radians(20.0)
 @pytest.fixture(scope="module")
 def directed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model (geometry ``tiny``, 1-100 GeV) conditioned on the direction, trained a few steps on toy showers at random directions."""
-    import torch
-
-    from calogen.train.config import Preset
-    from calogen.train.loop import train
-
-    root = tmp_path_factory.mktemp("directed")
-    geometry = Geometry.builtin("tiny")
-    e, v = toy_showers(geometry, 200, seed=0)
-    rng = np.random.default_rng(1)
-    d = np.stack([rng.uniform(0, 0.6, 200), rng.uniform(-math.pi, math.pi, 200)], axis=1).astype(np.float32)
-    write_showers(root / "train.h5", e, v, directions=d)
-    settings = {"model": {"directions": True}, "train": {"max_steps": 5, "eval_every": 5, "checkpoint_every": 5}}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(root / "train.h5", geometry, Preset.from_dict("directed", settings, base=Preset.resolve("tiny")), root / "model")
-    finally:
-        torch.set_num_threads(threads)
-    return root / "model"
+    return train_directed_tiny(tmp_path_factory.mktemp("directed"))
 
 
 def layer_energies(geometry: Geometry, shower: np.ndarray) -> np.ndarray:

@@ -9,18 +9,14 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from _model_data import one_thread, toy_showers  # noqa: F401
+from _model_data import one_thread, train_directed_tiny  # noqa: F401
 
 from calogen.errors import CalogenError
-from calogen.geometry import Geometry
 from calogen.integrations.ddml import DDMLConfig, make_run_inference
 from calogen.integrations.par04 import calodit_input, from_par04_order, layer_direction, par04_directions, to_par04_order, vae_input
 from calogen.integrations.par04_graph import PAR04_INPUT, PAR04_OUTPUT, export_par04
-from calogen.io import write_showers
 from calogen.models.generator import FlowModel, load
 from calogen.models.preprocess import direction_features
-from calogen.train.config import Preset
-from calogen.train.loop import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,15 +29,7 @@ FORWARD, BACKWARD = 1.0, 2.0
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model conditioned on the direction, trained a few steps on toy showers at random directions."""
-    root = tmp_path_factory.mktemp("par04-directions")
-    geometry = Geometry.builtin("tiny")
-    e, v = toy_showers(geometry, 200, seed=0)
-    rng = np.random.default_rng(1)
-    d = np.stack([rng.uniform(0, 0.6, 200), rng.uniform(-math.pi, math.pi, 200)], axis=1).astype(np.float32)
-    write_showers(root / "train.h5", e, v, directions=d)
-    settings = {"model": {"directions": True}, "train": {"max_steps": 5, "eval_every": 5, "checkpoint_every": 5}}
-    train(root / "train.h5", geometry, Preset.from_dict("directed", settings, base=Preset.resolve("tiny")), root / "model")
-    return root / "model"
+    return train_directed_tiny(tmp_path_factory.mktemp("par04-directions"))
 
 
 @pytest.fixture(scope="module")
