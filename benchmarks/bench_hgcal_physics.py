@@ -40,12 +40,12 @@ from scipy.special import gammaln
 from calogen.cell_geometry import CellGeometry
 from calogen.commands.calibrate_gflash import reference_incidence
 from calogen.io import read_showers
-from calogen.sim.shower_profiles import profile_agreement
 from calogen.sim.detector import LayerStack
 from calogen.sim.full import FullSimulation
 from calogen.sim.gflash import GflashSimulation
 from calogen.sim.gflash_params import GflashParameters, hgcal_like_parameters
 from calogen.sim.readout import Incidence
+from calogen.sim.shower_profiles import profile_agreement
 
 SHOWN_LAYERS = (1, 5, 10, 15, 20, 26)
 

@@ -13,13 +13,13 @@ from calogen.generator import Generator, derive_seed
 from calogen.geometry import Geometry
 from calogen.io import ShowerData
 from calogen.sim.calibrate import CalibrationError, calibrate_gflash
-from calogen.sim.shower_profiles import profile_agreement, radial_energies
 from calogen.sim.gflash import GflashSimulation
 from calogen.sim.gflash_longitudinal import mean_log_shape, n_spots, origin
 from calogen.sim.gflash_params import PACKAGED, GflashParameterError, GflashParameters, default_parameters
 from calogen.sim.gflash_radial import radial_parameters
 from calogen.sim.gflash_spots import STEP_X0, depth_steps
 from calogen.sim.readout import ReadoutTables, score_deposits
+from calogen.sim.shower_profiles import profile_agreement, radial_energies
 
 DS2 = Geometry.builtin("ds2")
 

@@ -11,10 +11,10 @@ from calogen.cell_geometry import CellGeometry, CellLayer
 from calogen.cli import main
 from calogen.io import ShowerData, read_showers
 from calogen.sim.calibrate import CalibrationError, calibrate_gflash
-from calogen.sim.shower_profiles import profile_agreement
 from calogen.sim.gflash import GflashSimulation
 from calogen.sim.gflash_cells import ring_acceptance, ring_energies, shell_edges
 from calogen.sim.gflash_params import GflashParameters, hgcal_like_parameters
+from calogen.sim.shower_profiles import profile_agreement
 
 HGCAL = CellGeometry.builtin("hgcal-like")
 

@@ -38,6 +38,7 @@ _MAX_MISS, _MAX_TILT = 4.0, 1e4
 """Bounds of :func:`recentre`'s centre miss per energy above base (ring radii; more than a tilt can move) and of its
 tilt (per ring radius): keep both finite for rings with almost no energy above their base."""
 
+
 def floor_at(energies: torch.Tensor, values: torch.Tensor, log_nodes: torch.Tensor) -> torch.Tensor:
     """Floor ``(B, 1)`` MeV at incident energies ``(B, 1)`` MeV: ``values (n,)`` at ``ln E = log_nodes (n,)``
     (``n >= 2``, increasing), piecewise linear in between, constant outside. No branches, so it traces."""

@@ -45,8 +45,8 @@ from calogen.hybrid import fastsim_record
 from calogen.io import file_sha256
 from calogen.models.generator import save_model
 from calogen.models.preprocess import Preprocessor
-from calogen.models.voxel_groups import energy_groups
 from calogen.models.refiner import refiner_config
+from calogen.models.voxel_groups import energy_groups
 from calogen.outputs import check_output_dir, ensure_free_space
 from calogen.train.checkpoint import (
     latest_checkpoint,

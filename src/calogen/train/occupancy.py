@@ -41,8 +41,8 @@ from calogen.errors import CalogenError
 from calogen.geometry import Geometry
 from calogen.models.hit_placement import gumbel, occupy
 from calogen.models.occupancy import COUNT_SLACK, OCCUPANCY_FILES, Occupancy, OccupancyConfig, load_occupancy, save_occupancy
-from calogen.models.voxel_groups import energy_groups, group_sums
 from calogen.models.rescale import readout_targets
+from calogen.models.voxel_groups import energy_groups, group_sums
 
 if TYPE_CHECKING:
     from calogen.cell_geometry import CellGeometry
