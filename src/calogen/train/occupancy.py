@@ -290,8 +290,8 @@ def fit_occupancy(
         data: its training showers (CaloChallenge HDF5); the first ``n_showers`` (default: all) are used.
         out: write a copy of the model (without its training checkpoints) with the stage here (default: add it to ``model_dir``).
         n_showers: showers to use.
-        config: network settings (``max_count`` is set to the geometry's most alpha bins); its ``placement`` also
-            applies to a ``counts_from`` stage.
+        config: network settings (``max_count`` is set to the geometry's most alpha bins, ``centre`` to the
+            ``centre`` argument); its ``placement`` also applies to a ``counts_from`` stage.
         settings: fit settings.
         log: callable receiving progress lines.
         counts_from: take the count network from the occupancy stage of this model directory (same geometry;
